@@ -1,0 +1,22 @@
+//! Generated protobuf and gRPC code for Prism.
+//!
+//! The `.proto` files under `proto/prism/` are the source of truth; this crate
+//! compiles them at build time. `FILE_DESCRIPTOR_SET` carries every message
+//! with its options, for gRPC server reflection.
+
+#![allow(missing_docs)]
+
+/// Encoded `FileDescriptorSet` of every Prism proto (with imports and options).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prism_descriptor.bin"));
+
+pub mod keyvalue {
+    pub mod v1 {
+        tonic::include_proto!("prism.keyvalue.v1");
+    }
+}
+
+pub mod plugin {
+    pub mod v1 {
+        tonic::include_proto!("prism.plugin.v1");
+    }
+}
