@@ -1,0 +1,92 @@
+//! Opaque, resumable scan page tokens.
+//!
+//! A token is the base64url encoding of a `ScanCursor` message: the
+//! namespace and prefix of the scan and the last key returned. Resuming
+//! strictly after that key makes a token stay valid across concurrent writes
+//! and plugin restarts, and lets it work on any backend that can list keys
+//! in order. The namespace and prefix are checked so that a token is never
+//! silently applied to a different scan.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prism_proto::plugin::v1::ScanCursor;
+use prost::Message;
+
+use crate::error::PluginError;
+
+/// Longest page token accepted, in bytes. A token holds one key and one
+/// prefix, so this is far above any valid token.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Encodes the token that resumes a scan after `after_key`.
+pub fn encode(namespace: &str, prefix: &str, after_key: &str) -> String {
+    let cursor =
+        ScanCursor { namespace: namespace.to_owned(), prefix: prefix.to_owned(), after_key: after_key.to_owned() };
+    URL_SAFE_NO_PAD.encode(cursor.encode_to_vec())
+}
+
+/// Decodes a page token into the key the scan resumes after; `None` for an
+/// empty token (a new scan).
+pub fn decode(namespace: &str, prefix: &str, token: &str) -> Result<Option<String>, PluginError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(PluginError::InvalidArgument(format!(
+            "page_token is {} bytes, longer than the limit of {MAX_TOKEN_BYTES}",
+            token.len()
+        )));
+    }
+    let invalid = || PluginError::InvalidArgument("page_token is not a token returned by Scan".to_owned());
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let cursor = ScanCursor::decode(raw.as_slice()).map_err(|_| invalid())?;
+    if cursor.namespace != namespace || cursor.prefix != prefix {
+        return Err(PluginError::InvalidArgument(
+            "page_token belongs to a scan of another namespace or prefix".to_owned(),
+        ));
+    }
+    if !cursor.after_key.starts_with(prefix) {
+        return Err(invalid());
+    }
+    Ok(Some(cursor.after_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let token = encode("ns", "user/", "user/42");
+        assert_eq!(decode("ns", "user/", &token).unwrap().as_deref(), Some("user/42"));
+    }
+
+    #[test]
+    fn empty_token_starts_a_scan() {
+        assert_eq!(decode("ns", "", "").unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_other_scan() {
+        let token = encode("ns", "a", "a1");
+        assert!(matches!(decode("other", "a", &token), Err(PluginError::InvalidArgument(_))));
+        assert!(matches!(decode("ns", "b", &token), Err(PluginError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn rejects_garbage_and_oversize() {
+        for bad in ["!!!", "AAAA", "%%", "ZZZZZZZZZZZZZZZZZ"] {
+            assert!(decode("ns", "", bad).is_err(), "{bad}");
+        }
+        let long = "A".repeat(MAX_TOKEN_BYTES + 1);
+        let err = decode("ns", "", &long).unwrap_err();
+        assert!(err.to_string().contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn rejects_key_outside_prefix() {
+        let forged = URL_SAFE_NO_PAD
+            .encode(ScanCursor { namespace: "ns".into(), prefix: "a".into(), after_key: "b".into() }.encode_to_vec());
+        assert!(decode("ns", "a", &forged).is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The `prism.plugin.v1.KeyValueBackend` service: checks each call against
+//! the declared capabilities and limits, then calls the [`KeyValueStore`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prism_proto::keyvalue::v1::{
+    BatchGetRequest, BatchGetResponse, BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, Entry,
+    GetRequest, GetResponse, GetResult, PutRequest, PutResponse, ScanRequest, ScanResponse,
+};
+use prism_proto::plugin::v1::Capabilities;
+use prism_proto::plugin::v1::key_value_backend_server::KeyValueBackend;
+use tonic::{Request, Response, Status};
+
+use crate::backend::{KeyValueStore, Namespace, PutOp};
+use crate::cursor;
+use crate::error::PluginError;
+use crate::state::PluginState;
+
+/// Page size used when a scan asks for 0.
+pub const DEFAULT_SCAN_PAGE: usize = 100;
+/// Largest scan page a plugin returns, whatever is asked.
+pub const MAX_SCAN_PAGE: usize = 10_000;
+/// Most keys or items in one batch call a plugin accepts.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+pub(crate) struct KeyValueService<B: KeyValueStore> {
+    pub(crate) state: Arc<PluginState<B>>,
+}
+
+/// What every call needs: the backend, its capabilities and the namespace.
+struct Call<'a, B: KeyValueStore> {
+    backend: &'a B,
+    caps: &'a Capabilities,
+    ns: Arc<Namespace<B::NamespaceState>>,
+}
+
+impl<B: KeyValueStore> KeyValueService<B> {
+    fn call(&self, namespace: &str) -> Result<Call<'_, B>, PluginError> {
+        let ready = self.state.ready()?;
+        if !ready.capabilities.patterns.contains(&(prism_proto::plugin::v1::Pattern::Keyvalue as i32)) {
+            return Err(PluginError::Unimplemented(format!("{} plugin does not serve KeyValue", B::KIND)));
+        }
+        let ns = self.state.namespace(namespace)?;
+        Ok(Call { backend: &ready.backend, caps: &ready.capabilities, ns })
+    }
+}
+
+fn check_key(key: &str, caps: &Capabilities) -> Result<(), PluginError> {
+    if key.is_empty() {
+        return Err(PluginError::InvalidArgument("key must not be empty".to_owned()));
+    }
+    if caps.max_key_bytes > 0 && key.len() as u64 > caps.max_key_bytes {
+        return Err(PluginError::InvalidArgument(format!(
+            "key is {} bytes, over the limit of {} bytes",
+            key.len(),
+            caps.max_key_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_batch(len: usize) -> Result<(), PluginError> {
+    if len > MAX_BATCH_ITEMS {
+        return Err(PluginError::InvalidArgument(format!(
+            "batch has {len} items, over the limit of {MAX_BATCH_ITEMS}"
+        )));
+    }
+    Ok(())
+}
+
+fn put_op<S>(
+    caps: &Capabilities,
+    ns: &Namespace<S>,
+    key: String,
+    value: bytes::Bytes,
+    ttl_seconds: u64,
+    if_version: Option<u64>,
+) -> Result<PutOp, PluginError> {
+    check_key(&key, caps)?;
+    if value.is_empty() {
+        return Err(PluginError::InvalidArgument("value must not be empty".to_owned()));
+    }
+    let limit = [caps.max_value_bytes, ns.settings().max_value_bytes].into_iter().filter(|l| *l > 0).min();
+    if let Some(limit) = limit
+        && value.len() as u64 > limit
+    {
+        return Err(PluginError::InvalidArgument(format!(
+            "value is {} bytes, over the limit of {limit} bytes",
+            value.len()
+        )));
+    }
+    if ttl_seconds > 0 && !caps.ttl {
+        return Err(PluginError::Unimplemented("this backend does not support TTL (ttl_seconds)".to_owned()));
+    }
+    if if_version.is_some() && !caps.cas {
+        return Err(PluginError::Unimplemented(
+            "this backend does not support compare-and-set (if_version)".to_owned(),
+        ));
+    }
+    let ttl = (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds));
+    Ok(PutOp { key, value, ttl, if_version })
+}
+
+#[tonic::async_trait]
+impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        let op = put_op(call.caps, &call.ns, req.key, req.value, req.ttl_seconds, req.if_version)?;
+        let version = call.backend.put(&call.ns, op).await?;
+        Ok(Response::new(PutResponse { version }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        check_key(&req.key, call.caps)?;
+        let response = match call.backend.get(&call.ns, &req.key).await? {
+            Some(record) => GetResponse { found: true, value: record.value, version: record.version },
+            None => GetResponse::default(),
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        check_key(&req.key, call.caps)?;
+        if req.if_version.is_some() && !call.caps.cas {
+            return Err(PluginError::Unimplemented(
+                "this backend does not support compare-and-set (if_version)".to_owned(),
+            )
+            .into());
+        }
+        let deleted = call.backend.delete(&call.ns, &req.key, req.if_version).await?;
+        Ok(Response::new(DeleteResponse { deleted }))
+    }
+
+    async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        check_batch(req.keys.len())?;
+        for key in &req.keys {
+            check_key(key, call.caps)?;
+        }
+        let records = call.backend.batch_get(&call.ns, &req.keys).await?;
+        if records.len() != req.keys.len() {
+            return Err(PluginError::internal(format!(
+                "batch_get returned {} results for {} keys",
+                records.len(),
+                req.keys.len()
+            ))
+            .into());
+        }
+        let items = req
+            .keys
+            .into_iter()
+            .zip(records)
+            .map(|(key, record)| match record {
+                Some(r) => GetResult { key, found: true, value: r.value, version: r.version },
+                None => GetResult { key, ..Default::default() },
+            })
+            .collect();
+        Ok(Response::new(BatchGetResponse { items }))
+    }
+
+    async fn batch_put(&self, request: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        check_batch(req.items.len())?;
+        // Validate every item before writing any, so a bad item never leaves
+        // a half-applied batch behind.
+        let ops = req
+            .items
+            .into_iter()
+            .map(|item| put_op(call.caps, &call.ns, item.key, item.value, item.ttl_seconds, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = ops.len();
+        let versions = call.backend.batch_put(&call.ns, ops).await?;
+        if versions.len() != count {
+            return Err(PluginError::internal(format!(
+                "batch_put returned {} versions for {count} items",
+                versions.len()
+            ))
+            .into());
+        }
+        Ok(Response::new(BatchPutResponse { versions }))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = request.into_inner();
+        let call = self.call(&req.namespace)?;
+        if !call.caps.scan {
+            return Err(PluginError::Unimplemented("this backend does not support ordered scans".to_owned()).into());
+        }
+        let after = cursor::decode(&req.namespace, &req.prefix, &req.page_token)?;
+        let limit = match req.page_size as usize {
+            0 => DEFAULT_SCAN_PAGE,
+            n => n.min(MAX_SCAN_PAGE),
+        };
+        let page = call.backend.scan(&call.ns, &req.prefix, after.as_deref(), limit).await?;
+        let next_page_token = match (page.more, page.entries.last()) {
+            (true, Some((last, _))) => cursor::encode(&req.namespace, &req.prefix, last),
+            _ => String::new(),
+        };
+        let items =
+            page.entries.into_iter().map(|(key, r)| Entry { key, value: r.value, version: r.version }).collect();
+        Ok(Response::new(ScanResponse { items, next_page_token }))
+    }
+}

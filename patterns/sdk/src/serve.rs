@@ -1,0 +1,169 @@
+//! Running a plugin process: arguments, logging, listener, shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use prism_proto::plugin::v1::key_value_backend_server::KeyValueBackendServer;
+use prism_proto::plugin::v1::lifecycle_server::LifecycleServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+
+use crate::backend::{Backend, KeyValueStore};
+use crate::keyvalue::KeyValueService;
+use crate::lifecycle::LifecycleService;
+use crate::state::PluginState;
+use crate::transport;
+
+/// Command line of every plugin binary.
+#[derive(Debug, Parser)]
+#[command(version, about = "A Prism backend plugin. Started by prism-proxy, or run on a TCP address as a container.")]
+struct PluginArgs {
+    /// Serve on this Unix socket (how prism-proxy starts `command:` plugins).
+    #[arg(long, env = "PRISM_PLUGIN_SOCKET", conflicts_with = "listen", required_unless_present = "listen")]
+    socket: Option<PathBuf>,
+    /// Serve on this TCP address (container mode; the proxy reaches it
+    /// through an `address:` plugin entry).
+    #[arg(long, env = "PRISM_PLUGIN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Stop when standard input closes. The proxy holds the other end of the
+    /// pipe, so a plugin never outlives a proxy that died without cleaning up.
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
+    /// Log format on standard error.
+    #[arg(long, env = "PRISM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Builds and runs a plugin process.
+///
+/// ```no_run
+/// # use prism_plugin_sdk::{PluginServer, Backend};
+/// # async fn demo<B: prism_plugin_sdk::KeyValueStore>() -> std::process::ExitCode {
+/// PluginServer::<B>::new().keyvalue().run().await
+/// # }
+/// ```
+pub struct PluginServer<B: Backend> {
+    state: Arc<PluginState<B>>,
+    routes: RoutesBuilder,
+}
+
+impl<B: Backend> Default for PluginServer<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Backend> PluginServer<B> {
+    /// A server with the Lifecycle service; add pattern services with
+    /// [`PluginServer::keyvalue`].
+    pub fn new() -> Self {
+        let state = Arc::new(PluginState::new());
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(LifecycleServer::new(LifecycleService { state: state.clone() }));
+        Self { state, routes }
+    }
+
+    /// Parses the command line, serves until SIGTERM, SIGINT or (with
+    /// `--exit-on-stdin-eof`) the end of standard input, then drains the
+    /// backend.
+    pub async fn run(self) -> ExitCode {
+        let args = PluginArgs::parse();
+        init_logging(args.log_format);
+        match self.serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = %err, "plugin stopped with an error");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve(self, args: PluginArgs) -> Result<(), Box<dyn std::error::Error>> {
+        let shutdown = shutdown_signal(args.exit_on_stdin_eof);
+        let mut server = transport::server_builder();
+        let router = server.add_routes(self.routes.routes());
+        if let Some(path) = args.socket {
+            // A socket file left by a crashed process would make bind fail.
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path)?;
+            tracing::info!(backend = B::KIND, socket = %path.display(), "listening");
+            let served = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await;
+            let _ = std::fs::remove_file(&path);
+            served?;
+        } else if let Some(addr) = args.listen {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(backend = B::KIND, addr = %local, "listening");
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+        if let Ok(ready) = self.state.ready() {
+            ready.backend.drain().await;
+        }
+        tracing::info!(backend = B::KIND, "stopped");
+        Ok(())
+    }
+}
+
+impl<B: KeyValueStore> PluginServer<B> {
+    /// Serves the KeyValue pattern.
+    pub fn keyvalue(mut self) -> Self {
+        let service = KeyValueBackendServer::new(KeyValueService { state: self.state.clone() })
+            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal(watch_stdin: bool) {
+    let stdin_closed = async {
+        if !watch_stdin {
+            return std::future::pending::<()>().await;
+        }
+        // A plain thread, not tokio's blocking pool: a read blocked on stdin
+        // would otherwise keep the runtime from shutting down.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+        () = terminate => tracing::info!("SIGTERM received, stopping"),
+        () = stdin_closed => tracing::info!("parent closed stdin, stopping"),
+    }
+}

@@ -1,0 +1,97 @@
+//! Shared state of a running plugin: the backend once initialized, and the
+//! prepared namespaces.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use prism_proto::plugin::v1::{Capabilities, NamespaceSettings};
+use tokio::sync::Mutex;
+
+use crate::backend::{Backend, Namespace};
+use crate::error::PluginError;
+
+/// The backend after a successful Initialize.
+pub(crate) struct Ready<B> {
+    pub(crate) backend: B,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) instance: String,
+    pub(crate) config_json: String,
+}
+
+type NamespaceMap<S> = HashMap<String, Arc<Namespace<S>>>;
+
+pub(crate) struct PluginState<B: Backend> {
+    ready: OnceLock<Ready<B>>,
+    // Read on every call, written only by prepare/drop: a copy-on-write map
+    // keeps the read path free of locks.
+    namespaces: ArcSwap<NamespaceMap<B::NamespaceState>>,
+    // Serializes Initialize and the copy-on-write updates of `namespaces`.
+    admin: Mutex<()>,
+}
+
+impl<B: Backend> PluginState<B> {
+    pub(crate) fn new() -> Self {
+        Self { ready: OnceLock::new(), namespaces: ArcSwap::default(), admin: Mutex::new(()) }
+    }
+
+    pub(crate) fn ready(&self) -> Result<&Ready<B>, PluginError> {
+        self.ready
+            .get()
+            .ok_or_else(|| PluginError::FailedPrecondition(format!("{} plugin is not initialized", B::KIND)))
+    }
+
+    /// Initializes the backend once. A second Initialize with the same
+    /// configuration (a proxy that restarted while this plugin kept running)
+    /// answers as the first did; a different configuration is refused,
+    /// because switching backends under live namespaces would lose data.
+    pub(crate) async fn initialize(&self, instance: &str, config_json: &str) -> Result<&Ready<B>, PluginError> {
+        let _guard = self.admin.lock().await;
+        if let Some(ready) = self.ready.get() {
+            if ready.config_json == config_json {
+                return Ok(ready);
+            }
+            return Err(PluginError::FailedPrecondition(format!(
+                "{} plugin is already initialized with another configuration; restart it to change it",
+                B::KIND
+            )));
+        }
+        let json = if config_json.trim().is_empty() { "{}" } else { config_json };
+        let config: B::Config = serde_json::from_str(json)
+            .map_err(|e| PluginError::InvalidArgument(format!("invalid {} plugin config: {e}", B::KIND)))?;
+        let backend = B::open(instance, config).await?;
+        let capabilities = backend.capabilities();
+        let ready = Ready { backend, capabilities, instance: instance.to_owned(), config_json: config_json.to_owned() };
+        // Cannot already be set: we hold the admin lock and checked above.
+        Ok(self.ready.get_or_init(|| ready))
+    }
+
+    pub(crate) fn namespace(&self, name: &str) -> Result<Arc<Namespace<B::NamespaceState>>, PluginError> {
+        self.namespaces.load().get(name).cloned().ok_or_else(|| {
+            PluginError::FailedPrecondition(format!("namespace {name:?} is not prepared on this plugin"))
+        })
+    }
+
+    pub(crate) async fn prepare(&self, settings: NamespaceSettings) -> Result<(), PluginError> {
+        let ready = self.ready()?;
+        if settings.name.is_empty() {
+            return Err(PluginError::InvalidArgument("namespace name must not be empty".to_owned()));
+        }
+        let _guard = self.admin.lock().await;
+        let state = ready.backend.prepare_namespace(&settings).await?;
+        let mut map = NamespaceMap::clone(&self.namespaces.load());
+        map.insert(settings.name.clone(), Arc::new(Namespace::new(settings, state)));
+        self.namespaces.store(Arc::new(map));
+        Ok(())
+    }
+
+    pub(crate) async fn drop_namespace(&self, name: &str) -> Result<(), PluginError> {
+        let ready = self.ready()?;
+        let _guard = self.admin.lock().await;
+        // Unroute first so no new call reaches data that is being deleted.
+        let mut map = NamespaceMap::clone(&self.namespaces.load());
+        map.remove(name);
+        self.namespaces.store(Arc::new(map));
+        ready.backend.drop_namespace(name).await
+    }
+}
