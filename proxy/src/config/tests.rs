@@ -1,0 +1,83 @@
+use super::*;
+
+const MINIMAL: &str = "namespaces_dir: ns\nplugins:\n  memstore:\n    command: [prism-plugin-memstore]\n";
+
+fn invalid(text: &str) -> Vec<String> {
+    Config::parse(text).expect("parses").validate().expect_err("must be invalid")
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8980");
+    assert_eq!(c.plugins["memstore"].pool_size, 4);
+    assert_eq!(c.limits.max_value_bytes, 1024 * 1024);
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn unknown_field_names_line_and_column() {
+    let err = Config::parse(&format!("{MINIMAL}    pool_sise: 3\n")).unwrap_err();
+    assert!(err.contains("line 5 column 5"), "{err}");
+    assert!(err.contains("unknown field `pool_sise`"), "{err}");
+}
+
+#[test]
+fn wrong_types_and_syntax_are_located() {
+    let err = Config::parse("listen: not-an-address\nnamespaces_dir: x\nplugins: {}\n").unwrap_err();
+    assert!(err.contains("line 1"), "{err}");
+    let err = Config::parse("namespaces_dir: [\n").unwrap_err();
+    assert!(err.contains("line 1"), "{err}");
+    let err = Config::parse(&format!("{MINIMAL}shutdown_grace: soon\n")).unwrap_err();
+    assert!(err.contains("write it like"), "{err}");
+    assert!(Config::parse("").unwrap_err().contains("empty"));
+    assert!(Config::parse("plugins: {}\n").unwrap_err().contains("missing field `namespaces_dir`"));
+}
+
+#[test]
+fn every_semantic_error_is_reported_together() {
+    let errors = invalid(
+        "namespaces_dir: ns\ndefault_backend: nope\nplugins:\n  Bad_Name:\n    command: [x]\n    address: 'h:1'\n    pool_size: 0\n  empty: {}\nlimits:\n  max_key_bytes: 0\n  default_page_size: 5000\nlog:\n  level: loud\n",
+    );
+    let joined = errors.join("\n");
+    for needle in [
+        "plugins.Bad_Name: plugin names",
+        "plugins.Bad_Name: set either command or address",
+        "plugins.Bad_Name.pool_size",
+        "plugins.empty: set command",
+        "default_backend: \"nope\"",
+        "limits.max_key_bytes",
+        "limits.default_page_size",
+        "log.level",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prism.yaml");
+    std::fs::write(&path, "namespaces_dir: ns\nplugins:\n  a:\n    command: [./bin/plugin, --flag]\n  b:\n    command: [plugin-on-path]\n").unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.namespaces_dir, dir.path().join("ns"));
+    assert_eq!(c.plugins["a"].command.as_ref().unwrap()[0], dir.path().join("./bin/plugin").to_string_lossy());
+    assert_eq!(c.plugins["b"].command.as_ref().unwrap()[0], "plugin-on-path");
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = Config::load(Path::new("/nonexistent/prism.yaml")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/prism.yaml"), "{err}");
+}
+
+#[test]
+fn dns_labels() {
+    for ok in ["a", "memstore", "redis-2", &"a".repeat(63)] {
+        assert!(is_dns_label(ok), "{ok}");
+    }
+    for bad in ["", "A", "1abc", "a_b", "a-", &"a".repeat(64), "café"] {
+        assert!(!is_dns_label(bad), "{bad}");
+    }
+}

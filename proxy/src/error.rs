@@ -1,0 +1,157 @@
+//! The proxy's error type and its one mapping to gRPC status codes.
+//!
+//! Every failure on the request path becomes one of these variants, and
+//! `From<ProxyError> for Status` is the only place that picks a code. Client
+//! messages name the request's problem (the namespace, the limit, the
+//! plugin), never backend internals.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The caller did not prove who it is.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request names a namespace this proxy does not serve.
+    #[error("namespace {0:?} not found")]
+    NamespaceNotFound(String),
+    /// The request is malformed or over a limit.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A compare-and-set precondition failed; the caller should re-read.
+    #[error("{0}")]
+    Conflict(String),
+    /// The namespace or plugin is not in a state to serve this call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The backend does not support what the call needs.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// Too many requests, or a backend limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The request ran out of time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The plugin or its backend is down; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected answer; details are logged, not returned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ProxyError> for Status {
+    fn from(err: ProxyError) -> Self {
+        let code = match &err {
+            ProxyError::Unauthenticated(_) => Code::Unauthenticated,
+            ProxyError::PermissionDenied(_) => Code::PermissionDenied,
+            ProxyError::NamespaceNotFound(_) => Code::NotFound,
+            ProxyError::InvalidArgument(_) => Code::InvalidArgument,
+            ProxyError::Conflict(_) => Code::Aborted,
+            ProxyError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ProxyError::Unimplemented(_) => Code::Unimplemented,
+            ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ProxyError::Unavailable(_) => Code::Unavailable,
+            ProxyError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                return Status::internal("internal error");
+            }
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
+impl ProxyError {
+    /// Maps a status returned by plugin `plugin` to the proxy's error.
+    ///
+    /// Statuses the plugin SDK produces on purpose keep their meaning and
+    /// message. Transport failures (the connection broke because the plugin
+    /// died, or could not be opened) become UNAVAILABLE naming the plugin,
+    /// so a client retries instead of seeing a raw transport error.
+    pub fn from_plugin(plugin: &str, status: &Status) -> Self {
+        if is_transport_failure(status) {
+            return match status.code() {
+                Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),
+                _ => Self::Unavailable(format!("plugin {plugin} is unavailable (connection lost)")),
+            };
+        }
+        let msg = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(msg),
+            Code::Aborted => Self::Conflict(msg),
+            Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists => Self::FailedPrecondition(msg),
+            Code::Unimplemented => Self::Unimplemented(msg),
+            Code::ResourceExhausted => Self::ResourceExhausted(msg),
+            Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),
+            Code::Unavailable => Self::Unavailable(format!("backend of plugin {plugin} is unavailable: {msg}")),
+            // The stream was reset or cancelled on the wire: the plugin went away.
+            Code::Unknown | Code::Cancelled => {
+                Self::Unavailable(format!("plugin {plugin} is unavailable (connection lost)"))
+            }
+            code => Self::Internal(format!("plugin {plugin} answered {code:?}: {msg}")),
+        }
+    }
+}
+
+/// Whether tonic produced the status locally because the connection failed
+/// (it then carries the transport error as its source); statuses sent by
+/// the plugin arrive without a source.
+fn is_transport_failure(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_mapped_once() {
+        let cases = [
+            (ProxyError::NamespaceNotFound("x".into()), Code::NotFound),
+            (ProxyError::InvalidArgument("x".into()), Code::InvalidArgument),
+            (ProxyError::Conflict("x".into()), Code::Aborted),
+            (ProxyError::Unavailable("x".into()), Code::Unavailable),
+            (ProxyError::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
+            (ProxyError::ResourceExhausted("x".into()), Code::ResourceExhausted),
+            (ProxyError::Unauthenticated("x".into()), Code::Unauthenticated),
+            (ProxyError::PermissionDenied("x".into()), Code::PermissionDenied),
+        ];
+        for (err, code) in cases {
+            assert_eq!(Status::from(err).code(), code);
+        }
+    }
+
+    #[test]
+    fn not_found_names_the_namespace() {
+        let status = Status::from(ProxyError::NamespaceNotFound("orders".into()));
+        assert_eq!(status.message(), "namespace \"orders\" not found");
+    }
+
+    #[test]
+    fn internal_details_stay_inside() {
+        let status = Status::from(ProxyError::Internal("SELECT * failed at row 3".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn plugin_statuses_keep_their_meaning() {
+        let e = ProxyError::from_plugin("mem", &Status::aborted("version mismatch"));
+        assert!(matches!(e, ProxyError::Conflict(m) if m == "version mismatch"));
+        let e = ProxyError::from_plugin("mem", &Status::unavailable("redis down"));
+        assert!(matches!(e, ProxyError::Unavailable(m) if m.contains("redis down") && m.contains("mem")));
+        let e = ProxyError::from_plugin("mem", &Status::unknown("h2 protocol error"));
+        assert!(matches!(e, ProxyError::Unavailable(m) if m.contains("plugin mem")));
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let e = ProxyError::from_plugin("mem", &Status::from_error(Box::new(io)));
+        assert!(
+            matches!(e, ProxyError::Unavailable(m) if m.contains("connection lost")),
+            "transport failures of any code"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The gateway's shared state: plugins and the namespace route table.
+//!
+//! The route table is an immutable snapshot behind an `ArcSwap`: the
+//! request path loads it without locks, and a change publishes a new
+//! snapshot, so in-flight requests finish on the table they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prism_proto::plugin::v1::{NamespaceSettings, Pattern};
+
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::namespace::{NamespaceDoc, PatternKind};
+use crate::plugin::Plugin;
+
+/// How one namespace is served.
+#[derive(Debug)]
+pub struct Route {
+    pub doc: Arc<NamespaceDoc>,
+    pub plugin: Arc<Plugin>,
+    /// Limits for this namespace: the proxy's, lowered by the namespace's
+    /// needs.
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// TTL applied to writes that set none (`spec.needs.ttl`); 0 for none.
+    pub default_ttl_seconds: u64,
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        &self.doc.metadata.name
+    }
+
+    pub fn pattern(&self) -> PatternKind {
+        self.doc.spec.pattern
+    }
+
+    /// What the plugin is told when the namespace is prepared.
+    pub fn settings(&self) -> NamespaceSettings {
+        NamespaceSettings {
+            name: self.name().to_owned(),
+            pattern: match self.pattern() {
+                PatternKind::Keyvalue => Pattern::Keyvalue,
+                PatternKind::Timeseries => Pattern::Timeseries,
+                PatternKind::Graph => Pattern::Graph,
+            } as i32,
+            max_value_bytes: self.max_value_bytes as u64,
+            retention_seconds: self.doc.spec.needs.retention.map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Plugins and routes.
+pub struct Gateway {
+    pub config: Config,
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    routes: ArcSwap<RouteTable>,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        let plugins = config
+            .plugins
+            .iter()
+            .map(|(name, pc)| (name.clone(), Arc::new(Plugin::new(name.clone(), pc.clone()))))
+            .collect();
+        Self { config, plugins, routes: ArcSwap::default() }
+    }
+
+    /// Builds the route for a namespace document, or says why it cannot be
+    /// served by this proxy.
+    pub fn build_route(&self, doc: NamespaceDoc) -> Result<Route, String> {
+        let backend = doc
+            .spec
+            .backend
+            .clone()
+            .or_else(|| self.config.default_backend.clone())
+            .ok_or_else(|| "spec.backend is not set and the proxy has no default_backend".to_owned())?;
+        let plugin = self.plugins.get(&backend).cloned().ok_or_else(|| {
+            format!(
+                "spec.backend: {backend:?} is not a configured plugin (configured: {})",
+                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        let limits = &self.config.limits;
+        let max_value_bytes =
+            doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| (n as usize).min(limits.max_value_bytes));
+        let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
+        Ok(Route {
+            doc: Arc::new(doc),
+            plugin,
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes,
+            default_ttl_seconds,
+        })
+    }
+
+    /// Replaces the whole route table.
+    pub fn publish(&self, routes: Vec<Route>) {
+        let routes = routes.into_iter().map(|r| (r.name().to_owned(), Arc::new(r))).collect();
+        self.routes.store(Arc::new(RouteTable { routes }));
+    }
+
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// The route of a namespace that must use `pattern`.
+    pub fn route(&self, namespace: &str, pattern: PatternKind) -> Result<Arc<Route>, ProxyError> {
+        if namespace.is_empty() {
+            return Err(ProxyError::InvalidArgument("namespace is required".to_owned()));
+        }
+        let route = self
+            .routes
+            .load()
+            .get(namespace)
+            .cloned()
+            .ok_or_else(|| ProxyError::NamespaceNotFound(namespace.to_owned()))?;
+        if route.pattern() != pattern {
+            return Err(ProxyError::FailedPrecondition(format!(
+                "namespace {namespace:?} uses the {} pattern, not {}",
+                route.pattern().as_str(),
+                pattern.as_str()
+            )));
+        }
+        Ok(route)
+    }
+
+    /// Settings of every namespace served by `plugin`, to prepare on it.
+    pub fn namespaces_of(&self, plugin: &str) -> Vec<NamespaceSettings> {
+        self.routes.load().iter().filter(|r| r.plugin.name() == plugin).map(|r| r.settings()).collect()
+    }
+}

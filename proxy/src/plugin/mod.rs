@@ -1,0 +1,201 @@
+//! Backend plugins as the proxy sees them: a handle per plugin that the
+//! request path reads without locks, kept current by a supervisor task.
+
+mod pool;
+mod supervisor;
+
+pub use pool::{Pool, Target};
+pub use supervisor::{NamespaceSource, Supervisor};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
+use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
+use prism_proto::plugin::v1::{Capabilities, InitializeResponse};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::config::PluginConfig;
+use crate::error::ProxyError;
+
+/// Largest message exchanged with a plugin; above every client limit.
+const PLUGIN_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A live, initialized connection to a plugin process.
+#[derive(Debug)]
+pub struct Connection {
+    pub pool: Pool,
+    pub info: InitializeResponse,
+    pub pid: Option<u32>,
+    pub target: Target,
+}
+
+impl Connection {
+    pub fn capabilities(&self) -> Capabilities {
+        self.info.capabilities.clone().unwrap_or_default()
+    }
+}
+
+/// Where a plugin is in its life.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// Being started or connected for the first time.
+    Starting,
+    /// Serving.
+    Ready(Arc<Connection>),
+    /// Reachable, but reports it cannot serve (e.g. its backend is down).
+    /// Calls still go through: the plugin answers them with UNAVAILABLE.
+    Unhealthy(Arc<Connection>, String),
+    /// Not reachable (crashed, restarting, or unreachable address).
+    Down(String),
+    /// Stopped at shutdown.
+    Stopped,
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready(_) => "ready",
+            Self::Unhealthy(..) => "unhealthy",
+            Self::Down(_) => "down",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    fn connection(&self) -> Option<&Arc<Connection>> {
+        match self {
+            Self::Ready(c) | Self::Unhealthy(c, _) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A point-in-time view of a plugin, for status output.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    pub name: String,
+    pub phase: &'static str,
+    pub message: String,
+    pub backend: String,
+    pub version: String,
+    pub pid: Option<u32>,
+    pub target: String,
+    pub restarts: u64,
+    pub capabilities: Option<Capabilities>,
+    pub since: SystemTime,
+}
+
+/// One configured plugin.
+#[derive(Debug)]
+pub struct Plugin {
+    name: String,
+    config: PluginConfig,
+    // Read on every request: a lock-free snapshot.
+    phase: ArcSwap<(Phase, SystemTime)>,
+    // Wakes tasks waiting for the plugin to become ready.
+    changed: watch::Sender<u64>,
+    restarts: AtomicU64,
+}
+
+impl Plugin {
+    pub fn new(name: String, config: PluginConfig) -> Self {
+        Self {
+            name,
+            config,
+            phase: ArcSwap::from_pointee((Phase::Starting, SystemTime::now())),
+            changed: watch::Sender::new(0),
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.load().0.clone()
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(Arc::new((phase, SystemTime::now())));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current connection, or UNAVAILABLE naming the plugin and why.
+    pub fn connection(&self) -> Result<Arc<Connection>, ProxyError> {
+        let guard = self.phase.load();
+        match &guard.0 {
+            Phase::Ready(c) | Phase::Unhealthy(c, _) => Ok(c.clone()),
+            Phase::Starting => Err(ProxyError::Unavailable(format!("plugin {} is starting", self.name))),
+            Phase::Down(reason) => {
+                Err(ProxyError::Unavailable(format!("plugin {} is unavailable: {reason}", self.name)))
+            }
+            Phase::Stopped => Err(ProxyError::Unavailable(format!("plugin {} is stopped", self.name))),
+        }
+    }
+
+    /// A KeyValue client on the next pooled connection.
+    pub fn keyvalue(&self) -> Result<KeyValueBackendClient<Channel>, ProxyError> {
+        let conn = self.connection()?;
+        Ok(KeyValueBackendClient::new(conn.pool.channel())
+            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
+            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
+    }
+
+    /// A Lifecycle client on the next pooled connection.
+    pub fn lifecycle(&self) -> Result<LifecycleClient<Channel>, ProxyError> {
+        Ok(LifecycleClient::new(self.connection()?.pool.channel()))
+    }
+
+    /// Waits until the plugin is ready (or unhealthy but reachable), up to
+    /// `timeout`. Returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.changed.subscribe();
+        let wait = async {
+            loop {
+                if self.phase.load().0.connection().is_some() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok() && self.phase.load().0.connection().is_some()
+    }
+
+    pub fn status(&self) -> PluginStatus {
+        let guard = self.phase.load();
+        let (phase, since) = &**guard;
+        let (message, conn) = match phase {
+            Phase::Ready(c) => (String::new(), Some(c)),
+            Phase::Unhealthy(c, m) => (m.clone(), Some(c)),
+            Phase::Down(m) => (m.clone(), None),
+            Phase::Starting | Phase::Stopped => (String::new(), None),
+        };
+        PluginStatus {
+            name: self.name.clone(),
+            phase: phase.name(),
+            message,
+            backend: conn.map(|c| c.info.backend.clone()).unwrap_or_default(),
+            version: conn.map(|c| c.info.version.clone()).unwrap_or_default(),
+            pid: conn.and_then(|c| c.pid),
+            target: conn.map(|c| c.target.to_string()).unwrap_or_default(),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            capabilities: conn.map(|c| c.capabilities()),
+            since: *since,
+        }
+    }
+}

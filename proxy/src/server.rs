@@ -1,0 +1,198 @@
+//! Assembling and running the proxy.
+//!
+//! The request path, outermost first:
+//!   1. TCP listener (plaintext until TLS is configured; loopback only).
+//!   2. `ContextLayer`: request id, deadline, concurrency limit. It sits
+//!      outermost so that every call, even a rejected one, is counted and
+//!      carries an id.
+//!   3. The gRPC router: health, reflection, and the pattern services.
+//!   4. The pattern service: namespace lookup, validation, then the plugin
+//!      call under the request's deadline (`api::call_plugin`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::keyvalue::KeyValueApi;
+use crate::config::Config;
+use crate::context::ContextLayer;
+use crate::gateway::Gateway;
+use crate::namespace;
+use crate::plugin::Supervisor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to listen on {0}: client authentication is not configured, so the proxy only serves loopback addresses (127.0.0.1, ::1)"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot read namespaces directory {path}: {source}")]
+    NamespacesDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot create the plugin socket directory: {0}")]
+    SocketDir(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Loads the namespace directory into the gateway's route table. Files that
+/// are invalid, or name a backend the proxy lacks, are logged and skipped:
+/// one bad file never keeps the other namespaces from being served.
+pub fn load_namespaces(gateway: &Gateway) -> Result<(), StartError> {
+    let dir = &gateway.config.namespaces_dir;
+    let loaded = namespace::load_dir(dir).map_err(|source| StartError::NamespacesDir { path: dir.clone(), source })?;
+    for err in &loaded.errors {
+        tracing::error!(file = %err.file.display(), error = %err.message, "skipping invalid namespace file");
+    }
+    let mut routes = Vec::new();
+    for (file, doc) in loaded.namespaces {
+        let name = doc.metadata.name.clone();
+        match gateway.build_route(doc) {
+            Ok(route) => {
+                tracing::info!(namespace = %name, pattern = route.pattern().as_str(), plugin = route.plugin.name(), "namespace loaded");
+                routes.push(route);
+            }
+            Err(error) => tracing::error!(file = %file.display(), namespace = %name, %error, "skipping namespace"),
+        }
+    }
+    gateway.publish(routes);
+    Ok(())
+}
+
+/// Runs the proxy until `shutdown` resolves, then stops accepting, lets
+/// in-flight calls finish (up to `shutdown_grace`), and drains and stops
+/// every plugin.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    if !config.listen.ip().is_loopback() {
+        return Err(StartError::NotLoopback(config.listen));
+    }
+    tracing::warn!("DEV MODE: no TLS and no client authentication; serving loopback only");
+
+    let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
+    let gateway = Arc::new(Gateway::new(config));
+    load_namespaces(&gateway)?;
+
+    let stop = CancellationToken::new();
+    let source = gateway.clone();
+    let supervisor = Arc::new(Supervisor {
+        socket_dir: socket_dir.path().to_owned(),
+        namespaces: Arc::new(move |plugin: &str| source.namespaces_of(plugin)),
+        log_format: gateway.config.log.format,
+        stop: stop.clone(),
+    });
+    let mut supervisors = JoinSet::new();
+    for plugin in gateway.plugins.values() {
+        supervisors.spawn(supervisor.clone().run(plugin.clone()));
+    }
+
+    // Open the listener once plugins are up (or their start timeout passed),
+    // so the first calls do not fail just because the proxy is young.
+    let mut waits = JoinSet::new();
+    for plugin in gateway.plugins.values().cloned() {
+        waits.spawn(async move {
+            let ready = plugin.wait_connected(plugin.config().start_timeout).await;
+            (plugin, ready)
+        });
+    }
+    while let Some(Ok((plugin, ready))) = waits.join_next().await {
+        if !ready {
+            tracing::error!(plugin = plugin.name(), status = ?plugin.status().message, "plugin not ready; serving anyway");
+        }
+    }
+
+    let result = serve(&gateway, shutdown).await;
+
+    stop.cancel();
+    while supervisors.join_next().await.is_some() {}
+    drop(socket_dir);
+    tracing::info!("proxy stopped");
+    result
+}
+
+async fn serve(gateway: &Arc<Gateway>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let config = &gateway.config;
+    let limits = &config.limits;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KeyValueServiceServer<KeyValueApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let keyvalue = KeyValueServiceServer::new(KeyValueApi::new(gateway.clone()))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let router = Server::builder()
+        .layer(ContextLayer::new(limits.max_concurrent_requests, limits.request_timeout))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(keyvalue);
+
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, namespaces = gateway.routes().len(), "listening");
+
+    tokio::select! {
+        () = shutdown => {}
+        ended = &mut server => {
+            // The server only ends by itself on an error.
+            return match ended {
+                Ok(result) => result.map_err(StartError::from),
+                Err(join) => Err(StartError::Task(join)),
+            };
+        }
+    }
+    tracing::info!("shutting down: no new calls; waiting for in-flight calls");
+    health.set_not_serving::<KeyValueServiceServer<KeyValueApi>>().await;
+    let _ = stop_accepting.send(());
+    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(_)) => {}
+        Err(_) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "in-flight calls did not finish in time; closing them");
+            server.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
