@@ -1,0 +1,151 @@
+//! `prismctl kv ...`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
+use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, PutRequest, ScanRequest};
+use serde_json::json;
+
+use crate::Client;
+use crate::output::{Format, value_json, value_text};
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Read a key.
+    Get { namespace: String, key: String },
+    /// Write a key. The value comes from the argument, or --file.
+    Put {
+        namespace: String,
+        key: String,
+        /// The value (UTF-8). Use --file for binary data.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file ('-' for standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Time to live, e.g. 30s or 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// Only write if the key is at this version (0: must not exist).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Delete a key.
+    Delete {
+        namespace: String,
+        key: String,
+        /// Only delete if the key is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List keys in key order.
+    Scan {
+        namespace: String,
+        /// Only keys with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Stop after this many keys (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Keys fetched per call.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+}
+
+fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<bytes::Bytes> {
+    use anyhow::Context;
+    match (value, file) {
+        (Some(v), _) => Ok(v.into()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading standard input")?;
+            Ok(buf.into())
+        }
+        (None, Some(path)) => Ok(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?.into()),
+        (None, None) => anyhow::bail!("a value or --file is required"),
+    }
+}
+
+pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
+    let mut kv = KeyValueServiceClient::new(client.channel.clone());
+    match cmd {
+        KvCommand::Get { namespace, key } => {
+            let r = kv.get(client.request(GetRequest { namespace, key: key.clone() })).await?.into_inner();
+            if client.format == Format::Json {
+                let mut doc = json!({ "key": key, "found": r.found, "version": r.version });
+                if r.found {
+                    let (field, value) = value_json(&r.value);
+                    doc[field] = value;
+                }
+                println!("{doc}");
+            } else if r.found {
+                println!("{}", value_text(&r.value));
+            }
+            anyhow::ensure!(r.found, "key {key:?} not found");
+        }
+        KvCommand::Put { namespace, key, value, file, ttl, if_version } => {
+            let value = read_value(value, file)?;
+            let ttl_seconds = ttl.map_or(0, |d| d.as_secs().max(1));
+            let r = kv
+                .put(client.request(PutRequest { namespace, key: key.clone(), value, ttl_seconds, if_version }))
+                .await?
+                .into_inner();
+            match client.format {
+                Format::Json => println!("{}", json!({ "key": key, "version": r.version })),
+                Format::Text => println!("version {}", r.version),
+            }
+        }
+        KvCommand::Delete { namespace, key, if_version } => {
+            let r = kv
+                .delete(client.request(DeleteRequest { namespace, key: key.clone(), if_version }))
+                .await?
+                .into_inner();
+            match client.format {
+                Format::Json => println!("{}", json!({ "key": key, "deleted": r.deleted })),
+                Format::Text => println!("{}", if r.deleted { "deleted" } else { "not found" }),
+            }
+        }
+        KvCommand::Scan { namespace, prefix, limit, page_size } => {
+            let mut token = String::new();
+            let mut seen = 0usize;
+            let mut items = Vec::new();
+            'pages: loop {
+                let r = kv
+                    .scan(client.request(ScanRequest {
+                        namespace: namespace.clone(),
+                        prefix: prefix.clone(),
+                        page_size,
+                        page_token: token,
+                    }))
+                    .await?
+                    .into_inner();
+                for e in r.items {
+                    if limit > 0 && seen >= limit {
+                        break 'pages;
+                    }
+                    seen += 1;
+                    match client.format {
+                        Format::Json => {
+                            let (field, value) = value_json(&e.value);
+                            let mut doc = json!({ "key": e.key, "version": e.version });
+                            doc[field] = value;
+                            items.push(doc);
+                        }
+                        Format::Text => println!("{}\t{}\t{}", e.key, e.version, value_text(&e.value)),
+                    }
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            if client.format == Format::Json {
+                println!("{}", serde_json::Value::Array(items));
+            }
+        }
+    }
+    Ok(())
+}

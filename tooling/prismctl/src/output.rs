@@ -1,0 +1,48 @@
+//! How results and errors are printed.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// One JSON document per command, for scripts.
+    Json,
+}
+
+/// A value as JSON: a string when it is UTF-8, else base64 under
+/// `value_base64`.
+pub fn value_json(value: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(value) {
+        Ok(text) => ("value", text.into()),
+        Err(_) => ("value_base64", STANDARD.encode(value).into()),
+    }
+}
+
+/// A value for a terminal: UTF-8 as is, anything else as base64 with a tag.
+pub fn value_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("base64:{}", STANDARD.encode(value)),
+    }
+}
+
+/// An error for stderr: a gRPC status shows its code and message.
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    format!("{err:#}")
+}
+
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
