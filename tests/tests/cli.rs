@@ -1,0 +1,173 @@
+//! The command lines: prism-proxy config errors, and prismctl against a
+//! real proxy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::process::{Command, Output};
+
+use prism_tests::{ProxyConfig, bin_path};
+
+fn prismctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(bin_path("prismctl")).arg("--endpoint").arg(endpoint).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn prismctl_kv_round_trip() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+
+    let out = prismctl(&ep, &["health"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "SERVING");
+
+    let out = prismctl(&ep, &["kv", "put", "demo", "greeting", "hello"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("version "));
+
+    let out = prismctl(&ep, &["kv", "get", "demo", "greeting"]);
+    assert_eq!(text(&out.stdout).trim(), "hello");
+
+    let out = prismctl(&ep, &["-o", "json", "kv", "get", "demo", "greeting"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["found"], true);
+    assert_eq!(doc["value"], "hello");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, [0u8, 159, 146, 150]).unwrap();
+    let out = prismctl(&ep, &["kv", "put", "demo", "blob", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = prismctl(&ep, &["-o", "json", "kv", "get", "demo", "blob"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["value_base64"], "AJ+Slg==");
+
+    let out = prismctl(&ep, &["kv", "scan", "demo"]);
+    let keys: Vec<_> = text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect();
+    assert_eq!(keys, ["blob", "greeting"]);
+
+    let out = prismctl(&ep, &["kv", "delete", "demo", "greeting"]);
+    assert_eq!(text(&out.stdout).trim(), "deleted");
+    let out = prismctl(&ep, &["kv", "get", "demo", "greeting"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn prismctl_reports_errors_and_usage() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let out = prismctl(&ep, &["kv", "get", "nope", "k"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("NotFound: namespace \"nope\" not found"), "{}", text(&out.stderr));
+
+    let out = prismctl(&ep, &["kv", "put", "demo", "k", "v", "--ttl", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+
+    let out = prismctl(&ep, &["kv", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = prismctl("http://127.0.0.1:1", &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot connect"), "{}", text(&out.stderr));
+
+    let out = prismctl("not a url", &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid endpoint"), "{}", text(&out.stderr));
+}
+
+fn proxy_with_config(yaml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("namespaces")).unwrap();
+    let path = dir.path().join("prism.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(bin_path("prism-proxy")).arg("--config").arg(&path).output().unwrap()
+}
+
+#[test]
+fn proxy_refuses_bad_config_with_file_and_line() {
+    let out =
+        proxy_with_config("namespaces_dir: namespaces\nplugins:\n  memstore:\n    command: [x]\n    pool_sise: 2\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("prism.yaml"), "{err}");
+    assert!(err.contains("line 5 column 5"), "{err}");
+    assert!(err.contains("unknown field `pool_sise`"), "{err}");
+
+    let out = proxy_with_config(
+        "namespaces_dir: namespaces\nplugins:\n  m: {command: [x], pool_size: 0}\nlimits: {max_key_bytes: 0}\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("plugins.m.pool_size") && err.contains("limits.max_key_bytes"), "{err}");
+
+    let out = Command::new(bin_path("prism-proxy")).args(["--config", "/nonexistent.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent.yaml"));
+
+    let out = Command::new(bin_path("prism-proxy")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--config is required");
+}
+
+#[test]
+fn proxy_refuses_non_loopback_without_auth() {
+    let out = proxy_with_config(
+        "listen: 0.0.0.0:0\nnamespaces_dir: namespaces\nplugins:\n  memstore: {command: [prism-plugin-memstore]}\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("refusing to listen on 0.0.0.0:0"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn proxy_check_reports_namespace_files() {
+    let config = ProxyConfig::memstore().namespace_file(
+        "broken.yaml",
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: b}\nspec: {pattern: nope}\n",
+    );
+    let path = config.write();
+    let out = Command::new(bin_path("prism-proxy")).arg("--config").arg(&path).arg("--check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ok    demo"), "{stdout}");
+    assert!(stdout.contains("broken.yaml") && stdout.contains("line 4"), "{stdout}");
+}
+
+#[test]
+fn an_invalid_namespace_file_does_not_stop_the_others() {
+    let proxy = ProxyConfig::memstore()
+        .namespace_file("bad.yaml", "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: bad}\nspec: {pattern: keyvalue, colour: red}\n")
+        .namespace_file("nobackend.yaml", "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: orphan}\nspec: {pattern: keyvalue, backend: cassandra}\n")
+        .start();
+    assert!(proxy.logs.contains("skipping invalid namespace file"));
+    assert!(proxy.logs.contains("\\\"cassandra\\\" is not a configured plugin"), "{}", proxy.logs.text());
+    let out = prismctl(&proxy.endpoint(), &["kv", "put", "demo", "k", "v"]);
+    assert!(out.status.success());
+}
+
+/// The config the README starts, with only the port changed so tests can
+/// run side by side.
+#[test]
+fn the_shipped_default_config_serves_the_demo_namespace() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let shipped = std::fs::read_to_string(repo.join("proxy/config/prism.yaml")).unwrap();
+    assert!(shipped.contains("listen: 127.0.0.1:8980"), "the README documents port 8980");
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped
+        .replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0")
+        .replace(
+            "namespaces_dir: namespaces",
+            &format!("namespaces_dir: {}", repo.join("proxy/config/namespaces").display()),
+        )
+        .replace("format: text", "format: json");
+    let path = dir.path().join("prism.yaml");
+    std::fs::write(&path, config).unwrap();
+
+    let proxy = prism_tests::Proxy::start_file(&path);
+    let ep = proxy.endpoint();
+    let out = prismctl(&ep, &["kv", "put", "demo", "hello", "world"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&prismctl(&ep, &["kv", "get", "demo", "hello"]).stdout).trim(), "world");
+}
