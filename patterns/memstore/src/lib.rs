@@ -110,11 +110,6 @@ impl Inner {
     }
 }
 
-fn conflict(key: &str, current: u64, expected: u64) -> PluginError {
-    let state = if current == 0 { "does not exist".to_owned() } else { format!("is at version {current}") };
-    PluginError::Conflict(format!("version mismatch: key {key:?} {state}, expected version {expected}"))
-}
-
 impl MemStore {
     fn next_version(&self) -> u64 {
         self.versions.fetch_add(1, Ordering::Relaxed) + 1
@@ -196,7 +191,7 @@ impl KeyValueStore for MemStore {
         if let Some(expected) = op.if_version {
             let current = inner.live(&op.key, now).map_or(0, |e| e.version);
             if current != expected {
-                return Err(conflict(&op.key, current, expected));
+                return Err(PluginError::version_conflict(&op.key, current, expected));
             }
         }
         let version = self.next_version();
@@ -215,7 +210,7 @@ impl KeyValueStore for MemStore {
         if let Some(expected) = if_version
             && current != expected
         {
-            return Err(conflict(key, current, expected));
+            return Err(PluginError::version_conflict(key, current, expected));
         }
         // An expired entry may still sit in the map; remove it either way.
         inner.remove(key);

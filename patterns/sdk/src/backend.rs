@@ -70,7 +70,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Makes a namespace ready and returns the state the store methods get.
     /// Must be idempotent: the proxy prepares every namespace again after a
-    /// plugin restart.
+    /// plugin restart. Should not need the backend to be reachable (create
+    /// tables or buckets on first use instead): a namespace that cannot be
+    /// prepared answers FAILED_PRECONDITION, whereas one whose backend is
+    /// down answers UNAVAILABLE, which is what a client should see.
     fn prepare_namespace(
         &self,
         settings: &NamespaceSettings,

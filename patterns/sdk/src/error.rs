@@ -43,6 +43,14 @@ impl PluginError {
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         Self::Unavailable(cause.to_string())
     }
+
+    /// The compare-and-set conflict every backend reports the same way:
+    /// `current` is the key's live version (0 when absent), `expected` the
+    /// caller's `if_version`.
+    pub fn version_conflict(key: &str, current: u64, expected: u64) -> Self {
+        let state = if current == 0 { "does not exist".to_owned() } else { format!("is at version {current}") };
+        Self::Conflict(format!("version mismatch: key {key:?} {state}, expected version {expected}"))
+    }
 }
 
 impl From<PluginError> for Status {

@@ -18,6 +18,7 @@
 mod backend;
 pub mod cursor;
 mod error;
+pub mod keys;
 mod keyvalue;
 mod lifecycle;
 mod serve;

@@ -16,7 +16,7 @@ pub(crate) struct Ready<B> {
     pub(crate) backend: B,
     pub(crate) capabilities: Capabilities,
     pub(crate) instance: String,
-    pub(crate) config_json: String,
+    pub(crate) config: serde_json::Value,
 }
 
 type NamespaceMap<S> = HashMap<String, Arc<Namespace<S>>>;
@@ -46,9 +46,14 @@ impl<B: Backend> PluginState<B> {
     /// answers as the first did; a different configuration is refused,
     /// because switching backends under live namespaces would lose data.
     pub(crate) async fn initialize(&self, instance: &str, config_json: &str) -> Result<&Ready<B>, PluginError> {
+        let json = if config_json.trim().is_empty() { "{}" } else { config_json };
+        let invalid =
+            |e: serde_json::Error| PluginError::InvalidArgument(format!("invalid {} plugin config: {e}", B::KIND));
+        // Compared as JSON values, so formatting and key order do not matter.
+        let value: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
         let _guard = self.admin.lock().await;
         if let Some(ready) = self.ready.get() {
-            if ready.config_json == config_json {
+            if ready.config == value {
                 return Ok(ready);
             }
             return Err(PluginError::FailedPrecondition(format!(
@@ -56,12 +61,10 @@ impl<B: Backend> PluginState<B> {
                 B::KIND
             )));
         }
-        let json = if config_json.trim().is_empty() { "{}" } else { config_json };
-        let config: B::Config = serde_json::from_str(json)
-            .map_err(|e| PluginError::InvalidArgument(format!("invalid {} plugin config: {e}", B::KIND)))?;
+        let config: B::Config = serde_json::from_value(value.clone()).map_err(invalid)?;
         let backend = B::open(instance, config).await?;
         let capabilities = backend.capabilities();
-        let ready = Ready { backend, capabilities, instance: instance.to_owned(), config_json: config_json.to_owned() };
+        let ready = Ready { backend, capabilities, instance: instance.to_owned(), config: value };
         // Cannot already be set: we hold the admin lock and checked above.
         Ok(self.ready.get_or_init(|| ready))
     }
