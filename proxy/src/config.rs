@@ -40,6 +40,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Directory of the config file: relative paths in it resolve here, and
+    /// `command:` plugins run here.
+    #[serde(skip, default = "defaults::base_dir")]
+    pub base_dir: PathBuf,
 }
 
 /// How to reach one backend plugin: exactly one of `command` or `address`.
@@ -189,6 +193,9 @@ mod defaults {
     pub(super) fn drain_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub(super) fn base_dir() -> std::path::PathBuf {
+        std::path::PathBuf::from(".")
+    }
 }
 
 /// Why a configuration file was refused.
@@ -209,7 +216,8 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.base_dir = base.to_owned();
         config.resolve_paths(base);
         config.validate().map_err(|errors| ConfigError::Invalid { path: path.to_owned(), errors })?;
         Ok(config)

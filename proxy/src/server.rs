@@ -88,6 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let source = gateway.clone();
     let supervisor = Arc::new(Supervisor {
         socket_dir: socket_dir.path().to_owned(),
+        work_dir: gateway.config.base_dir.clone(),
         namespaces: Arc::new(move |plugin: &str| source.namespaces_of(plugin)),
         log_format: gateway.config.log.format,
         stop: stop.clone(),

@@ -42,6 +42,8 @@ const MAX_MISSED_HEALTH: u32 = 3;
 pub struct Supervisor {
     /// Private directory (mode 0700) holding the plugins' sockets.
     pub socket_dir: PathBuf,
+    /// Working directory of `command:` plugins (the config file's).
+    pub work_dir: PathBuf,
     pub namespaces: NamespaceSource,
     pub log_format: LogFormat,
     pub stop: CancellationToken,
@@ -212,6 +214,7 @@ impl Supervisor {
             .arg("--exit-on-stdin-eof")
             .env("PRISM_LOG_FORMAT", self.log_format.as_str())
             .envs(&plugin.config().env)
+            .current_dir(&self.work_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
@@ -320,10 +323,7 @@ impl Supervisor {
                         // its namespaces (an address plugin that restarted), so
                         // initialize and prepare again; both are idempotent.
                         match self.resync(plugin, &conn).await {
-                            Ok(()) => {
-                                tracing::info!(plugin = plugin.name(), "plugin healthy");
-                                plugin.set_phase(Phase::Ready(conn.clone()));
-                            }
+                            Ok(()) => set_healthy(plugin, &conn),
                             Err(reason) => plugin.set_phase(Phase::Unhealthy(conn.clone(), reason)),
                         }
                     }
@@ -338,7 +338,7 @@ impl Supervisor {
                     if self.resync(plugin, &conn).await.is_ok()
                         && matches!(self.check(plugin, &conn).await, Check::Healthy)
                     {
-                        plugin.set_phase(Phase::Ready(conn.clone()));
+                        set_healthy(plugin, &conn);
                     } else {
                         plugin.set_phase(Phase::Unhealthy(conn.clone(), reason));
                     }
@@ -371,6 +371,12 @@ impl Supervisor {
             .map_err(|s| format!("initialize failed: {}", s.message()))?;
         self.prepare_all(plugin, conn).await
     }
+}
+
+/// Marks a connected plugin ready again after it was unhealthy.
+fn set_healthy(plugin: &Plugin, conn: &Arc<Connection>) {
+    tracing::info!(plugin = plugin.name(), "plugin healthy");
+    plugin.set_phase(Phase::Ready(conn.clone()));
 }
 
 /// Drains and stops a plugin process: Drain, then close its stdin (the SDK
