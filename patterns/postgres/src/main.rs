@@ -1,0 +1,11 @@
+//! `prism-plugin-postgres`: KeyValue on PostgreSQL.
+
+use std::process::ExitCode;
+
+use prism_plugin_postgres::Postgres;
+use prism_plugin_sdk::PluginServer;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    PluginServer::<Postgres>::new().keyvalue().run().await
+}
