@@ -1,0 +1,11 @@
+//! `prism-plugin-redis`: KeyValue on Redis.
+
+use std::process::ExitCode;
+
+use prism_plugin_redis::Redis;
+use prism_plugin_sdk::PluginServer;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    PluginServer::<Redis>::new().keyvalue().run().await
+}
