@@ -1,0 +1,255 @@
+//! The backend plugins behind the real proxy: the same calls give the same
+//! answers on every backend, and a backend that is down (at start, or
+//! later) gives UNAVAILABLE naming it, then recovers by itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::path::Path;
+use std::time::Duration;
+
+use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
+use prism_proto::keyvalue::v1::{
+    BatchGetRequest, BatchPutRequest, DeleteRequest, GetRequest, PutItem, PutRequest, ScanRequest,
+};
+use prism_tests::services::{self, NATS, POSTGRES, PrivateServer, REDIS};
+use prism_tests::{Proxy, ProxyConfig, eventually};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+type Kv = KeyValueServiceClient<Channel>;
+
+fn put(ns: &str, key: &str, value: &[u8]) -> PutRequest {
+    PutRequest { namespace: ns.into(), key: key.into(), value: value.to_vec().into(), ..Default::default() }
+}
+
+/// `label: <what the call returned>`, or `label: <status code>`.
+fn outcome<T>(label: &str, r: Result<tonic::Response<T>, Status>, ok: impl FnOnce(T) -> String) -> String {
+    match r {
+        Ok(r) => format!("{label}: {}", ok(r.into_inner())),
+        Err(s) => format!("{label}: {:?}", s.code()),
+    }
+}
+
+/// Runs one client script against a namespace and returns what it saw,
+/// with versions replaced by their order so backends can be compared.
+async fn transcript(kv: &mut Kv, ns: &str, run: &str) -> Vec<String> {
+    let k = |name: &str| format!("{run}/{name}");
+    let get = |key: String| GetRequest { namespace: ns.into(), key };
+    let del = |key: String, if_version| DeleteRequest { namespace: ns.into(), key, if_version };
+    let mut t = Vec::new();
+    let v1 = kv.put(put(ns, &k("a"), b"one")).await.unwrap().into_inner().version;
+    let v2 = kv.put(put(ns, &k("a"), b"two")).await.unwrap().into_inner().version;
+    t.push(format!("overwrite grows version: {}", v2 > v1));
+    t.push(outcome("get a", kv.get(get(k("a"))).await, |r| {
+        format!("{} {:?} current={}", r.found, r.value, r.version == v2)
+    }));
+    t.push(outcome("get missing", kv.get(get(k("missing"))).await, |r| r.found.to_string()));
+
+    let mut create = put(ns, &k("b"), b"x");
+    create.if_version = Some(0);
+    let vb = kv.put(create.clone()).await.unwrap().into_inner().version;
+    t.push(outcome("create again", kv.put(create).await, |_| "ok".into()));
+    let mut stale = put(ns, &k("b"), b"y");
+    stale.if_version = Some(vb + 1_000_000);
+    t.push(outcome("stale cas", kv.put(stale).await, |_| "ok".into()));
+    let mut fresh = put(ns, &k("b"), b"z");
+    fresh.if_version = Some(vb);
+    let vb2 = kv.put(fresh).await.unwrap().into_inner().version;
+    t.push(format!("cas grows version: {}", vb2 > vb));
+    t.push(outcome("stale delete", kv.delete(del(k("b"), Some(vb))).await, |r| r.deleted.to_string()));
+    t.push(outcome("delete", kv.delete(del(k("b"), None)).await, |r| r.deleted.to_string()));
+    t.push(outcome("delete again", kv.delete(del(k("b"), None)).await, |r| r.deleted.to_string()));
+
+    let items = ["c", "d", "e"]
+        .iter()
+        .map(|n| PutItem { key: k(n), value: n.as_bytes().to_vec().into(), ttl_seconds: 0 })
+        .collect();
+    let versions = kv.batch_put(BatchPutRequest { namespace: ns.into(), items }).await.unwrap().into_inner().versions;
+    t.push(format!("batch versions grow: {}", versions.windows(2).all(|w| w[0] < w[1])));
+    let keys = vec![k("e"), k("nope"), k("c")];
+    t.push(outcome("batch get", kv.batch_get(BatchGetRequest { namespace: ns.into(), keys }).await, |r| {
+        format!("{:?}", r.items.iter().map(|i| (i.found, i.value.to_vec())).collect::<Vec<_>>())
+    }));
+
+    t.push(outcome("empty key", kv.put(put(ns, "", b"v")).await, |_| "ok".into()));
+    t.push(outcome("empty value", kv.put(put(ns, &k("f"), b"")).await, |_| "ok".into()));
+    t.push(outcome("oversize", kv.put(put(ns, &k("g"), &vec![0u8; 1024 * 1024 + 1])).await, |_| "ok".into()));
+    t
+}
+
+/// The parts that depend on declared capabilities: scans and TTL.
+async fn optional_transcript(kv: &mut Kv, ns: &str, run: &str) -> Vec<String> {
+    let scan = ScanRequest { namespace: ns.into(), prefix: format!("{run}/"), page_size: 2, page_token: String::new() };
+    let mut t = vec![outcome("scan page", kv.scan(scan).await, |r| {
+        format!(
+            "{:?} more={}",
+            r.items.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+            !r.next_page_token.is_empty()
+        )
+    })];
+    let mut ttl = put(ns, &format!("{run}/ttl"), b"v");
+    ttl.ttl_seconds = 30;
+    t.push(outcome("ttl put", kv.put(ttl).await, |_| "ok".into()));
+    t
+}
+
+fn copy_example(to: &Path) -> std::path::PathBuf {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/config/examples/all-backends");
+    std::fs::create_dir_all(to.join("namespaces")).unwrap();
+    for entry in std::fs::read_dir(example.join("namespaces")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("namespaces").join(entry.file_name())).unwrap();
+    }
+    let text = std::fs::read_to_string(example.join("prism.yaml")).unwrap();
+    assert!(text.contains("listen: 127.0.0.1:8980") && text.contains("format: text"));
+    let text = text.replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0").replace("format: text", "format: json");
+    let path = to.join("prism.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn same_calls_same_answers_on_every_backend() {
+    if !(services::require(POSTGRES) & services::require(REDIS) & services::require(NATS)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start_file(&copy_example(dir.path()));
+    let mut kv = proxy.kv().await;
+    // Keys unique to this run: the shared servers may hold other runs' data.
+    let run = format!("run-{}", std::process::id());
+
+    let mut transcripts = Vec::new();
+    for backend in ["memstore", "sqlite", "postgres", "redis", "nats"] {
+        let ns = format!("kv-{backend}");
+        transcripts.push((
+            backend,
+            transcript(&mut kv, &ns, &run).await,
+            optional_transcript(&mut kv, &ns, &run).await,
+        ));
+    }
+    let (_, reference, reference_optional) = &transcripts[0];
+    assert!(reference.iter().any(|l| l == "create again: Aborted"), "{reference:#?}");
+    assert!(reference.iter().any(|l| l == "oversize: InvalidArgument"), "{reference:#?}");
+    for (backend, t, optional) in &transcripts {
+        assert_eq!(t, reference, "{backend} answers differently from memstore");
+        if *backend == "nats" {
+            // Declared: no ordered scans and no TTL, refused cleanly.
+            assert_eq!(optional, &["scan page: Unimplemented", "ttl put: Unimplemented"], "nats");
+        } else {
+            assert_eq!(optional, reference_optional, "{backend} scans or TTL differ from memstore");
+        }
+    }
+    assert_eq!(reference_optional[0], format!("scan page: [\"{run}/a\", \"{run}/c\"] more=true"));
+    assert!(reference.iter().any(|l| l == "stale cas: Aborted"), "{reference:#?}");
+
+    // Durable data lives on: the sqlite file sits next to the config.
+    assert!(dir.path().join("data/prism.sqlite3").is_file());
+    for backend in ["postgres", "redis", "nats", "sqlite"] {
+        for key in ["a", "c", "d", "e", "ttl"] {
+            let _ = kv
+                .delete(DeleteRequest {
+                    namespace: format!("kv-{backend}"),
+                    key: format!("{run}/{key}"),
+                    if_version: None,
+                })
+                .await;
+        }
+    }
+}
+
+/// Starts a proxy with one plugin of `backend` configured by `config_yaml`.
+fn proxy_with(backend: &str, config_yaml: &str) -> Proxy {
+    ProxyConfig::new()
+        .plugin(
+            backend,
+            &format!(
+                "command: [prism-plugin-{backend}]\nhealth_interval: 200ms\nrestart_backoff_min: 100ms\nrestart_backoff_max: 500ms\nconfig:\n{config_yaml}"
+            ),
+        )
+        .keyvalue("data", backend)
+        .start()
+}
+
+async fn put_works(kv: &Kv) -> bool {
+    kv.clone().put(put("data", "k", b"v")).await.is_ok()
+}
+
+async fn unavailable_naming(kv: &Kv, name: &str) -> bool {
+    matches!(kv.clone().put(put("data", "k", b"v")).await,
+        Err(e) if e.code() == Code::Unavailable && e.message().contains(name))
+}
+
+#[tokio::test]
+async fn redis_outage_gives_unavailable_and_recovers() {
+    let Some(program) = services::require_program("redis-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = PrivateServer::redis(&program, services::free_port(), dir.path());
+    redis.start();
+    let proxy = proxy_with("redis", &format!("  url: redis://127.0.0.1:{}\n  response_timeout_ms: 500", redis.port));
+    let kv = proxy.kv().await;
+    assert!(put_works(&kv).await);
+
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || unavailable_naming(&kv, "redis")).await,
+        "no UNAVAILABLE naming redis"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin unhealthy") }).await);
+
+    redis.start();
+    assert!(eventually(Duration::from_secs(20), || put_works(&kv)).await, "no recovery after redis came back");
+    assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin healthy") }).await);
+}
+
+#[tokio::test]
+async fn redis_down_at_start_recovers_when_it_comes_up() {
+    let Some(program) = services::require_program("redis-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = PrivateServer::redis(&program, services::free_port(), dir.path());
+    let proxy = proxy_with("redis", &format!("  url: redis://127.0.0.1:{}\n  connect_timeout_ms: 300", redis.port));
+    let kv = proxy.kv().await;
+    let err = kv.clone().put(put("data", "k", b"v")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("redis"), "{}", err.message());
+
+    redis.start();
+    assert!(eventually(Duration::from_secs(20), || put_works(&kv)).await, "no recovery after redis came up");
+}
+
+#[tokio::test]
+async fn nats_outage_gives_unavailable_and_recovers_with_data() {
+    let Some(program) = services::require_program("nats-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = PrivateServer::nats(&program, services::free_port(), dir.path());
+    nats.start();
+    let proxy = proxy_with("nats", &format!("  url: nats://127.0.0.1:{}\n  request_timeout_ms: 500", nats.port));
+    let kv = proxy.kv().await;
+    let version = kv.clone().put(put("data", "kept", b"v")).await.unwrap().into_inner().version;
+
+    nats.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || unavailable_naming(&kv, "nats")).await,
+        "no UNAVAILABLE naming nats"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin unhealthy") }).await);
+
+    nats.start();
+    assert!(eventually(Duration::from_secs(30), || put_works(&kv)).await, "no recovery after nats came back");
+    // JetStream file storage kept the data across the server restart.
+    let got = kv.clone().get(GetRequest { namespace: "data".into(), key: "kept".into() }).await.unwrap().into_inner();
+    assert!(got.found && got.version == version, "{got:?}");
+}
+
+#[tokio::test]
+async fn postgres_down_at_start_gives_unavailable() {
+    let proxy = proxy_with(
+        "postgres",
+        &format!("  url: postgres://postgres@127.0.0.1:{}/postgres\n  connect_timeout_ms: 300", services::free_port()),
+    );
+    let kv = proxy.kv().await;
+    let err = kv.clone().get(GetRequest { namespace: "data".into(), key: "k".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("postgres"), "{}", err.message());
+    assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin unhealthy") }).await);
+}
