@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["prism/keyvalue/v1/keyvalue.proto", "prism/plugin/v1/plugin.proto"];
+const PROTOS: &[&str] =
+    &["prism/keyvalue/v1/keyvalue.proto", "prism/plugin/v1/plugin.proto", "prism/admin/v1/admin.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -15,6 +15,12 @@ pub mod keyvalue {
     }
 }
 
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("prism.admin.v1");
+    }
+}
+
 pub mod plugin {
     pub mod v1 {
         tonic::include_proto!("prism.plugin.v1");

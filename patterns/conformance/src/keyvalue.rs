@@ -10,8 +10,9 @@ use prism_proto::keyvalue::v1::{
     BatchGetRequest, BatchPutRequest, DeleteRequest, GetRequest, PutItem, PutRequest, ScanRequest,
 };
 use prism_proto::plugin::v1::{
-    Capabilities, Consistency, DropNamespaceRequest, Durability, HealthRequest, InitializeRequest, InitializeResponse,
-    NamespaceSettings, Pattern, PrepareNamespaceRequest, ProtocolVersion, health_response,
+    Capabilities, Consistency, DescribeNamespaceRequest, DropNamespaceRequest, Durability, HealthRequest,
+    InitializeRequest, InitializeResponse, NamespaceSettings, Pattern, PrepareNamespaceRequest, ProtocolVersion,
+    health_response,
 };
 use tonic::{Code, Status};
 
@@ -225,6 +226,28 @@ impl Suite<'_> {
                 .await
                 .map_err(|s| format!("DropNamespace again: {}", show(&s)))?;
         }
+        Ok(())
+    }
+
+    /// DescribeNamespace must say whether a namespace holds data: the
+    /// proxy refuses to delete (and orphan) one that does.
+    async fn describe_namespace(&self) -> Check {
+        let ns = self.namespace().await?;
+        let holds = |ns: String| async move {
+            self.plugin
+                .lifecycle()
+                .describe_namespace(DescribeNamespaceRequest { namespace: ns })
+                .await
+                .map(|r| r.into_inner().holds_data)
+                .map_err(|s| format!("DescribeNamespace: {}", show(&s)))
+        };
+        ensure!(!holds(ns.clone()).await?, "a fresh namespace is said to hold data");
+        self.put(&ns, "k", b"v").await?;
+        ensure!(holds(ns.clone()).await?, "a namespace with a key is said to hold no data");
+        let other = self.namespace().await?;
+        ensure!(!holds(other).await?, "another namespace's key counts as data here");
+        // After deleting every key the answer may stay true: a backend that
+        // keeps history (NATS) still stores the old values.
         Ok(())
     }
 
@@ -831,6 +854,7 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
     r.claimed("lifecycle.protocol_version", "lifecycle", suite.protocol_version()).await;
     r.claimed("lifecycle.unprepared_namespace", "lifecycle", suite.unprepared_namespace()).await;
     r.claimed("lifecycle.drop_namespace", "lifecycle", suite.drop_namespace()).await;
+    r.claimed("lifecycle.describe_namespace", "lifecycle", suite.describe_namespace()).await;
     r.claimed("kv.put_get", "basic", suite.put_get()).await;
     r.claimed("kv.missing", "basic", suite.missing()).await;
     r.claimed("kv.delete", "basic", suite.delete_existing()).await;

@@ -179,6 +179,11 @@ impl Backend for MemStore {
         Ok(())
     }
 
+    async fn holds_data(&self, ns: &Namespace<Arc<NsData>>) -> PluginResult<bool> {
+        let now = Instant::now();
+        Ok(read(&ns.state).map.values().any(|e| e.live(now)))
+    }
+
     async fn drain(&self) {
         self.sweeper.abort();
     }

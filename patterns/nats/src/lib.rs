@@ -236,6 +236,15 @@ impl Backend for Nats {
         }
     }
 
+    async fn holds_data(&self, ns: &Namespace<Bucket>) -> PluginResult<bool> {
+        // A bucket never created holds nothing; otherwise count its stream's
+        // messages (a delete marker counts, which errs on the side of
+        // keeping data).
+        let Ok(store) = self.js.get_key_value(&ns.state.name).await else { return Ok(false) };
+        let status = store.status().await.map_err(unavailable)?;
+        Ok(status.values() > 0)
+    }
+
     async fn drain(&self) {
         let _ = self.client.flush().await;
     }

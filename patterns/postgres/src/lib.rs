@@ -88,6 +88,7 @@ struct Sql {
     scan_from: String,
     scan_after: String,
     drop_ns: String,
+    holds_data: String,
     cleanup: String,
 }
 
@@ -147,6 +148,7 @@ impl Sql {
             scan_from: scan(">="),
             scan_after: scan(">"),
             drop_ns: format!("DELETE FROM {s}.kv WHERE ns = $1"),
+            holds_data: format!("SELECT EXISTS (SELECT 1 FROM {s}.kv WHERE ns = $1 AND {live})"),
             cleanup: format!(
                 "DELETE FROM {s}.kv WHERE ctid IN
                    (SELECT ctid FROM {s}.kv WHERE expires_at <= now() LIMIT {CLEANUP_BATCH})"
@@ -358,6 +360,12 @@ impl Backend for Postgres {
         let client = self.client().await?;
         client.execute(&self.sql.drop_ns, &[&name]).await.map_err(db_error)?;
         Ok(())
+    }
+
+    async fn holds_data(&self, ns: &Namespace<()>) -> PluginResult<bool> {
+        let client = self.client().await?;
+        let row = client.query_one(&self.sql.holds_data, &[&ns.name()]).await.map_err(db_error)?;
+        Ok(row.get(0))
     }
 
     async fn drain(&self) {

@@ -302,6 +302,14 @@ impl Backend for Redis {
         redis::cmd("DEL").arg(keys.idx()).arg(keys.exp()).query_async::<()>(&mut conn).await.map_err(redis_error)
     }
 
+    async fn holds_data(&self, ns: &Namespace<Arc<NsKeys>>) -> PluginResult<bool> {
+        // The index may still list keys that expired but were not swept:
+        // "may hold data" errs on the side of keeping data.
+        let mut conn = self.conn.clone();
+        let count: u64 = redis::cmd("ZCARD").arg(ns.state.idx()).query_async(&mut conn).await.map_err(redis_error)?;
+        Ok(count > 0)
+    }
+
     async fn drain(&self) {
         self.sweeper.abort();
     }

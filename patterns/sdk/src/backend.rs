@@ -82,6 +82,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Deletes a namespace and all its data. Must be idempotent.
     fn drop_namespace(&self, name: &str) -> impl Future<Output = PluginResult<()>> + Send;
 
+    /// Whether a prepared namespace may hold data. The proxy asks before it
+    /// removes a namespace or moves it to another backend, so that data is
+    /// never orphaned silently. When unsure (expired values not yet swept),
+    /// answer true.
+    fn holds_data(&self, ns: &Namespace<Self::NamespaceState>) -> impl Future<Output = PluginResult<bool>> + Send;
+
     /// Finishes background work and releases backend connections before the
     /// process stops.
     fn drain(&self) -> impl Future<Output = ()> + Send {

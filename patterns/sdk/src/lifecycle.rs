@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use prism_proto::plugin::v1::lifecycle_server::Lifecycle;
 use prism_proto::plugin::v1::{
-    DrainRequest, DrainResponse, DropNamespaceRequest, DropNamespaceResponse, HealthRequest, HealthResponse,
-    InitializeRequest, InitializeResponse, PrepareNamespaceRequest, PrepareNamespaceResponse, ProtocolVersion,
-    health_response,
+    DescribeNamespaceRequest, DescribeNamespaceResponse, DrainRequest, DrainResponse, DropNamespaceRequest,
+    DropNamespaceResponse, HealthRequest, HealthResponse, InitializeRequest, InitializeResponse,
+    PrepareNamespaceRequest, PrepareNamespaceResponse, ProtocolVersion, health_response,
 };
 use tonic::{Request, Response, Status};
 
@@ -80,5 +80,15 @@ impl<B: Backend> Lifecycle for LifecycleService<B> {
         self.state.drop_namespace(&name).await?;
         tracing::info!(namespace = %name, "namespace dropped");
         Ok(Response::new(DropNamespaceResponse {}))
+    }
+
+    async fn describe_namespace(
+        &self,
+        request: Request<DescribeNamespaceRequest>,
+    ) -> Result<Response<DescribeNamespaceResponse>, Status> {
+        let ready = self.state.ready()?;
+        let ns = self.state.namespace(&request.into_inner().namespace)?;
+        let holds_data = ready.backend.holds_data(&ns).await?;
+        Ok(Response::new(DescribeNamespaceResponse { holds_data }))
     }
 }

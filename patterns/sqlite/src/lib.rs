@@ -271,6 +271,19 @@ impl Backend for Sqlite {
         .await
     }
 
+    async fn holds_data(&self, ns: &Namespace<()>) -> PluginResult<bool> {
+        let ns = ns.name().to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM kv WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > ?2))",
+                params![ns, now_ms()],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(db_error)
+        })
+        .await
+    }
+
     async fn drain(&self) {
         self.cleanup.abort();
         // Fold the WAL back into the database file so a copy of the file
