@@ -23,8 +23,14 @@ pub struct Config {
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
     /// Directory of namespace files (`*.yaml`, `*.yml`), one namespace per
-    /// file. A relative path is resolved against this file's directory.
-    pub namespaces_dir: PathBuf,
+    /// file, watched for changes. A relative path is resolved against this
+    /// file's directory. Set this or `registry.postgres`.
+    #[serde(default)]
+    pub namespaces_dir: Option<PathBuf>,
+    /// A namespace registry shared by many proxies, instead of
+    /// `namespaces_dir`.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// Plugin that serves a namespace which names no `spec.backend`.
     #[serde(default)]
     pub default_backend: Option<String>,
@@ -44,6 +50,29 @@ pub struct Config {
     /// `command:` plugins run here.
     #[serde(skip, default = "defaults::base_dir")]
     pub base_dir: PathBuf,
+}
+
+/// A shared namespace registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Namespaces in a PostgreSQL table; every proxy using the same table
+    /// learns of changes through LISTEN/NOTIFY.
+    pub postgres: PostgresRegistry,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresRegistry {
+    /// Connection string, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// Schema of the `namespaces` table, created if missing.
+    #[serde(default = "defaults::registry_schema")]
+    pub schema: String,
+    /// How often the proxy reloads the whole table, in case a notification
+    /// was lost (e.g. while its listening connection was down).
+    #[serde(default = "defaults::resync_interval", deserialize_with = "duration::deserialize")]
+    pub resync_interval: Duration,
 }
 
 /// How to reach one backend plugin: exactly one of `command` or `address`.
@@ -193,6 +222,12 @@ mod defaults {
     pub(super) fn drain_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub(super) fn registry_schema() -> String {
+        "prism_registry".to_owned()
+    }
+    pub(super) fn resync_interval() -> Duration {
+        Duration::from_secs(30)
+    }
     pub(super) fn base_dir() -> std::path::PathBuf {
         std::path::PathBuf::from(".")
     }
@@ -226,14 +261,16 @@ impl Config {
     /// Parses YAML text without validating it.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.trim().is_empty() {
-            return Err("the file is empty; it needs at least namespaces_dir and plugins".to_owned());
+            return Err("the file is empty; it needs at least namespaces_dir (or registry) and plugins".to_owned());
         }
         serde_saphyr::from_str(text).map_err(|e| e.to_string())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        if self.namespaces_dir.is_relative() {
-            self.namespaces_dir = base.join(&self.namespaces_dir);
+        if let Some(dir) = self.namespaces_dir.as_mut()
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
         }
         for plugin in self.plugins.values_mut() {
             if let Some(program) = plugin.command.as_mut().and_then(|c| c.first_mut())
@@ -250,6 +287,30 @@ impl Config {
         let mut errors = Vec::new();
         if self.plugins.is_empty() {
             errors.push("plugins: at least one plugin is required".to_owned());
+        }
+        match (&self.namespaces_dir, &self.registry) {
+            (Some(_), Some(_)) => errors.push("set either namespaces_dir or registry, not both".to_owned()),
+            (None, None) => {
+                errors.push(
+                    "namespaces_dir (a directory of namespace files) or registry.postgres is required".to_owned(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.registry {
+            let schema = &r.postgres.schema;
+            let valid = !schema.is_empty()
+                && schema.len() <= 40
+                && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                errors.push(format!(
+                    "registry.postgres.schema: {schema:?} must be 1 to 40 lowercase letters, digits or '_', starting with a letter"
+                ));
+            }
+            if r.postgres.resync_interval < Duration::from_secs(1) {
+                errors.push("registry.postgres.resync_interval: must be at least 1s".to_owned());
+            }
         }
         for (name, plugin) in &self.plugins {
             let at = format!("plugins.{name}");

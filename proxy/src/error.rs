@@ -6,6 +6,9 @@
 //! plugin), never backend internals.
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::namespace::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -21,6 +24,9 @@ pub enum ProxyError {
     /// The request is malformed or over a limit.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A namespace document with problems, every one of them.
+    #[error("the namespace document has {} error(s): {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidSpec(Vec<SpecError>),
     /// A compare-and-set precondition failed; the caller should re-read.
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +53,17 @@ pub enum ProxyError {
 impl From<ProxyError> for Status {
     fn from(err: ProxyError) -> Self {
         let code = match &err {
+            ProxyError::InvalidSpec(errors) => {
+                // One field violation per error, so clients can show each
+                // with its field; the message lists them too, for clients
+                // that ignore details.
+                let mut details = ErrorDetails::new();
+                for e in errors {
+                    let located = SpecError { path: String::new(), ..e.clone() };
+                    details.add_bad_request_violation(e.path.clone(), located.to_string());
+                }
+                return Status::with_error_details(Code::InvalidArgument, err.to_string(), details);
+            }
             ProxyError::Unauthenticated(_) => Code::Unauthenticated,
             ProxyError::PermissionDenied(_) => Code::PermissionDenied,
             ProxyError::NamespaceNotFound(_) => Code::NotFound,
@@ -120,6 +137,7 @@ mod tests {
             (ProxyError::ResourceExhausted("x".into()), Code::ResourceExhausted),
             (ProxyError::Unauthenticated("x".into()), Code::Unauthenticated),
             (ProxyError::PermissionDenied("x".into()), Code::PermissionDenied),
+            (ProxyError::InvalidSpec(vec![]), Code::InvalidArgument),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);
@@ -130,6 +148,21 @@ mod tests {
     fn not_found_names_the_namespace() {
         let status = Status::from(ProxyError::NamespaceNotFound("orders".into()));
         assert_eq!(status.message(), "namespace \"orders\" not found");
+    }
+
+    #[test]
+    fn spec_errors_travel_as_bad_request_details() {
+        let errors = vec![
+            SpecError { path: "spec.needs.ttl".into(), line: 7, column: 10, message: "bad".into() },
+            SpecError { path: "metadata.name".into(), line: 3, column: 9, message: "worse".into() },
+        ];
+        let status = Status::from(ProxyError::InvalidSpec(errors));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("2 error(s)"), "{}", status.message());
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "spec.needs.ttl");
+        assert_eq!(violations[0].description, "line 7 column 10: bad");
+        assert_eq!(violations[1].field, "metadata.name");
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::plugin::Plugin;
 #[derive(Debug)]
 pub struct Route {
     pub doc: Arc<NamespaceDoc>,
+    /// The document as applied, and where it is stored.
+    pub yaml: String,
+    pub source: String,
+    /// Why this plugin serves the namespace.
+    pub backend_reason: String,
     pub plugin: Arc<Plugin>,
     /// Limits for this namespace: the proxy's, lowered by the namespace's
     /// needs.
@@ -92,38 +97,44 @@ impl Gateway {
         Self { config, plugins, routes: ArcSwap::default() }
     }
 
-    /// Builds the route for a namespace document, or says why it cannot be
-    /// served by this proxy.
-    pub fn build_route(&self, doc: NamespaceDoc) -> Result<Route, String> {
-        let backend = doc
-            .spec
-            .backend
-            .clone()
-            .or_else(|| self.config.default_backend.clone())
-            .ok_or_else(|| "spec.backend is not set and the proxy has no default_backend".to_owned())?;
-        let plugin = self.plugins.get(&backend).cloned().ok_or_else(|| {
-            format!(
-                "spec.backend: {backend:?} is not a configured plugin (configured: {})",
-                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
+    /// The route of `doc` on `plugin`, with the limits that apply.
+    pub fn route_for(
+        &self,
+        doc: NamespaceDoc,
+        yaml: String,
+        source: String,
+        plugin: Arc<Plugin>,
+        backend_reason: String,
+    ) -> Route {
         let limits = &self.config.limits;
         let max_value_bytes =
-            doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| (n as usize).min(limits.max_value_bytes));
+            doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX).min(limits.max_value_bytes)
+            });
         let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
-        Ok(Route {
+        Route {
             doc: Arc::new(doc),
+            yaml,
+            source,
+            backend_reason,
             plugin,
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes,
             default_ttl_seconds,
-        })
+        }
     }
 
-    /// Replaces the whole route table.
-    pub fn publish(&self, routes: Vec<Route>) {
-        let routes = routes.into_iter().map(|r| (r.name().to_owned(), Arc::new(r))).collect();
-        self.routes.store(Arc::new(RouteTable { routes }));
+    /// Publishes a table where `name` maps to `route` (or is gone, for
+    /// `None`). In-flight requests keep the route they started with.
+    pub fn set_route(&self, name: &str, route: Option<Arc<Route>>) {
+        self.routes.rcu(|table| {
+            let mut routes = table.routes.clone();
+            match &route {
+                Some(r) => routes.insert(name.to_owned(), r.clone()),
+                None => routes.remove(name),
+            };
+            RouteTable { routes }
+        });
     }
 
     pub fn routes(&self) -> Arc<RouteTable> {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod duration;
 pub mod error;
 pub mod gateway;

@@ -5,7 +5,8 @@
 //!   2. `ContextLayer`: request id, deadline, concurrency limit. It sits
 //!      outermost so that every call, even a rejected one, is counted and
 //!      carries an id.
-//!   3. The gRPC router: health, reflection, and the pattern services.
+//!   3. The gRPC router: health, reflection, the admin service, and the
+//!      pattern services.
 //!   4. The pattern service: namespace lookup, validation, then the plugin
 //!      call under the request's deadline (`api::call_plugin`).
 
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use prism_proto::admin::v1::admin_service_server::AdminServiceServer;
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -20,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::admin::AdminApi;
 use crate::api::keyvalue::KeyValueApi;
 use crate::config::Config;
 use crate::context::ContextLayer;
+use crate::control::Controller;
+use crate::control::registry::Registry;
 use crate::gateway::Gateway;
-use crate::namespace;
 use crate::plugin::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +37,10 @@ pub enum StartError {
         "refusing to listen on {0}: client authentication is not configured, so the proxy only serves loopback addresses (127.0.0.1, ::1)"
     )]
     NotLoopback(SocketAddr),
-    #[error("cannot read namespaces directory {path}: {source}")]
-    NamespacesDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("no namespace registry configured (namespaces_dir or registry.postgres)")]
+    NoRegistry,
+    #[error("namespace registry: {0}")]
+    Registry(String),
     #[error("cannot create the plugin socket directory: {0}")]
     SocketDir(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -47,30 +53,6 @@ pub enum StartError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Loads the namespace directory into the gateway's route table. Files that
-/// are invalid, or name a backend the proxy lacks, are logged and skipped:
-/// one bad file never keeps the other namespaces from being served.
-pub fn load_namespaces(gateway: &Gateway) -> Result<(), StartError> {
-    let dir = &gateway.config.namespaces_dir;
-    let loaded = namespace::load_dir(dir).map_err(|source| StartError::NamespacesDir { path: dir.clone(), source })?;
-    for err in &loaded.errors {
-        tracing::error!(file = %err.file.display(), error = %err.message, "skipping invalid namespace file");
-    }
-    let mut routes = Vec::new();
-    for (file, doc) in loaded.namespaces {
-        let name = doc.metadata.name.clone();
-        match gateway.build_route(doc) {
-            Ok(route) => {
-                tracing::info!(namespace = %name, pattern = route.pattern().as_str(), plugin = route.plugin.name(), "namespace loaded");
-                routes.push(route);
-            }
-            Err(error) => tracing::error!(file = %file.display(), namespace = %name, %error, "skipping namespace"),
-        }
-    }
-    gateway.publish(routes);
-    Ok(())
-}
-
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets
 /// in-flight calls finish (up to `shutdown_grace`), and drains and stops
 /// every plugin.
@@ -81,8 +63,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::warn!("DEV MODE: no TLS and no client authentication; serving loopback only");
 
     let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
+    let registry = match (&config.namespaces_dir, &config.registry) {
+        (Some(dir), _) => Registry::Directory(dir.clone()),
+        (None, Some(r)) => Registry::Postgres(r.postgres.clone()),
+        (None, None) => return Err(StartError::NoRegistry),
+    };
     let gateway = Arc::new(Gateway::new(config));
-    load_namespaces(&gateway)?;
 
     let stop = CancellationToken::new();
     let source = gateway.clone();
@@ -113,8 +99,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
-    let result = serve(&gateway, shutdown).await;
+    // Namespaces are planned once the plugins have declared what they can
+    // do. A registry that cannot be read now is retried by the watcher.
+    let controller = Arc::new(Controller::new(gateway.clone(), registry, false));
+    tracing::info!(registry = %controller.registry().describe(), "loading namespaces");
+    if let Err(e) = controller.reconcile().await {
+        tracing::error!(error = %e, "cannot load namespaces yet; retrying on the next registry change");
+    }
+    let watcher = controller.watch().map_err(|e| StartError::Registry(e.to_string()))?;
 
+    let result = serve(&gateway, &controller, shutdown).await;
+
+    watcher.abort();
     stop.cancel();
     while supervisors.join_next().await.is_some() {}
     drop(socket_dir);
@@ -122,12 +118,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     result
 }
 
-async fn serve(gateway: &Arc<Gateway>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+async fn serve(
+    gateway: &Arc<Gateway>,
+    controller: &Arc<Controller>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let config = &gateway.config;
     let limits = &config.limits;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KeyValueServiceServer<KeyValueApi>>().await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -136,6 +137,7 @@ async fn serve(gateway: &Arc<Gateway>, shutdown: impl Future<Output = ()>) -> Re
         .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let admin = AdminServiceServer::new(AdminApi::new(gateway.clone(), controller.clone()));
     let keyvalue = KeyValueServiceServer::new(KeyValueApi::new(gateway.clone()))
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
@@ -150,6 +152,7 @@ async fn serve(gateway: &Arc<Gateway>, shutdown: impl Future<Output = ()>) -> Re
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(admin)
         .add_service(keyvalue);
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -170,6 +173,7 @@ async fn serve(gateway: &Arc<Gateway>, shutdown: impl Future<Output = ()>) -> Re
     }
     tracing::info!("shutting down: no new calls; waiting for in-flight calls");
     health.set_not_serving::<KeyValueServiceServer<KeyValueApi>>().await;
+    health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, &mut server).await {
         Ok(Ok(result)) => result?,

@@ -1,5 +1,6 @@
 //! The client-facing pattern services.
 
+pub mod admin;
 pub mod keyvalue;
 
 use std::future::Future;

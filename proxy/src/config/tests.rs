@@ -32,7 +32,8 @@ fn wrong_types_and_syntax_are_located() {
     let err = Config::parse(&format!("{MINIMAL}shutdown_grace: soon\n")).unwrap_err();
     assert!(err.contains("write it like"), "{err}");
     assert!(Config::parse("").unwrap_err().contains("empty"));
-    assert!(Config::parse("plugins: {}\n").unwrap_err().contains("missing field `namespaces_dir`"));
+    let errors = Config::parse("plugins: {m: {command: [x]}}\n").unwrap().validate().unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("namespaces_dir") && e.contains("registry")), "{errors:?}");
 }
 
 #[test]
@@ -61,7 +62,7 @@ fn relative_paths_resolve_against_the_file() {
     let path = dir.path().join("prism.yaml");
     std::fs::write(&path, "namespaces_dir: ns\nplugins:\n  a:\n    command: [./bin/plugin, --flag]\n  b:\n    command: [plugin-on-path]\n").unwrap();
     let c = Config::load(&path).unwrap();
-    assert_eq!(c.namespaces_dir, dir.path().join("ns"));
+    assert_eq!(c.namespaces_dir, Some(dir.path().join("ns")));
     assert_eq!(c.plugins["a"].command.as_ref().unwrap()[0], dir.path().join("./bin/plugin").to_string_lossy());
     assert_eq!(c.plugins["b"].command.as_ref().unwrap()[0], "plugin-on-path");
 }
@@ -80,4 +81,19 @@ fn dns_labels() {
     for bad in ["", "A", "1abc", "a_b", "a-", &"a".repeat(64), "café"] {
         assert!(!is_dns_label(bad), "{bad}");
     }
+}
+
+#[test]
+fn postgres_registry() {
+    let c =
+        Config::parse("registry:\n  postgres: {url: 'postgres://x@h/db'}\nplugins:\n  m: {command: [x]}\n").unwrap();
+    c.validate().unwrap();
+    let pg = &c.registry.as_ref().unwrap().postgres;
+    assert_eq!(pg.schema, "prism_registry");
+    assert_eq!(pg.resync_interval, Duration::from_secs(30));
+    let errors = invalid(
+        "namespaces_dir: x\nregistry:\n  postgres: {url: u, schema: Bad-Name}\nplugins:\n  m: {command: [x]}\n",
+    );
+    assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("registry.postgres.schema")), "{errors:?}");
 }

@@ -1,11 +1,11 @@
 //! Namespaces: the YAML spec teams write, and loading them from a directory.
 
 mod spec;
+pub mod validate;
+pub mod yaml;
 
-pub use spec::{
-    Access, Consistency, Durability, Metadata, MirrorMode, NamespaceDoc, NamespaceSpec, Needs, PatternKind, SchemaRef,
-    Shadow,
-};
+pub use spec::{Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind};
+pub use yaml::SpecError;
 
 use std::path::{Path, PathBuf};
 
@@ -39,9 +39,10 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
     files.sort();
     let mut loaded = Loaded::default();
     for file in files {
-        let parsed = std::fs::read_to_string(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|text| NamespaceDoc::parse(&text).map_err(|errs| errs.join("; ")));
+        let parsed = std::fs::read_to_string(&file).map_err(|e| e.to_string()).and_then(|text| {
+            NamespaceDoc::parse(&text)
+                .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        });
         match parsed {
             Ok(doc) if loaded.namespaces.iter().any(|(_, d)| d.metadata.name == doc.metadata.name) => {
                 loaded.errors.push(LoadError {

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::is_dns_label;
+use super::validate;
+use super::yaml::{self, Node, SpecError};
 use crate::duration;
+use serde_saphyr::Spanned;
 
 /// One namespace file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,15 +48,9 @@ pub struct NamespaceSpec {
     /// What the namespace needs from its backend.
     #[serde(default)]
     pub needs: Needs,
-    /// The protobuf message values follow (enables PII masking).
-    #[serde(default)]
-    pub schema: Option<SchemaRef>,
     /// Who may do what.
     #[serde(default)]
     pub access: Option<Access>,
-    /// Mirroring to a second backend for migrations.
-    #[serde(default)]
-    pub shadow: Option<Shadow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -113,13 +109,6 @@ pub enum Durability {
     Ephemeral,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SchemaRef {
-    /// Fully qualified protobuf message name, e.g. `acme.profile.v1.UserProfile`.
-    pub message: String,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
@@ -133,66 +122,31 @@ pub struct Access {
     pub pii: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Shadow {
-    /// The plugin that receives mirrored traffic.
-    pub backend: String,
-    #[serde(default)]
-    pub mirror: MirrorMode,
-    /// Share of reads also sent to the shadow and compared, 0.0 to 1.0.
-    #[serde(default)]
-    pub compare_reads: f64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MirrorMode {
-    #[default]
-    Writes,
-    None,
-}
-
 impl NamespaceDoc {
-    /// Parses and checks one namespace document; every problem is returned.
-    pub fn parse(text: &str) -> Result<Self, Vec<String>> {
-        if text.trim().is_empty() {
-            return Err(vec!["the file is empty".to_owned()]);
-        }
-        let doc: Self = serde_saphyr::from_str(text).map_err(|e| vec![e.to_string()])?;
-        doc.check().map(|()| doc)
+    /// Parses and checks one namespace document. Every structural problem is
+    /// returned, each with its field path and position.
+    pub fn parse(text: &str) -> Result<Self, Vec<SpecError>> {
+        Self::parse_with_tree(text).map(|(doc, _)| doc)
     }
 
-    /// The structural rules serde cannot express.
-    pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        if self.api_version != "prism/v1" {
-            errors.push(format!("apiVersion: expected \"prism/v1\", got {:?}", self.api_version));
+    /// Like [`NamespaceDoc::parse`], also returning the positioned tree for
+    /// locating later errors.
+    pub fn parse_with_tree(text: &str) -> Result<(Self, Spanned<Node>), Vec<SpecError>> {
+        let tree = yaml::parse(text).map_err(|e| vec![e])?;
+        let errors = validate::check(&tree);
+        if !errors.is_empty() {
+            return Err(errors);
         }
-        if self.kind != "Namespace" {
-            errors.push(format!("kind: expected \"Namespace\", got {:?}", self.kind));
-        }
-        if !is_dns_label(&self.metadata.name) {
-            errors.push(format!(
-                "metadata.name: {:?} is not a valid name (lowercase letters, digits and '-', 1 to 63 characters, starting with a letter)",
-                self.metadata.name
-            ));
-        }
-        if self.spec.needs.max_value_bytes == Some(0) {
-            errors.push("spec.needs.max_value_bytes: must be above zero".to_owned());
-        }
-        if let Some(ttl) = self.spec.needs.ttl
-            && ttl < Duration::from_secs(1)
-        {
-            errors.push("spec.needs.ttl: must be at least 1s".to_owned());
-        }
-        if let Some(shadow) = &self.spec.shadow
-            && !(0.0..=1.0).contains(&shadow.compare_reads)
-        {
-            errors
-                .push(format!("spec.shadow.compare_reads: must be between 0.0 and 1.0, got {}", shadow.compare_reads));
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        // The checks above cover every rule of the typed form, so this only
+        // fails if the two disagree; say so rather than hide it.
+        let doc = serde_saphyr::from_str(text).map_err(|e| {
+            vec![SpecError { path: String::new(), line: 0, column: 0, message: format!("internal: {e}") }]
+        })?;
+        Ok((doc, tree))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
     }
 }
 
@@ -212,14 +166,12 @@ spec:
   pattern: keyvalue
   backend: redis
   needs: {consistency: strong, durability: durable, read_rps: 5000, write_rps: 500, max_value_bytes: 65536, ttl: 24h, retention: 30d}
-  schema: {message: acme.profile.v1.UserProfile}
   access: {read: [group:web], write: [spiffe://acme/profile-writer], pii: [group:support]}
-  shadow: {backend: postgres, mirror: writes, compare_reads: 0.1}
 ";
         let doc = NamespaceDoc::parse(text).unwrap();
         assert_eq!(doc.metadata.name, "user-profiles");
         assert_eq!(doc.spec.needs.ttl, Some(Duration::from_secs(86_400)));
-        assert_eq!(doc.spec.shadow.unwrap().compare_reads, 0.1);
+        assert_eq!(doc.spec.access.unwrap().pii, ["group:support"]);
     }
 
     #[test]
@@ -248,10 +200,11 @@ spec:
                 "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\nspec: {pattern: keyvalue, needs: {ttl: forever}}\n",
                 "write it like",
             ),
-            ("apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\n", "missing field `spec`"),
+            ("apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\n", "required field `spec` is missing"),
         ];
         for (text, needle) in cases {
-            let errs = NamespaceDoc::parse(text).unwrap_err().join("\n");
+            let errs =
+                NamespaceDoc::parse(text).unwrap_err().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
             assert!(errs.contains(needle), "{needle:?} not in {errs:?} for {text:?}");
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
 use prism_proto::plugin::v1::{Capabilities, InitializeResponse};
@@ -99,6 +99,14 @@ pub struct Plugin {
     // Wakes tasks waiting for the plugin to become ready.
     changed: watch::Sender<u64>,
     restarts: AtomicU64,
+    // What the plugin said in its last Initialize; kept while it is down so
+    // namespaces can still be planned against its capabilities.
+    last_info: ArcSwapOption<InitializeResponse>,
+    /// Held while namespaces are prepared on the plugin and the route table
+    /// changes for it, so that a route is never published unprepared: the
+    /// supervisor prepares every route of the table under it after a
+    /// (re)connect, and a new route is published and prepared under it.
+    pub(crate) prepare_lock: tokio::sync::Mutex<()>,
 }
 
 impl Plugin {
@@ -109,6 +117,8 @@ impl Plugin {
             phase: ArcSwap::from_pointee((Phase::Starting, SystemTime::now())),
             changed: watch::Sender::new(0),
             restarts: AtomicU64::new(0),
+            last_info: ArcSwapOption::empty(),
+            prepare_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -124,7 +134,16 @@ impl Plugin {
         self.phase.load().0.clone()
     }
 
+    /// The backend kind and capabilities from the plugin's last Initialize,
+    /// if it ever initialized.
+    pub fn known(&self) -> Option<Arc<InitializeResponse>> {
+        self.last_info.load_full()
+    }
+
     pub(crate) fn set_phase(&self, phase: Phase) {
+        if let Phase::Ready(c) | Phase::Unhealthy(c, _) = &phase {
+            self.last_info.store(Some(Arc::new(c.info.clone())));
+        }
         self.phase.store(Arc::new((phase, SystemTime::now())));
         self.changed.send_modify(|n| *n += 1);
     }

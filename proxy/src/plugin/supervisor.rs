@@ -259,6 +259,10 @@ impl Supervisor {
         }
         tracing::info!(plugin = plugin.name(), backend = %info.backend, version = %info.version, %target, "plugin initialized");
         let conn = Arc::new(Connection { pool, info, pid, target });
+        // Under the prepare lock: a route published meanwhile is either in
+        // the table read here, or is prepared by its publisher once this
+        // plugin shows as connected.
+        let _prepare = plugin.prepare_lock.lock().await;
         match self.prepare_all(plugin, &conn).await {
             Ok(()) => plugin.set_phase(Phase::Ready(conn.clone())),
             Err(reason) => plugin.set_phase(Phase::Unhealthy(conn.clone(), reason)),
@@ -369,6 +373,7 @@ impl Supervisor {
             })
             .await
             .map_err(|s| format!("initialize failed: {}", s.message()))?;
+        let _prepare = plugin.prepare_lock.lock().await;
         self.prepare_all(plugin, conn).await
     }
 }

@@ -1,0 +1,420 @@
+//! The namespace control plane: validating and planning namespace
+//! documents, applying and deleting them, and keeping the route table in
+//! step with the registry (files edited on disk, other proxies' changes).
+//!
+//! All changes go through one lock, so a plan is always made against the
+//! table it will change. A route becomes live only after its plugin has
+//! prepared the namespace (see `Plugin::prepare_lock`), and a change
+//! publishes a new route table: requests already running keep the route
+//! they started with.
+
+pub mod registry;
+pub mod select;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prism_proto::admin::v1::{Plan, plan};
+use prism_proto::plugin::v1::{DescribeNamespaceRequest, DropNamespaceRequest, PrepareNamespaceRequest};
+use serde_saphyr::Spanned;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::error::ProxyError;
+use crate::gateway::{Gateway, Route};
+use crate::namespace::yaml::Node;
+use crate::namespace::{NamespaceDoc, PatternKind, SpecError};
+use crate::plugin::Plugin;
+use registry::{Registry, Stored};
+use select::Offer;
+
+/// The result of planning one document.
+pub struct Planned {
+    pub plan: Plan,
+    pub route: Route,
+}
+
+pub struct Controller {
+    gateway: Arc<Gateway>,
+    registry: Registry,
+    lock: Mutex<()>,
+    /// Whether access rules are enforced (false in dev mode).
+    auth_enabled: bool,
+}
+
+/// What a reconcile changed.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    /// Documents that were skipped, with why (the namespace keeps its last
+    /// good version, if it had one).
+    pub rejected: Vec<(String, String)>,
+}
+
+fn summarize(errors: &[SpecError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl Controller {
+    pub fn new(gateway: Arc<Gateway>, registry: Registry, auth_enabled: bool) -> Self {
+        Self { gateway, registry, lock: Mutex::new(()), auth_enabled }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Plugins whose capabilities are known, for selection.
+    fn offers(&self) -> Vec<Offer> {
+        self.gateway
+            .plugins
+            .values()
+            .filter_map(|p| {
+                let info = p.known()?;
+                Some(Offer { plugin: p.clone(), kind: info.backend.clone(), caps: info.capabilities.clone()? })
+            })
+            .collect()
+    }
+
+    /// Checks a parsed document against the plugins and plans it against
+    /// `current`. Every problem found is returned.
+    fn plan_doc(
+        &self,
+        doc: NamespaceDoc,
+        tree: &Spanned<Node>,
+        yaml: &str,
+        source: String,
+        current: Option<&Arc<Route>>,
+    ) -> Result<Planned, Vec<SpecError>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let spec = &doc.spec;
+        let limits = &self.gateway.config.limits;
+
+        let chosen: Option<(Arc<Plugin>, String)> = match &spec.backend {
+            Some(name) => match self.gateway.plugins.get(name) {
+                None => {
+                    errors.push(SpecError::at(
+                        tree,
+                        "spec.backend",
+                        format!(
+                            "{name:?} is not a plugin of this proxy (it has: {})",
+                            self.gateway.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                    None
+                }
+                Some(plugin) => {
+                    match plugin.known().and_then(|i| i.capabilities.clone().map(|c| (i.backend.clone(), c))) {
+                        Some((kind, caps)) => {
+                            for (path, why) in select::unmet(spec.pattern, &spec.needs, &caps) {
+                                errors.push(SpecError::at(tree, path, format!("plugin {name} ({kind}) {why}")));
+                            }
+                        }
+                        None => warnings.push(format!(
+                            "plugin {name} has not started yet, so the needs could not be checked against it"
+                        )),
+                    }
+                    Some((plugin.clone(), "named by spec.backend".to_owned()))
+                }
+            },
+            None => {
+                match select::choose(
+                    spec.pattern,
+                    &spec.needs,
+                    &self.offers(),
+                    self.gateway.config.default_backend.as_deref(),
+                ) {
+                    Ok((offer, reason)) => Some((offer.plugin, reason)),
+                    Err(why) => {
+                        errors.push(SpecError::at(
+                            tree,
+                            "spec.needs",
+                            format!("no backend can serve this namespace: {why}"),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+
+        if let Some(max) = spec.needs.max_value_bytes
+            && max > limits.max_value_bytes as u64
+        {
+            errors.push(SpecError::at(
+                tree,
+                "spec.needs.max_value_bytes",
+                format!(
+                    "{max} is above the proxy's limit of {} bytes (limits.max_value_bytes)",
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+        if spec.needs.retention.is_some() && spec.pattern == PatternKind::Keyvalue {
+            errors.push(SpecError::at(
+                tree,
+                "spec.needs.retention",
+                "retention applies to timeseries namespaces; a keyvalue namespace expires values with ttl",
+            ));
+        }
+        if spec.access.is_some() && !self.auth_enabled {
+            warnings.push("spec.access is not enforced: the proxy runs without authentication (dev mode)".to_owned());
+        }
+
+        let Some((plugin, reason)) = chosen else { return Err(errors) };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let name = doc.name().to_owned();
+        let (action, diff) = match current {
+            None => (plan::Action::Create, String::new()),
+            Some(cur) if cur.yaml == yaml && Arc::ptr_eq(&cur.plugin, &plugin) => {
+                (plan::Action::Unchanged, String::new())
+            }
+            Some(cur) => {
+                if !Arc::ptr_eq(&cur.plugin, &plugin) {
+                    warnings.push(format!(
+                        "the namespace moves from plugin {} to {}: data in {} is not copied",
+                        cur.plugin.name(),
+                        plugin.name(),
+                        cur.plugin.name()
+                    ));
+                }
+                let diff = similar::TextDiff::from_lines(cur.yaml.as_str(), yaml)
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("{name} (current)"), &format!("{name} (applied)"))
+                    .to_string();
+                (plan::Action::Update, diff)
+            }
+        };
+        let plan = Plan {
+            namespace: name,
+            action: action as i32,
+            backend: plugin.name().to_owned(),
+            backend_reason: reason.clone(),
+            diff,
+            warnings,
+        };
+        let route = self.gateway.route_for(doc, yaml.to_owned(), source, plugin, reason);
+        Ok(Planned { plan, route })
+    }
+
+    /// Makes a route live: prepared on its plugin, then published. Under
+    /// the plugin's prepare lock, so a plugin (re)connecting concurrently
+    /// either sees the route in the table or has already shown itself
+    /// connected here.
+    async fn activate(&self, route: Arc<Route>) {
+        let plugin = route.plugin.clone();
+        let _prepare = plugin.prepare_lock.lock().await;
+        if let Ok(mut lifecycle) = plugin.lifecycle() {
+            let request = PrepareNamespaceRequest { settings: Some(route.settings()) };
+            if let Err(status) = lifecycle.prepare_namespace(request).await {
+                // The supervisor prepares it again when the plugin reconnects.
+                tracing::warn!(namespace = route.name(), plugin = plugin.name(), error = %status.message(), "prepare failed");
+            }
+        }
+        let name = route.name().to_owned();
+        self.gateway.set_route(&name, Some(route));
+    }
+
+    /// Waits until no request holds `route` any more (the caller's clone
+    /// aside), at most one request timeout: requests never run longer.
+    async fn drain(&self, route: &Arc<Route>) {
+        let deadline = tokio::time::Instant::now() + self.gateway.config.limits.request_timeout;
+        while Arc::strong_count(route) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether `route`'s plugin says the namespace holds data.
+    async fn holds_data(route: &Route) -> Result<bool, ProxyError> {
+        let mut lifecycle = route.plugin.lifecycle()?;
+        let response = lifecycle
+            .describe_namespace(DescribeNamespaceRequest { namespace: route.name().to_owned() })
+            .await
+            .map_err(|s| ProxyError::from_plugin(route.plugin.name(), &s))?;
+        Ok(response.into_inner().holds_data)
+    }
+
+    /// Validates, plans and (unless `dry_run`) applies a document.
+    pub async fn apply(&self, yaml: &str, dry_run: bool, force: bool) -> Result<(Plan, bool), ProxyError> {
+        let _changes = self.lock.lock().await;
+        let (doc, tree) = NamespaceDoc::parse_with_tree(yaml).map_err(ProxyError::InvalidSpec)?;
+        let current = self.gateway.routes().get(doc.name()).cloned();
+        let source = current.as_ref().map(|c| c.source.clone()).unwrap_or_default();
+        let planned = self.plan_doc(doc, &tree, yaml, source, current.as_ref()).map_err(ProxyError::InvalidSpec)?;
+        if let Some(cur) = &current
+            && !Arc::ptr_eq(&cur.plugin, &planned.route.plugin)
+            && !force
+        {
+            let holds = Self::holds_data(cur).await.unwrap_or(true);
+            if holds {
+                return Err(ProxyError::FailedPrecondition(format!(
+                    "namespace {} holds data in plugin {}; moving it to {} would leave that data behind. Apply with force to move it anyway",
+                    cur.name(),
+                    cur.plugin.name(),
+                    planned.route.plugin.name()
+                )));
+            }
+        }
+        let unchanged = planned.plan.action == plan::Action::Unchanged as i32;
+        if dry_run || unchanged {
+            return Ok((planned.plan, false));
+        }
+        let name = planned.plan.namespace.clone();
+        let source = self.registry.put(&name, yaml, current.as_ref().map(|c| c.source.as_str())).await?;
+        let mut route = planned.route;
+        route.source = source;
+        self.activate(Arc::new(route)).await;
+        tracing::info!(namespace = %name, plugin = %planned.plan.backend, "namespace applied");
+        Ok((planned.plan, true))
+    }
+
+    /// Removes a namespace; see `DeleteNamespace` in admin.proto.
+    pub async fn delete(&self, name: &str, purge_data: bool, force: bool) -> Result<bool, ProxyError> {
+        let _changes = self.lock.lock().await;
+        let route =
+            self.gateway.routes().get(name).cloned().ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
+        if !purge_data && !force {
+            let holds = Self::holds_data(&route).await.map_err(|e| {
+                ProxyError::FailedPrecondition(format!(
+                    "cannot tell whether namespace {name} holds data ({e}); delete with purge to delete its data, or force to leave it"
+                ))
+            })?;
+            if holds {
+                return Err(ProxyError::FailedPrecondition(format!(
+                    "namespace {name} holds data in plugin {}; delete with purge to delete it, or force to leave it orphaned",
+                    route.plugin.name()
+                )));
+            }
+        }
+        // Unroute first so new requests get NOT_FOUND, and let the ones in
+        // flight finish before the plugin forgets the namespace; purging
+        // under them would fail them with an error they cannot act on.
+        self.gateway.set_route(name, None);
+        if purge_data {
+            self.drain(&route).await;
+            let purged = async {
+                let mut lifecycle = route.plugin.lifecycle()?;
+                lifecycle
+                    .drop_namespace(DropNamespaceRequest { namespace: name.to_owned() })
+                    .await
+                    .map_err(|s| ProxyError::from_plugin(route.plugin.name(), &s))
+            };
+            if let Err(e) = purged.await {
+                // Nothing has changed: serve it again; the call can be retried.
+                self.gateway.set_route(name, Some(route));
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.registry.delete(name, &route.source).await {
+            // Still declared: bring it back (prepared again if purged).
+            self.activate(route).await;
+            return Err(e);
+        }
+        tracing::info!(namespace = %name, purged = purge_data, "namespace deleted");
+        Ok(purge_data)
+    }
+
+    /// Brings the route table in line with the registry. Invalid documents
+    /// are reported and skipped; a namespace whose document became invalid
+    /// keeps serving its last good version.
+    pub async fn reconcile(&self) -> Result<Reconciled, ProxyError> {
+        let snapshot = self.registry.load().await?;
+        let _changes = self.lock.lock().await;
+        let table = self.gateway.routes();
+        let mut report = Reconciled::default();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut keep_sources: Vec<String> = Vec::new();
+        let mut changes: Vec<Arc<Route>> = Vec::new();
+
+        for (source, why) in snapshot.unreadable {
+            keep_sources.push(source.clone());
+            report.rejected.push((source, why));
+        }
+        for Stored { source, yaml } in snapshot.docs {
+            let (doc, tree) = match NamespaceDoc::parse_with_tree(&yaml) {
+                Ok(parsed) => parsed,
+                Err(errors) => {
+                    keep_sources.push(source.clone());
+                    report.rejected.push((source, summarize(&errors)));
+                    continue;
+                }
+            };
+            let name = doc.name().to_owned();
+            if let Some(first) = seen.get(&name) {
+                report.rejected.push((source, format!("namespace {name} is already defined by {first}")));
+                continue;
+            }
+            seen.insert(name.clone(), source.clone());
+            let current = table.get(&name);
+            if let Some(cur) = current
+                && cur.yaml == yaml
+                && cur.source == source
+            {
+                continue;
+            }
+            match self.plan_doc(doc, &tree, &yaml, source.clone(), current) {
+                Ok(planned) => {
+                    match planned.plan.action() {
+                        plan::Action::Create => report.added.push(name),
+                        plan::Action::Unchanged => {}
+                        _ => report.updated.push(name),
+                    }
+                    if planned.plan.action() != plan::Action::Unchanged || current.is_none_or(|c| c.source != source) {
+                        changes.push(Arc::new(planned.route));
+                    }
+                }
+                Err(errors) => report.rejected.push((source, summarize(&errors))),
+            }
+        }
+        // A namespace is removed when its document is gone, unless the
+        // document is merely unreadable or invalid right now.
+        for route in table.iter() {
+            let name = route.name();
+            if !seen.contains_key(name) && !keep_sources.contains(&route.source) {
+                report.removed.push(name.to_owned());
+            }
+        }
+        for route in changes {
+            self.activate(route).await;
+        }
+        for name in &report.removed {
+            self.gateway.set_route(name, None);
+        }
+        for (source, why) in &report.rejected {
+            tracing::error!(%source, error = %why, "namespace document skipped");
+        }
+        if !(report.added.is_empty() && report.updated.is_empty() && report.removed.is_empty()) {
+            tracing::info!(
+                added = ?report.added,
+                updated = ?report.updated,
+                removed = ?report.removed,
+                namespaces = self.gateway.routes().len(),
+                "namespaces reloaded"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Reconciles whenever the registry signals a change, until the
+    /// returned task is aborted.
+    pub fn watch(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let watcher = self.registry.watch(tx)?;
+        let controller = self.clone();
+        Ok(tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Coalesce a burst of signals into one reload.
+                while rx.try_recv().is_ok() {}
+                if let Err(e) = controller.reconcile().await {
+                    tracing::warn!(error = %e, "namespace reload failed; retrying on the next change");
+                }
+            }
+            watcher.abort();
+        }))
+    }
+}

@@ -1,0 +1,332 @@
+//! Where namespace documents are stored: a directory of YAML files (one
+//! proxy, the embedded default) or a PostgreSQL table shared by many
+//! proxies. Either way the registry holds raw documents; the controller
+//! parses, validates and plans them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use notify::RecursiveMode;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::config::PostgresRegistry;
+use crate::error::ProxyError;
+
+/// A stored document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// A file path, or `postgres:<schema>.namespaces/<name>`.
+    pub source: String,
+    pub yaml: String,
+}
+
+/// What a registry holds right now.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub docs: Vec<Stored>,
+    /// Entries that could not be read at all: `(source, why)`.
+    pub unreadable: Vec<(String, String)>,
+}
+
+pub enum Registry {
+    Directory(PathBuf),
+    Postgres(PostgresRegistry),
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Unavailable(format!("namespace registry: {what}: {err}"))
+}
+
+impl Registry {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Directory(dir) => format!("directory {}", dir.display()),
+            Self::Postgres(pg) => format!("postgres table {}.namespaces", pg.schema),
+        }
+    }
+
+    pub async fn load(&self) -> Result<Snapshot, ProxyError> {
+        match self {
+            Self::Directory(dir) => load_dir(dir).map_err(|e| unavailable(&format!("reading {}", dir.display()), e)),
+            Self::Postgres(pg) => pg_load(pg).await,
+        }
+    }
+
+    /// Stores `yaml` for namespace `name`, replacing the document at
+    /// `current` (its source) if any. Returns the new source.
+    pub async fn put(&self, name: &str, yaml: &str, current: Option<&str>) -> Result<String, ProxyError> {
+        match self {
+            Self::Directory(dir) => {
+                let path = current
+                    .map(PathBuf::from)
+                    .filter(|p| p.parent() == Some(dir.as_path()))
+                    .unwrap_or_else(|| dir.join(format!("{name}.yaml")));
+                write_atomically(&path, yaml).map_err(|e| unavailable(&format!("writing {}", path.display()), e))?;
+                Ok(path.display().to_string())
+            }
+            Self::Postgres(pg) => pg_put(pg, name, yaml).await,
+        }
+    }
+
+    pub async fn delete(&self, name: &str, source: &str) -> Result<(), ProxyError> {
+        match self {
+            Self::Directory(_) => match std::fs::remove_file(source) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(unavailable(&format!("removing {source}"), e)),
+            },
+            Self::Postgres(pg) => pg_delete(pg, name).await,
+        }
+    }
+
+    /// Watches for changes made by anyone (an editor, another proxy) and
+    /// sends a signal for each; also signals periodically, so a missed
+    /// event is caught up. Runs until the receiver is dropped.
+    pub fn watch(&self, changed: mpsc::Sender<()>) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
+        match self {
+            Self::Directory(dir) => watch_dir(dir.clone(), changed),
+            Self::Postgres(pg) => Ok(tokio::spawn(pg_watch(pg.clone(), changed))),
+        }
+    }
+}
+
+// === directory ===
+
+fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut snapshot = Snapshot::default();
+    for file in files {
+        let source = file.display().to_string();
+        match std::fs::read_to_string(&file) {
+            Ok(yaml) => snapshot.docs.push(Stored { source, yaml }),
+            Err(e) => snapshot.unreadable.push((source, e.to_string())),
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Writes through a temporary file and a rename, so a reader (this proxy's
+/// watcher, an operator's editor) never sees half a document. The
+/// temporary name does not end in `.yaml`, so it is never loaded.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("namespace");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// How long file events settle before a reload: an editor's save is often
+/// several events.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Reload the directory at least this often, whatever the events say.
+const DIR_RESYNC: Duration = Duration::from_secs(30);
+
+fn watch_dir(dir: PathBuf, changed: mpsc::Sender<()>) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
+    let events = changed.clone();
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        DEBOUNCE,
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            // Reading the directory to reload it raises access events of its
+            // own; reacting to them would reload forever.
+            if let Ok(batch) = result
+                && batch.iter().any(|e| !matches!(e.event.kind, notify::EventKind::Access(_)))
+            {
+                let _ = events.try_send(());
+            }
+        },
+    )
+    .map_err(|e| unavailable("watching the namespaces directory", e))?;
+    debouncer
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| unavailable(&format!("watching {}", dir.display()), e))?;
+    Ok(tokio::spawn(async move {
+        // The debouncer stops watching when dropped; keep it for the task's life.
+        let _debouncer = debouncer;
+        let mut tick = tokio::time::interval(DIR_RESYNC);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if changed.send(()).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+// === PostgreSQL ===
+
+fn table(pg: &PostgresRegistry) -> String {
+    format!("\"{}\".namespaces", pg.schema)
+}
+
+fn channel(pg: &PostgresRegistry) -> String {
+    format!("prism_namespaces_{}", pg.schema)
+}
+
+async fn pg_connect(pg: &PostgresRegistry) -> Result<tokio_postgres::Client, ProxyError> {
+    let mut config: tokio_postgres::Config =
+        pg.url.parse().map_err(|e| ProxyError::Internal(format!("registry url: {e}")))?;
+    config.connect_timeout(Duration::from_secs(5)).application_name("prism-proxy registry");
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable("connecting to postgres", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "registry connection closed");
+        }
+    });
+    ensure_table(pg, &client).await?;
+    Ok(client)
+}
+
+async fn ensure_table(pg: &PostgresRegistry, client: &tokio_postgres::Client) -> Result<(), ProxyError> {
+    // Proxies starting together would race on CREATE ... IF NOT EXISTS; the
+    // advisory lock serializes them.
+    let sql = format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('prism-registry:{schema}'));
+         CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         CREATE TABLE IF NOT EXISTS {table} (
+             name       text PRIMARY KEY,
+             spec       text NOT NULL,
+             revision   bigint NOT NULL DEFAULT 1,
+             updated_at timestamptz NOT NULL DEFAULT now());
+         COMMIT;",
+        schema = pg.schema,
+        table = table(pg)
+    );
+    client.batch_execute(&sql).await.map_err(|e| unavailable("creating the registry table", e))
+}
+
+async fn pg_load(pg: &PostgresRegistry) -> Result<Snapshot, ProxyError> {
+    let client = pg_connect(pg).await?;
+    let rows = client
+        .query(&format!("SELECT name, spec FROM {} ORDER BY name", table(pg)), &[])
+        .await
+        .map_err(|e| unavailable("reading namespaces", e))?;
+    let docs = rows
+        .into_iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            Stored { source: format!("postgres:{}/{name}", table(pg)), yaml: r.get(1) }
+        })
+        .collect();
+    Ok(Snapshot { docs, unreadable: Vec::new() })
+}
+
+async fn pg_put(pg: &PostgresRegistry, name: &str, yaml: &str) -> Result<String, ProxyError> {
+    let mut client = pg_connect(pg).await?;
+    let tx = client.transaction().await.map_err(|e| unavailable("writing a namespace", e))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {t} (name, spec) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, revision = {t}.revision + 1, updated_at = now()",
+            t = table(pg)
+        ),
+        &[&name, &yaml],
+    )
+    .await
+    .map_err(|e| unavailable("writing a namespace", e))?;
+    // Delivered to every listening proxy when the transaction commits.
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &name])
+        .await
+        .map_err(|e| unavailable("notifying proxies", e))?;
+    tx.commit().await.map_err(|e| unavailable("writing a namespace", e))?;
+    Ok(format!("postgres:{}/{name}", table(pg)))
+}
+
+async fn pg_delete(pg: &PostgresRegistry, name: &str) -> Result<(), ProxyError> {
+    let mut client = pg_connect(pg).await?;
+    let tx = client.transaction().await.map_err(|e| unavailable("deleting a namespace", e))?;
+    tx.execute(&format!("DELETE FROM {} WHERE name = $1", table(pg)), &[&name])
+        .await
+        .map_err(|e| unavailable("deleting a namespace", e))?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &name])
+        .await
+        .map_err(|e| unavailable("notifying proxies", e))?;
+    tx.commit().await.map_err(|e| unavailable("deleting a namespace", e))
+}
+
+/// LISTENs for changes on a dedicated connection, reconnecting with
+/// backoff; signals after every (re)connect, on every notification, and
+/// every `resync_interval` in case a notification was lost.
+async fn pg_watch(pg: PostgresRegistry, changed: mpsc::Sender<()>) {
+    let mut resync = tokio::time::interval(pg.resync_interval);
+    resync.tick().await;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match pg_listen(&pg, &changed, &mut resync).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "registry listener lost; reconnecting"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = changed.closed() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One LISTEN session. `Ok` when the receiver went away, `Err` when the
+/// connection failed.
+async fn pg_listen(
+    pg: &PostgresRegistry,
+    changed: &mpsc::Sender<()>,
+    resync: &mut tokio::time::Interval,
+) -> Result<(), String> {
+    let mut config: tokio_postgres::Config = pg.url.parse().map_err(|e| format!("registry url: {e}"))?;
+    config.connect_timeout(Duration::from_secs(5)).application_name("prism-proxy registry listener");
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    // Polling the connection drives it and yields its notifications.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if notes_tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "registry listener connection failed");
+                    return;
+                }
+            }
+        }
+    });
+    ensure_table(pg, &client).await.map_err(|e| e.to_string())?;
+    client.batch_execute(&format!("LISTEN {}", channel(pg))).await.map_err(|e| e.to_string())?;
+    tracing::info!(channel = %channel(pg), "listening for namespace changes");
+    // Anything may have changed while we were not listening.
+    if changed.send(()).await.is_err() {
+        return Ok(());
+    }
+    let result = loop {
+        tokio::select! {
+            note = notes.recv() => match note {
+                Some(name) => {
+                    tracing::debug!(namespace = %name, "registry change notified");
+                    if changed.send(()).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                None => break Err("connection closed".to_owned()),
+            },
+            _ = resync.tick() => {
+                if changed.send(()).await.is_err() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    driver.abort();
+    result
+}
