@@ -9,7 +9,7 @@ use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, PutRequest, ScanReque
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, value_json, value_text};
+use crate::output::{Format, emit, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
@@ -70,21 +70,15 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<by
 }
 
 pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
-    let mut kv = KeyValueServiceClient::new(client.channel.clone());
+    let mut kv = KeyValueServiceClient::new(client.channel().await?);
     match cmd {
         KvCommand::Get { namespace, key } => {
             let r = kv.get(client.request(GetRequest { namespace, key: key.clone() })).await?.into_inner();
-            if client.format == Format::Json {
-                let mut doc = json!({ "key": key, "found": r.found, "version": r.version });
-                if r.found {
-                    let (field, value) = value_json(&r.value);
-                    doc[field] = value;
-                }
-                println!("{doc}");
-            } else if r.found {
-                println!("{}", value_text(&r.value));
-            }
             anyhow::ensure!(r.found, "key {key:?} not found");
+            let (field, value) = value_json(&r.value);
+            let mut doc = json!({ "found": true, "key": key, "version": r.version });
+            doc[field] = value;
+            emit(client.format, &doc, || value_text(&r.value))?;
         }
         KvCommand::Put { namespace, key, value, file, ttl, if_version } => {
             let value = read_value(value, file)?;
@@ -93,24 +87,18 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                 .put(client.request(PutRequest { namespace, key: key.clone(), value, ttl_seconds, if_version }))
                 .await?
                 .into_inner();
-            match client.format {
-                Format::Json => println!("{}", json!({ "key": key, "version": r.version })),
-                Format::Text => println!("version {}", r.version),
-            }
+            emit(client.format, &json!({ "key": key, "version": r.version }), || format!("version {}", r.version))?;
         }
         KvCommand::Delete { namespace, key, if_version } => {
             let r = kv
                 .delete(client.request(DeleteRequest { namespace, key: key.clone(), if_version }))
                 .await?
                 .into_inner();
-            match client.format {
-                Format::Json => println!("{}", json!({ "key": key, "deleted": r.deleted })),
-                Format::Text => println!("{}", if r.deleted { "deleted" } else { "not found" }),
-            }
+            let text = if r.deleted { "deleted" } else { "not found" };
+            emit(client.format, &json!({ "key": key, "deleted": r.deleted }), || text.to_owned())?;
         }
         KvCommand::Scan { namespace, prefix, limit, page_size } => {
             let mut token = String::new();
-            let mut seen = 0usize;
             let mut items = Vec::new();
             'pages: loop {
                 let r = kv
@@ -123,27 +111,25 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                     .await?
                     .into_inner();
                 for e in r.items {
-                    if limit > 0 && seen >= limit {
+                    if limit > 0 && items.len() >= limit {
                         break 'pages;
                     }
-                    seen += 1;
-                    match client.format {
-                        Format::Json => {
-                            let (field, value) = value_json(&e.value);
-                            let mut doc = json!({ "key": e.key, "version": e.version });
-                            doc[field] = value;
-                            items.push(doc);
-                        }
-                        Format::Text => println!("{}\t{}\t{}", e.key, e.version, value_text(&e.value)),
+                    if client.format == Format::Table {
+                        // Printed as they arrive: a long scan starts showing at once.
+                        println!("{}\t{}\t{}", e.key, e.version, value_text(&e.value));
                     }
+                    let (field, value) = value_json(&e.value);
+                    let mut doc = json!({ "key": e.key, "version": e.version });
+                    doc[field] = value;
+                    items.push(doc);
                 }
                 if r.next_page_token.is_empty() {
                     break;
                 }
                 token = r.next_page_token;
             }
-            if client.format == Format::Json {
-                println!("{}", serde_json::Value::Array(items));
+            if client.format != Format::Table {
+                emit(client.format, &items, String::new)?;
             }
         }
     }

@@ -1,29 +1,40 @@
-//! `prismctl`: talk to a Prism proxy from the shell.
+//! `prismctl`: operate and try out a Prism proxy from the shell.
 //!
-//! Exit codes: 0 success, 1 the call failed (the gRPC status is printed),
-//! 2 usage error.
+//! Exit codes: 0 success; 1 a call failed (the gRPC status is printed);
+//! 2 usage error; 3 a namespace document is invalid (every error is
+//! printed with its field and line).
 
 mod kv;
+mod namespace;
 mod output;
+mod plugins;
+mod settings;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
+/// Exit code for invalid namespace documents.
+const EXIT_INVALID: u8 = 3;
+
 #[derive(Debug, Parser)]
-#[command(version, about = "Command line client for the Prism data gateway")]
+#[command(name = "prismctl", version, about = "Command line client for the Prism data gateway")]
 struct Cli {
-    /// Proxy endpoint.
-    #[arg(long, global = true, env = "PRISM_ENDPOINT", default_value = "http://127.0.0.1:8980")]
-    endpoint: String,
+    /// Proxy endpoint [default: http://127.0.0.1:8980, or `endpoint` in the config file].
+    #[arg(long, global = true, env = "PRISM_ENDPOINT")]
+    endpoint: Option<String>,
     /// Output format.
-    #[arg(long, short, global = true, value_enum, default_value_t = output::Format::Text)]
+    #[arg(long, short, global = true, value_enum, default_value_t = output::Format::Table)]
     output: output::Format,
-    /// Deadline for each call.
-    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
+    /// Deadline for each call, e.g. 10s [default: 10s, or `timeout` in the config file].
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// prismctl config file [default: ~/.config/prism/prismctl.yaml].
+    #[arg(long, global = true, env = "PRISMCTL_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,16 +46,38 @@ enum Command {
     /// Read and write KeyValue namespaces.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Declare, inspect and remove namespaces.
+    #[command(subcommand, alias = "ns")]
+    Namespace(namespace::NamespaceCommand),
+    /// Inspect backend plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Print a shell completion script, e.g. `prismctl completions bash > /etc/bash_completion.d/prismctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Connection settings shared by every command.
 pub struct Client {
-    pub channel: Channel,
+    endpoint: String,
     pub timeout: Duration,
     pub format: output::Format,
 }
 
 impl Client {
+    /// Opens a channel to the proxy.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| anyhow::anyhow!("invalid endpoint {:?}: {e}", self.endpoint))?
+            .connect_timeout(self.timeout.min(Duration::from_secs(5)));
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", self.endpoint, output::error_chain(&e)))
+    }
+
     /// A request with the call deadline set.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -53,22 +86,38 @@ impl Client {
     }
 }
 
-async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let endpoint = Endpoint::from_shared(cli.endpoint.clone())
-        .map_err(|e| anyhow::anyhow!("invalid endpoint {:?}: {e}", cli.endpoint))?
-        .connect_timeout(cli.timeout.min(Duration::from_secs(5)));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", cli.endpoint, output::error_chain(&e)))?;
-    Ok(Client { channel, timeout: cli.timeout, format: cli.output })
+/// Returned when invalid namespace documents were found; each error has
+/// already been printed. Exits with [`EXIT_INVALID`].
+#[derive(Debug)]
+pub struct Invalid;
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid namespace documents")
+    }
 }
 
+impl std::error::Error for Invalid {}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = connect(&cli).await?;
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "prismctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    let settings = settings::load(cli.config.as_deref())?;
+    let timeout = match (cli.timeout, &settings.timeout) {
+        (Some(t), _) => t,
+        (None, Some(t)) => humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("config timeout {t:?}: {e}"))?,
+        (None, None) => Duration::from_secs(10),
+    };
+    let endpoint = cli.endpoint.or(settings.endpoint).unwrap_or_else(|| "http://127.0.0.1:8980".to_owned());
+    let client = Client { endpoint, timeout, format: cli.output };
     match cli.command {
         Command::Health => health(&client).await,
         Command::Kv(cmd) => kv::run(&client, cmd).await,
+        Command::Namespace(cmd) => namespace::run(&client, cmd).await,
+        Command::Plugins(cmd) => plugins::run(&client, cmd).await,
+        Command::Completions { .. } => Ok(()),
     }
 }
 
@@ -77,13 +126,12 @@ async fn health(client: &Client) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
-    let mut health = HealthClient::new(client.channel.clone());
+    let mut health = HealthClient::new(client.channel().await?);
     let response = health.check(client.request(HealthCheckRequest { service: String::new() })).await?.into_inner();
     let status = ServingStatus::try_from(response.status).unwrap_or(ServingStatus::Unknown);
-    match client.format {
-        output::Format::Json => println!("{}", serde_json::json!({ "status": status.as_str_name() })),
-        output::Format::Text => println!("{}", status.as_str_name()),
-    }
+    output::emit(client.format, &serde_json::json!({ "status": status.as_str_name() }), || {
+        status.as_str_name().to_owned()
+    })?;
     anyhow::ensure!(status == ServingStatus::Serving, "proxy is not serving");
     Ok(())
 }
@@ -99,6 +147,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Invalid>() => ExitCode::from(EXIT_INVALID),
         Err(err) => {
             eprintln!("prismctl: {}", output::describe(&err));
             ExitCode::FAILURE

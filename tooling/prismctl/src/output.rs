@@ -2,13 +2,44 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// For people.
-    Text,
+    /// Tables and plain text, for people.
+    Table,
     /// One JSON document per command, for scripts.
     Json,
+    /// One YAML document per command, for scripts.
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML, or the `table` text for people.
+pub fn emit<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let text = table();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => {
+            let text = serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml: {e}"))?;
+            println!("{}", text.trim_end());
+        }
+    }
+    Ok(())
+}
+
+/// A table with a header row, sized to the terminal.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    t.to_string()
 }
 
 /// A value as JSON: a string when it is UTF-8, else base64 under

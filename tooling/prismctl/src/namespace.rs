@@ -1,0 +1,347 @@
+//! `prismctl namespace ...`
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use prism_proto::admin::v1::admin_service_client::AdminServiceClient;
+use prism_proto::admin::v1::plan::Action;
+use prism_proto::admin::v1::{
+    ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest, NamespaceInfo, Plan,
+};
+use prism_proxy::namespace::NamespaceDoc;
+use serde_json::json;
+use tonic_types::StatusExt;
+
+use crate::output::{Format, emit, table};
+use crate::{Client, Invalid};
+
+/// Largest file read as a namespace document; the proxy refuses larger
+/// ones anyway, so do not read a stray binary into memory.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Create or update namespaces from YAML files.
+    Apply {
+        /// A namespace document, or a directory of them (*.yaml, *.yml).
+        #[arg(short, long, required = true)]
+        file: Vec<PathBuf>,
+        /// Show the plan (backend, reason, diff) without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow moving a namespace that holds data to another backend.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check namespace documents locally, without a proxy. Checks the
+    /// structure; backend capabilities are checked by `apply --dry-run`.
+    Validate {
+        #[arg(short, long, required = true)]
+        file: Vec<PathBuf>,
+    },
+    /// Show one namespace and its document.
+    Get { name: String },
+    /// List namespaces.
+    List,
+    /// Remove a namespace.
+    Delete {
+        name: String,
+        /// Delete the namespace's data in the backend as well.
+        #[arg(long)]
+        purge: bool,
+        /// Remove it even though its data stays behind, orphaned.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
+    match cmd {
+        NamespaceCommand::Validate { file } => validate(client.format, &file),
+        NamespaceCommand::Apply { file, dry_run, force } => apply(client, &file, dry_run, force).await,
+        NamespaceCommand::Get { name } => {
+            let mut admin = AdminServiceClient::new(client.channel().await?);
+            let ns = admin.get_namespace(client.request(GetNamespaceRequest { name })).await?.into_inner();
+            let ns = ns.namespace.context("the proxy answered without a namespace")?;
+            emit(client.format, &info_json(&ns), || {
+                format!(
+                    "name:     {}\npattern:  {}\nbackend:  {} ({})\nteam:     {}\nstatus:   {}\nsource:   {}\n\n{}",
+                    ns.name, ns.pattern, ns.backend, ns.backend_reason, ns.team, ns.status, ns.source, ns.spec_yaml
+                )
+            })
+        }
+        NamespaceCommand::List => {
+            let mut admin = AdminServiceClient::new(client.channel().await?);
+            let list = admin.list_namespaces(client.request(ListNamespacesRequest {})).await?.into_inner();
+            let docs: Vec<_> = list.namespaces.iter().map(info_json).collect();
+            emit(client.format, &docs, || {
+                let rows = list
+                    .namespaces
+                    .iter()
+                    .map(|n| {
+                        vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), n.status.clone(), n.team.clone()]
+                    })
+                    .collect();
+                table(&["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], rows)
+            })
+        }
+        NamespaceCommand::Delete { name, purge, force } => {
+            let mut admin = AdminServiceClient::new(client.channel().await?);
+            let request = DeleteNamespaceRequest { name: name.clone(), purge_data: purge, force };
+            let r = admin.delete_namespace(client.request(request)).await?.into_inner();
+            emit(client.format, &json!({ "namespace": name, "deleted": true, "data_purged": r.data_purged }), || {
+                if r.data_purged {
+                    format!("namespace {name} deleted with its data")
+                } else {
+                    format!("namespace {name} deleted; its data (if any) is left in the backend")
+                }
+            })
+        }
+    }
+}
+
+fn info_json(ns: &NamespaceInfo) -> serde_json::Value {
+    json!({
+        "name": ns.name,
+        "pattern": ns.pattern,
+        "backend": ns.backend,
+        "backend_reason": ns.backend_reason,
+        "team": ns.team,
+        "status": ns.status,
+        "source": ns.source,
+        "spec_yaml": ns.spec_yaml,
+    })
+}
+
+/// The documents named by the `-f` arguments: files as given, directories
+/// expanded to their `*.yaml`/`*.yml` files in name order.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            found.sort();
+            anyhow::ensure!(!found.is_empty(), "{}: no *.yaml or *.yml files", path.display());
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    let len = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+    anyhow::ensure!(len <= MAX_FILE_BYTES, "{}: {len} bytes, over the limit of {MAX_FILE_BYTES}", path.display());
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn validate(format: Format, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    let mut invalid = false;
+    for path in collect(paths)? {
+        let text = read(&path)?;
+        let errors: Vec<serde_json::Value> = match NamespaceDoc::parse(&text) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .iter()
+                .map(|e| json!({ "field": e.path, "line": e.line, "column": e.column, "message": e.message }))
+                .collect(),
+        };
+        invalid |= !errors.is_empty();
+        results.push(json!({ "file": path.display().to_string(), "valid": errors.is_empty(), "errors": errors }));
+    }
+    emit(format, &results, || {
+        let mut text = String::new();
+        for r in &results {
+            let file = r["file"].as_str().unwrap_or_default();
+            let errors = r["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if errors.is_empty() {
+                text.push_str(&format!("{file}: valid\n"));
+            }
+            for e in errors {
+                let field = e["field"].as_str().unwrap_or_default();
+                let message = e["message"].as_str().unwrap_or_default();
+                let description = match (e["line"].as_u64(), e["column"].as_u64()) {
+                    (Some(line), Some(column)) if line > 0 => format!("line {line} column {column}: {message}"),
+                    _ => message.to_owned(),
+                };
+                text.push_str(&violation_line(file, field, &description));
+            }
+        }
+        text
+    })?;
+    if invalid { Err(Invalid.into()) } else { Ok(()) }
+}
+
+/// What happened to one file of an apply.
+enum Outcome {
+    Planned {
+        plan: Plan,
+        applied: bool,
+    },
+    /// Field violations returned by the proxy.
+    Invalid(Vec<(String, String)>),
+    Failed(tonic::Status),
+}
+
+async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -> anyhow::Result<()> {
+    let files = collect(paths)?;
+    let texts = files.iter().map(|f| read(f)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut admin = AdminServiceClient::new(client.channel().await?);
+    // A bar only helps a person watching many files go by.
+    let progress = (files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut outcomes = Vec::new();
+    for (file, text) in files.iter().zip(texts) {
+        if let Some(bar) = &progress {
+            bar.set_message(file.display().to_string());
+        }
+        let request = ApplyNamespaceRequest { spec_yaml: text, dry_run, force };
+        let outcome = match admin.apply_namespace(client.request(request)).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Outcome::Planned { plan: r.plan.unwrap_or_default(), applied: r.applied }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let violations = status
+                    .get_details_bad_request()
+                    .map(|b| b.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
+                    .unwrap_or_else(|| vec![(String::new(), status.message().to_owned())]);
+                Outcome::Invalid(violations)
+            }
+            // The proxy is gone: no point in trying the rest.
+            Err(status) if status.code() == tonic::Code::Unavailable => return Err(status.into()),
+            Err(status) => Outcome::Failed(status),
+        };
+        outcomes.push((file.display().to_string(), outcome));
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    report(client.format, dry_run, &outcomes)?;
+    if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Invalid(_))) {
+        return Err(Invalid.into());
+    }
+    let failed = outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).count();
+    anyhow::ensure!(failed == 0, "{failed} of {} namespaces failed", outcomes.len());
+    Ok(())
+}
+
+/// `FILE:LINE:COLUMN: FIELD: MESSAGE`, the shape `validate` prints and
+/// editors jump to. The proxy puts the position in the description as
+/// `line L column C: ...`.
+fn violation_line(file: &str, field: &str, description: &str) -> String {
+    let located = description.strip_prefix("line ").and_then(|rest| {
+        let (line, rest) = rest.split_once(" column ")?;
+        let (column, message) = rest.split_once(": ")?;
+        Some((line.parse::<u64>().ok()?, column.parse::<u64>().ok()?, message))
+    });
+    let field = if field.is_empty() { String::new() } else { format!("{field}: ") };
+    match located {
+        Some((line, column, message)) => format!("{file}:{line}:{column}: {field}{message}\n"),
+        None => format!("{file}: {field}{description}\n"),
+    }
+}
+
+fn action_name(plan: &Plan) -> &'static str {
+    match plan.action() {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Unchanged => "unchanged",
+        Action::Unspecified => "unknown",
+    }
+}
+
+fn report(format: Format, dry_run: bool, outcomes: &[(String, Outcome)]) -> anyhow::Result<()> {
+    let docs: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(file, outcome)| match outcome {
+            Outcome::Planned { plan, applied } => json!({
+                "file": file,
+                "namespace": plan.namespace,
+                "action": action_name(plan),
+                "backend": plan.backend,
+                "backend_reason": plan.backend_reason,
+                "diff": plan.diff,
+                "warnings": plan.warnings,
+                "applied": applied,
+            }),
+            Outcome::Invalid(violations) => json!({
+                "file": file,
+                "errors": violations.iter().map(|(f, d)| json!({ "field": f, "description": d })).collect::<Vec<_>>(),
+            }),
+            Outcome::Failed(status) => json!({
+                "file": file,
+                "error": { "code": format!("{:?}", status.code()), "message": status.message() },
+            }),
+        })
+        .collect();
+    emit(format, &docs, || {
+        let mut text = String::new();
+        for (file, outcome) in outcomes {
+            match outcome {
+                Outcome::Planned { plan, applied } => {
+                    let verb = match (dry_run, applied, plan.action()) {
+                        (_, _, Action::Unchanged) => "unchanged",
+                        (true, _, Action::Create) => "would create",
+                        (true, _, _) => "would update",
+                        (false, true, Action::Create) => "created",
+                        (false, _, _) => "updated",
+                    };
+                    text.push_str(&format!(
+                        "namespace {} {verb} on backend {}: {}\n",
+                        plan.namespace, plan.backend, plan.backend_reason
+                    ));
+                    for warning in &plan.warnings {
+                        text.push_str(&format!("  warning: {warning}\n"));
+                    }
+                    if !plan.diff.is_empty() {
+                        for line in plan.diff.lines() {
+                            text.push_str(&format!("  {line}\n"));
+                        }
+                    }
+                }
+                Outcome::Invalid(violations) => {
+                    for (field, description) in violations {
+                        text.push_str(&violation_line(file, field, description));
+                    }
+                }
+                Outcome::Failed(status) => {
+                    text.push_str(&format!("{file}: {:?}: {}\n", status.code(), status.message()));
+                }
+            }
+        }
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::violation_line;
+
+    #[test]
+    fn violations_are_printed_with_their_position() {
+        assert_eq!(
+            violation_line("a.yaml", "spec.pattern", "line 7 column 12: bad"),
+            "a.yaml:7:12: spec.pattern: bad\n"
+        );
+        assert_eq!(violation_line("a.yaml", "", "the document is empty"), "a.yaml: the document is empty\n");
+        assert_eq!(violation_line("a.yaml", "x", "line seven: odd"), "a.yaml: x: line seven: odd\n");
+    }
+}
