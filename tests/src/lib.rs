@@ -148,6 +148,8 @@ pub struct ProxyConfig {
     plugins: Vec<String>,
     extra: String,
     default_backend: Option<String>,
+    /// Where namespaces come from: the `namespaces_dir` or `registry` line.
+    source: String,
 }
 
 impl Default for ProxyConfig {
@@ -161,7 +163,13 @@ impl ProxyConfig {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("namespaces")).unwrap();
-        Self { dir, plugins: Vec::new(), extra: String::new(), default_backend: None }
+        Self {
+            dir,
+            plugins: Vec::new(),
+            extra: String::new(),
+            default_backend: None,
+            source: "namespaces_dir: namespaces\n".to_owned(),
+        }
     }
 
     /// The usual setup: a `memstore` plugin and a `demo` KeyValue namespace.
@@ -192,6 +200,19 @@ impl ProxyConfig {
         self
     }
 
+    /// Keeps namespaces in a PostgreSQL registry instead of the directory.
+    pub fn postgres_registry(mut self, url: &str, schema: &str, resync: &str) -> Self {
+        self.source = format!(
+            "registry:\n  postgres:\n    url: \"{url}\"\n    schema: {schema}\n    resync_interval: {resync}\n"
+        );
+        self
+    }
+
+    /// The namespace directory (when not using a registry).
+    pub fn namespaces_dir(&self) -> PathBuf {
+        self.dir.path().join("namespaces")
+    }
+
     /// Writes a namespace file.
     pub fn namespace_file(self, file: &str, yaml: &str) -> Self {
         std::fs::write(self.dir.path().join("namespaces").join(file), yaml).unwrap();
@@ -207,9 +228,8 @@ impl ProxyConfig {
 
     /// Writes `prism.yaml` and returns its path.
     pub fn write(&self) -> PathBuf {
-        let mut text = String::from(
-            "listen: 127.0.0.1:0\nnamespaces_dir: namespaces\nshutdown_grace: 5s\nlog: {format: json, level: info}\n",
-        );
+        let mut text = String::from("listen: 127.0.0.1:0\nshutdown_grace: 5s\nlog: {format: json, level: info}\n");
+        text.push_str(&self.source);
         if let Some(d) = &self.default_backend {
             text.push_str(&format!("default_backend: {d}\n"));
         }
@@ -275,6 +295,16 @@ impl Proxy {
 
     pub async fn kv(&self) -> KeyValueServiceClient<Channel> {
         KeyValueServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> prism_proto::admin::v1::admin_service_client::AdminServiceClient<Channel> {
+        prism_proto::admin::v1::admin_service_client::AdminServiceClient::new(self.channel().await)
+    }
+
+    /// The config directory this proxy was started from, if the harness
+    /// wrote it.
+    pub fn config(&self) -> Option<&ProxyConfig> {
+        self.config.as_ref()
     }
 
     pub fn pid(&self) -> u32 {

@@ -141,8 +141,9 @@ fn an_invalid_namespace_file_does_not_stop_the_others() {
         .namespace_file("bad.yaml", "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: bad}\nspec: {pattern: keyvalue, colour: red}\n")
         .namespace_file("nobackend.yaml", "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: orphan}\nspec: {pattern: keyvalue, backend: cassandra}\n")
         .start();
-    assert!(proxy.logs.contains("skipping invalid namespace file"));
-    assert!(proxy.logs.contains("\\\"cassandra\\\" is not a configured plugin"), "{}", proxy.logs.text());
+    assert!(proxy.logs.contains("namespace document skipped"));
+    assert!(proxy.logs.contains("unknown field `colour`"), "{}", proxy.logs.text());
+    assert!(proxy.logs.contains("\\\"cassandra\\\" is not a plugin of this proxy"), "{}", proxy.logs.text());
     let out = prismctl(&proxy.endpoint(), &["kv", "put", "demo", "k", "v"]);
     assert!(out.status.success());
 }

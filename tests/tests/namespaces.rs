@@ -1,0 +1,550 @@
+//! The namespace control plane end to end: prismctl against a real proxy
+//! (apply, plan, validation errors, get/list/delete), hot reload under
+//! load, and two proxies sharing one PostgreSQL registry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prism_proto::admin::v1::{ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest};
+use prism_proto::keyvalue::v1::{GetRequest, PutRequest};
+use prism_tests::services::{self, POSTGRES};
+use prism_tests::{ProxyConfig, bin_path, eventually};
+use serde_json::Value;
+
+fn prismctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(bin_path("prismctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        // Never pick up the developer's own prismctl config.
+        .env("PRISMCTL_CONFIG", "/dev/null")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {:?}", text(&out.stdout), text(&out.stderr)))
+}
+
+fn kv_doc(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata:\n  name: {name}\n  team: shop\nspec:\n  pattern: keyvalue\n{extra}"
+    )
+}
+
+fn write(dir: &Path, file: &str, body: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Names of the namespaces the proxy serves, via prismctl.
+fn listed(endpoint: &str) -> Vec<String> {
+    let out = prismctl(endpoint, &["-o", "json", "namespace", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    json(&out).as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+}
+
+fn two_plugins() -> ProxyConfig {
+    ProxyConfig::memstore()
+        .plugin("sqlite", "command: [prism-plugin-sqlite]\npool_size: 2\nconfig: {path: data.sqlite3}")
+}
+
+#[test]
+fn apply_plans_applies_and_deletes() {
+    let proxy = two_plugins().start();
+    let ep = proxy.endpoint();
+    let work = tempfile::tempdir().unwrap();
+    let orders = write(work.path(), "orders.yaml", &kv_doc("orders", "  needs:\n    durability: durable\n"));
+
+    // A dry run plans (backend and why) and changes nothing.
+    let out = prismctl(&ep, &["-o", "json", "namespace", "apply", "-f", &orders, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = &json(&out)[0];
+    assert_eq!(plan["action"], "create");
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["backend"], "sqlite", "durable needs must not land on memstore: {plan}");
+    assert!(plan["backend_reason"].as_str().unwrap().contains("durable"), "{plan}");
+    assert_eq!(listed(&ep), ["demo"]);
+
+    // The table output says the same for people.
+    let out = prismctl(&ep, &["namespace", "apply", "-f", &orders, "--dry-run"]);
+    assert!(text(&out.stdout).contains("namespace orders would create on backend sqlite"), "{}", text(&out.stdout));
+
+    let out = prismctl(&ep, &["-o", "json", "namespace", "apply", "-f", &orders]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)[0]["applied"], true);
+    assert_eq!(listed(&ep), ["demo", "orders"]);
+    // The directory registry now holds the document.
+    assert!(proxy.config().unwrap().namespaces_dir().join("orders.yaml").is_file());
+    let out = prismctl(&ep, &["kv", "put", "orders", "o-1", "paid"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Applying the same document again is a no-op.
+    let out = prismctl(&ep, &["-o", "json", "namespace", "apply", "-f", &orders]);
+    assert_eq!(json(&out)[0]["action"], "unchanged");
+
+    // A change is shown as a diff against the current document.
+    let changed = write(
+        work.path(),
+        "orders.yaml",
+        &kv_doc("orders", "  needs:\n    durability: durable\n").replace("team: shop", "team: checkout"),
+    );
+    let out = prismctl(&ep, &["-o", "json", "namespace", "apply", "-f", &changed, "--dry-run"]);
+    let plan = &json(&out)[0];
+    assert_eq!(plan["action"], "update");
+    let diff = plan["diff"].as_str().unwrap();
+    assert!(diff.contains("-  team: shop") && diff.contains("+  team: checkout"), "{diff}");
+
+    // Moving a namespace that holds data to another backend needs --force.
+    let moved = write(work.path(), "moved.yaml", &kv_doc("orders", "  backend: memstore\n"));
+    let out = prismctl(&ep, &["namespace", "apply", "-f", &moved]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("FailedPrecondition"), "{}", text(&out.stdout));
+    let out = prismctl(&ep, &["-o", "json", "namespace", "get", "orders"]);
+    assert_eq!(json(&out)["backend"], "sqlite", "a refused apply changed the namespace");
+
+    // get shows the applied document and where it lives.
+    let doc = json(&out);
+    assert_eq!(doc["pattern"], "keyvalue");
+    assert!(doc["spec_yaml"].as_str().unwrap().contains("durability: durable"));
+    assert!(doc["source"].as_str().unwrap().ends_with("orders.yaml"), "{doc}");
+
+    // Delete refuses while data would be orphaned; --purge deletes it too.
+    let out = prismctl(&ep, &["namespace", "delete", "orders"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("holds data"), "{}", text(&out.stderr));
+    assert_eq!(listed(&ep), ["demo", "orders"]);
+    let out = prismctl(&ep, &["-o", "json", "namespace", "delete", "orders", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["data_purged"], true);
+    assert_eq!(listed(&ep), ["demo"]);
+    assert!(!proxy.config().unwrap().namespaces_dir().join("orders.yaml").exists());
+    let out = prismctl(&ep, &["kv", "get", "orders", "o-1"]);
+    assert!(text(&out.stderr).contains("NotFound"), "{}", text(&out.stderr));
+
+    // Recreated on the same backend, the purged data is gone for good.
+    let out = prismctl(&ep, &["namespace", "apply", "-f", &orders]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = prismctl(&ep, &["kv", "get", "orders", "o-1"]);
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+
+    // An empty namespace can be deleted without --purge; --force leaves data.
+    let out = prismctl(&ep, &["kv", "put", "orders", "o-2", "x"]);
+    assert!(out.status.success());
+    let out = prismctl(&ep, &["-o", "json", "namespace", "delete", "orders", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["data_purged"], false);
+}
+
+#[test]
+fn apply_a_directory_and_list_plugins() {
+    let proxy = two_plugins().start();
+    let ep = proxy.endpoint();
+    let work = tempfile::tempdir().unwrap();
+    write(work.path(), "a.yaml", &kv_doc("alpha", "  backend: memstore\n"));
+    write(work.path(), "b.yml", &kv_doc("beta", "  backend: sqlite\n"));
+    write(work.path(), "notes.txt", "not a namespace");
+    let out = prismctl(&ep, &["-o", "yaml", "namespace", "apply", "-f", work.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("namespace: alpha") && text(&out.stdout).contains("namespace: beta"));
+    assert_eq!(listed(&ep), ["alpha", "beta", "demo"]);
+
+    let out = prismctl(&ep, &["-o", "json", "plugins", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plugins = json(&out);
+    let sqlite = plugins.as_array().unwrap().iter().find(|p| p["name"] == "sqlite").unwrap();
+    assert_eq!(sqlite["backend"], "sqlite");
+    assert_eq!(sqlite["phase"], "ready");
+    assert_eq!(sqlite["restarts"], 0);
+    assert_eq!(sqlite["namespaces"], serde_json::json!(["beta"]));
+    let caps: Vec<&str> =
+        sqlite["capabilities"]["list"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(caps.contains(&"durable") && caps.contains(&"ttl"), "{caps:?}");
+
+    let out = prismctl(&ep, &["plugins", "list"]);
+    let table = text(&out.stdout);
+    assert!(table.lines().next().unwrap().contains("CAPABILITIES"), "{table}");
+    assert!(table.lines().any(|l| l.contains("memstore") && l.contains("demo")), "{table}");
+}
+
+/// One malformed document and what the proxy must say about it.
+struct Bad {
+    name: &'static str,
+    yaml: String,
+    /// Expected field path of the error ("" for the document as a whole).
+    field: &'static str,
+    /// Expected words in its message.
+    message: &'static str,
+    /// Whether the local `validate` catches it (backend checks need a proxy).
+    local: bool,
+}
+
+fn bad(name: &'static str, yaml: impl Into<String>, field: &'static str, message: &'static str) -> Bad {
+    Bad { name, yaml: yaml.into(), field, message, local: true }
+}
+
+fn malformed() -> Vec<Bad> {
+    let good = kv_doc("orders", "  backend: memstore\n");
+    vec![
+        bad("empty", "", "", "empty"),
+        bad("not yaml", "apiVersion: prism/v1\nmetadata: [name\n", "", "line"),
+        bad("a list, not a document", "- a\n- b\n", "", "mapping"),
+        bad("wrong apiVersion", good.replace("prism/v1", "prism/v2"), "apiVersion", "prism/v1"),
+        bad("wrong kind", good.replace("kind: Namespace", "kind: Table"), "kind", "Namespace"),
+        bad("missing name", good.replace("  name: orders\n", ""), "metadata.name", "required"),
+        bad("name with capitals", good.replace("name: orders", "name: Orders_1"), "metadata.name", "not a valid name"),
+        bad("name too long", good.replace("name: orders", &format!("name: {}", "a".repeat(64))), "metadata.name", "63"),
+        bad("unknown field", good.replace("team: shop", "tema: shop"), "metadata.tema", "did you mean `team`"),
+        bad("unknown pattern", good.replace("keyvalue", "keyvalu"), "spec.pattern", "keyvalue, timeseries, graph"),
+        bad("bad duration", good.clone() + "  needs:\n    ttl: 5x\n", "spec.needs.ttl", "invalid duration"),
+        bad("wrong type", good.clone() + "  needs:\n    read_rps: fast\n", "spec.needs.read_rps", "integer"),
+        bad(
+            "unknown consistency",
+            good.clone() + "  needs:\n    consistency: total\n",
+            "spec.needs.consistency",
+            "strong",
+        ),
+        bad("bad principal", good.clone() + "  access:\n    read: [bob]\n", "spec.access.read[0]", "bob"),
+        bad("schema not available", good.clone() + "  schema: {}\n", "spec.schema", "not available"),
+        bad("shadow not available", good.clone() + "  shadow: {backend: sqlite}\n", "spec.shadow", "not available"),
+        bad("labels not a map", good.replace("team: shop", "team: shop\n  labels: [a]"), "metadata.labels", "mapping"),
+        bad("too large", good.clone() + &format!("# {}\n", "x".repeat(70 * 1024)), "", "over the limit"),
+        Bad {
+            name: "unknown backend",
+            yaml: good.replace("backend: memstore", "backend: mongo"),
+            field: "spec.backend",
+            message: "mongo",
+            local: false,
+        },
+        Bad {
+            name: "durability the backend lacks",
+            yaml: good.clone() + "  needs:\n    durability: durable\n",
+            field: "spec.needs.durability",
+            message: "does not keep data across restarts",
+            local: false,
+        },
+        Bad {
+            name: "values larger than the backend takes",
+            yaml: good.clone() + "  needs:\n    max_value_bytes: 536870912\n",
+            field: "spec.needs.max_value_bytes",
+            message: "accepts values up to",
+            local: false,
+        },
+    ]
+}
+
+#[test]
+fn malformed_specs_are_refused_with_field_and_line() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let work = tempfile::tempdir().unwrap();
+    let cases = malformed();
+    assert!(cases.len() >= 15);
+    let mut misses = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let file = write(work.path(), &format!("case{i}.yaml"), &case.yaml);
+        let out = prismctl(&ep, &["-o", "json", "namespace", "apply", "-f", &file]);
+        assert_eq!(out.status.code(), Some(3), "{}: exit code; stdout {}", case.name, text(&out.stdout));
+        let errors = json(&out)[0]["errors"].as_array().unwrap().clone();
+        let hit = errors.iter().find(|e| e["field"] == case.field);
+        let Some(hit) = hit else {
+            eprintln!("{}: no error on {:?} in {errors:?}", case.name, case.field);
+            misses += 1;
+            continue;
+        };
+        let description = hit["description"].as_str().unwrap();
+        assert!(description.contains(case.message), "{}: {description:?} lacks {:?}", case.name, case.message);
+        if !case.name.starts_with("empty") && !case.name.starts_with("too large") {
+            assert!(description.starts_with("line "), "{}: no line in {description:?}", case.name);
+        }
+
+        let out = prismctl(&ep, &["-o", "json", "namespace", "validate", "-f", &file]);
+        if case.local {
+            assert_eq!(out.status.code(), Some(3), "{}: validate passed", case.name);
+            let errors = json(&out)[0]["errors"].as_array().unwrap().clone();
+            assert!(errors.iter().any(|e| e["field"] == case.field), "{}: validate disagrees: {errors:?}", case.name);
+        } else {
+            assert!(out.status.success(), "{}: structurally valid, validate must pass", case.name);
+        }
+    }
+    assert_eq!(misses, 0, "some documents got the wrong errors (above)");
+    // Nothing of the above was applied.
+    assert_eq!(listed(&ep), ["demo"]);
+    let files: Vec<_> = std::fs::read_dir(proxy.config().unwrap().namespaces_dir()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+
+    // Every error of a document comes back at once, in the table output too.
+    let many = kv_doc("Bad_Name", "  backend: memstore\n  needs:\n    ttl: 5x\n  extra: 1\n").replace("prism/v1", "v9");
+    let file = write(work.path(), "many.yaml", &many);
+    let out = prismctl(&ep, &["namespace", "apply", "-f", &file]);
+    assert_eq!(out.status.code(), Some(3));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with(&format!("{file}:"))), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{file}:4:9: metadata.name:"))), "{lines:?}");
+}
+
+#[test]
+fn prismctl_usage_errors_and_config_file() {
+    let proxy = ProxyConfig::memstore().start();
+    // Usage errors exit 2.
+    let out = prismctl(&proxy.endpoint(), &["namespace", "apply"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = prismctl(&proxy.endpoint(), &["-o", "xml", "namespace", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A missing file is a failure naming it.
+    let out = prismctl(&proxy.endpoint(), &["namespace", "validate", "-f", "/nonexistent/ns.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/ns.yaml"));
+
+    // The endpoint can come from the config file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "prismctl.yaml", &format!("endpoint: {}\ntimeout: 5s\n", proxy.endpoint()));
+    let out = Command::new(bin_path("prismctl")).args(["--config", &config, "namespace", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("demo"));
+    // A config file with a typo is refused, naming the field.
+    let config = write(dir.path(), "typo.yaml", "endpoitn: http://127.0.0.1:1\n");
+    let out = Command::new(bin_path("prismctl")).args(["--config", &config, "health"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("endpoitn"), "{}", text(&out.stderr));
+
+    // Completions are generated for the common shells.
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin_path("prismctl")).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success());
+        assert!(text(&out.stdout).contains("namespace"), "{shell}");
+    }
+}
+
+/// Counts of a load loop's calls.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    not_found: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Puts and reads back keys of `namespace` until `stop`, tallying results.
+async fn load_loop(proxy_endpoint: String, namespace: &'static str, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let channel = tonic::transport::Endpoint::from_shared(proxy_endpoint).unwrap().connect().await.unwrap();
+    let mut kv = prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient::new(channel);
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("k{}", i % 50);
+        let put = kv
+            .put(PutRequest {
+                namespace: namespace.into(),
+                key: key.clone(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            })
+            .await;
+        let result = match put {
+            Ok(_) => kv.get(GetRequest { namespace: namespace.into(), key }).await.map(|r| r.into_inner().found),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(true) => tally.ok.fetch_add(1, Ordering::Relaxed),
+            Err(s) if s.code() == tonic::Code::NotFound => tally.not_found.fetch_add(1, Ordering::Relaxed),
+            Ok(false) | Err(_) => {
+                if let Err(s) = &result {
+                    eprintln!("{namespace}: {s:?}");
+                }
+                tally.other.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        i += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_load() {
+    let proxy = two_plugins().keyvalue("victim", "memstore").start();
+    let ep = proxy.endpoint();
+    let dir = proxy.config().unwrap().namespaces_dir();
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = Arc::new(Tally::default());
+    let victim = Arc::new(Tally::default());
+    let loops = [
+        tokio::spawn(load_loop(ep.clone(), "demo", stop.clone(), steady.clone())),
+        tokio::spawn(load_loop(ep.clone(), "demo", stop.clone(), steady.clone())),
+        tokio::spawn(load_loop(ep.clone(), "victim", stop.clone(), victim.clone())),
+    ];
+    let mut admin = proxy.admin().await;
+    let before = |t: &Tally| t.ok.load(Ordering::Relaxed);
+    assert!(eventually(Duration::from_secs(10), || async { before(&steady) > 20 && before(&victim) > 20 }).await);
+
+    // Changes through the API while requests flow: new namespaces, updates
+    // of the loaded one (same backend), and re-applies.
+    for round in 0..5 {
+        let yaml = kv_doc(&format!("extra{round}"), "  backend: sqlite\n");
+        admin.apply_namespace(ApplyNamespaceRequest { spec_yaml: yaml, ..Default::default() }).await.unwrap();
+        let demo = kv_doc("demo", &format!("  backend: memstore\n  access:\n    read: [\"group:round{round}\"]\n"));
+        let plan = admin.apply_namespace(ApplyNamespaceRequest { spec_yaml: demo, ..Default::default() }).await;
+        assert!(plan.unwrap().into_inner().applied);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A file edited on disk is picked up too, and a broken one is skipped.
+    std::fs::write(dir.join("disk.yaml"), kv_doc("disk", "  backend: memstore\n")).unwrap();
+    std::fs::write(dir.join("broken.yaml"), "apiVersion: prism/v1\nkind: [\n").unwrap();
+    let mut kv = proxy.kv().await;
+    let served = eventually(Duration::from_secs(10), || {
+        let mut kv = kv.clone();
+        async move { kv.get(GetRequest { namespace: "disk".into(), key: "k".into() }).await.is_ok() }
+    })
+    .await;
+    assert!(served, "a namespace file written to the directory was not picked up");
+    assert!(proxy.logs.contains("broken.yaml"), "the broken file was not reported");
+
+    // The victim is deleted while its loop runs.
+    let victim_ok_before = before(&victim);
+    admin
+        .delete_namespace(DeleteNamespaceRequest { name: "victim".into(), purge_data: true, force: false })
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { victim.not_found.load(Ordering::Relaxed) > 10 }).await);
+    let steady_mid = before(&steady);
+    assert!(eventually(Duration::from_secs(10), || async { before(&steady) > steady_mid + 50 }).await);
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+
+    // Removing the file on disk unroutes the namespace.
+    std::fs::remove_file(dir.join("disk.yaml")).unwrap();
+    let gone = eventually(Duration::from_secs(10), || {
+        let mut kv = kv.clone();
+        async move {
+            kv.get(GetRequest { namespace: "disk".into(), key: "k".into() })
+                .await
+                .is_err_and(|s| s.code() == tonic::Code::NotFound)
+        }
+    })
+    .await;
+    assert!(gone, "a removed namespace file kept its namespace");
+    let _ = kv.get(GetRequest { namespace: "demo".into(), key: "k0".into() }).await.unwrap();
+
+    assert_eq!(steady.other.load(Ordering::Relaxed), 0, "requests failed on a namespace that was only updated");
+    assert_eq!(steady.not_found.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        victim.other.load(Ordering::Relaxed),
+        0,
+        "the deleted namespace failed with something other than NOT_FOUND"
+    );
+    assert!(victim_ok_before > 0 && before(&steady) > 100);
+}
+
+/// A fresh schema name, so parallel and repeated runs never share a
+/// registry.
+fn schema_name() -> String {
+    format!(
+        "prism_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000
+    )
+}
+
+async fn drop_schema(schema: &str) {
+    let (client, conn) = tokio_postgres::connect(&services::postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_share_a_postgres_registry() {
+    if !services::require(POSTGRES) {
+        return;
+    }
+    let schema = schema_name();
+    let url = services::postgres_url();
+    let config = || {
+        ProxyConfig::new()
+            .plugin("memstore", "command: [prism-plugin-memstore]\npool_size: 2")
+            .postgres_registry(&url, &schema, "1s")
+    };
+    let a = config().start();
+    let b = config().start();
+    let (ea, eb) = (a.endpoint(), b.endpoint());
+    assert!(listed(&ea).is_empty() && listed(&eb).is_empty());
+
+    // Applied through A, served by B (LISTEN/NOTIFY).
+    let work = tempfile::tempdir().unwrap();
+    let file = write(work.path(), "shared.yaml", &kv_doc("shared", "  backend: memstore\n"));
+    let out = prismctl(&ea, &["namespace", "apply", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut kv_b = b.kv().await;
+    let put = |mut kv: prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient<_>| async move {
+        kv.put(PutRequest {
+            namespace: "shared".into(),
+            key: "k".into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+    };
+    assert!(eventually(Duration::from_secs(10), || put(kv_b.clone()).map_ok()).await, "B never served the namespace");
+    let got = b.admin().await.get_namespace(GetNamespaceRequest { name: "shared".into() }).await.unwrap().into_inner();
+    assert!(got.namespace.unwrap().source.starts_with("postgres:"));
+
+    // A row written behind the proxies' backs (no NOTIFY) arrives with the
+    // periodic resync.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            &format!("INSERT INTO \"{schema}\".namespaces (name, spec) VALUES ($1, $2)"),
+            &[&"quiet", &kv_doc("quiet", "  backend: memstore\n")],
+        )
+        .await
+        .unwrap();
+    // And an invalid row is reported and skipped, never taking others down.
+    client
+        .execute(&format!("INSERT INTO \"{schema}\".namespaces (name, spec) VALUES ('broken', 'kind: [')"), &[])
+        .await
+        .unwrap();
+    for endpoint in [&ea, &eb] {
+        let ok = eventually(Duration::from_secs(10), || async { listed(endpoint).contains(&"quiet".to_owned()) }).await;
+        assert!(ok, "{endpoint}: the resync did not pick up a row written without NOTIFY");
+    }
+    assert_eq!(listed(&eb), ["quiet", "shared"]);
+    assert!(b.logs.contains("broken"), "the invalid registry row was not reported");
+
+    // Deleted through B, gone from A.
+    let out = prismctl(&eb, &["namespace", "delete", "shared", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gone = eventually(Duration::from_secs(10), || async { !listed(&ea).contains(&"shared".to_owned()) }).await;
+    assert!(gone, "A still serves a namespace deleted through B");
+    kv_b = a.kv().await;
+    let err = put(kv_b).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    drop(a);
+    drop(b);
+    drop_schema(&schema).await;
+}
+
+/// `Result` to "it worked", for [`eventually`].
+trait MapOk {
+    fn map_ok(self) -> impl std::future::Future<Output = bool>;
+}
+
+impl<F, T, E> MapOk for F
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    async fn map_ok(self) -> bool {
+        self.await.is_ok()
+    }
+}
