@@ -18,10 +18,23 @@ use crate::duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address of the client-facing gRPC listener. While no authentication
-    /// is configured it must be a loopback address.
+    /// Address of the client-facing gRPC listener. While no client
+    /// authentication is configured (dev mode) it must be a loopback
+    /// address, unless the proxy is started with `--allow-insecure-remote`.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
+    /// TLS on the client listener. Without it the listener is plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Client authentication (bearer tokens, which credentials are
+    /// required) and the proxy-wide administrators. Without `auth` and
+    /// without `tls.client_ca` the proxy runs in dev mode: every caller may
+    /// do everything.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// The audit log: one JSON line per data access or admin action.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Directory of namespace files (`*.yaml`, `*.yml`), one namespace per
     /// file, watched for changes. A relative path is resolved against this
     /// file's directory. Set this or `registry.postgres`.
@@ -50,6 +63,161 @@ pub struct Config {
     /// `command:` plugins run here.
     #[serde(skip, default = "defaults::base_dir")]
     pub base_dir: PathBuf,
+}
+
+/// TLS for the client listener. The files are re-read when they change
+/// (checked every `reload_interval`); open connections keep the
+/// certificate they started with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file of the CA certificates that sign client certificates.
+    /// Setting it enables client certificates (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate: `required` or
+    /// `optional` (verified when presented). Default: `required` when
+    /// `client_ca` is set.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// How often the certificate, key and CA files are checked for changes.
+    #[serde(default = "defaults::tls_reload", deserialize_with = "duration::deserialize")]
+    pub reload_interval: Duration,
+}
+
+/// Client certificate policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Required,
+    Optional,
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Which credentials a call must carry: `any` (a verified client
+    /// certificate or a valid token), `mtls`, `jwt`, or `both`.
+    #[serde(default)]
+    pub require: Require,
+    /// OAuth2 bearer tokens (JWT) in the `authorization` header.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    /// Principal selectors (as in a namespace's `access`) that are
+    /// administrators of the whole proxy: they may create namespaces, list
+    /// plugins and administer every namespace.
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+/// Required credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    #[default]
+    Any,
+    Mtls,
+    Jwt,
+    Both,
+}
+
+/// How bearer tokens are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Expected `iss` claim; also the base URL for OIDC discovery.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// URL of the issuer's JWKS. Default: `jwks_uri` from
+    /// `<issuer>/.well-known/openid-configuration` (OIDC discovery).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A local JWKS file instead of a URL (re-read on an unknown `kid`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted signature algorithms. Only asymmetric ones are allowed:
+    /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA.
+    #[serde(default = "defaults::jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "defaults::jwt_leeway", deserialize_with = "duration::deserialize")]
+    pub leeway: Duration,
+    /// Shortest time between two JWKS fetches caused by tokens with an
+    /// unknown `kid`, so garbage tokens cannot hammer the issuer.
+    #[serde(default = "defaults::jwks_refetch", deserialize_with = "duration::deserialize")]
+    pub refetch_interval: Duration,
+    /// Longest time fetched keys are used before they are fetched again.
+    #[serde(default = "defaults::jwks_max_age", deserialize_with = "duration::deserialize")]
+    pub max_key_age: Duration,
+    /// Claim names that make up the principal.
+    #[serde(default)]
+    pub claims: ClaimNames,
+}
+
+/// Which token claims carry the subject, groups and scopes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimNames {
+    /// The subject (`user:` selectors).
+    pub subject: String,
+    /// A list of group names (`group:` selectors).
+    pub groups: String,
+    /// Scopes, a space-separated string or a list (`scope:` selectors).
+    pub scopes: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        Self { subject: "sub".to_owned(), groups: "groups".to_owned(), scopes: "scope".to_owned() }
+    }
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `off`, `stdout`, or a file path (appended to; relative to this
+    /// file's directory).
+    pub sink: AuditSink,
+}
+
+/// An audit destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuditSink {
+    #[default]
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for AuditSink {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "off" => Self::Off,
+            "stdout" => Self::Stdout,
+            "" => return Err(serde::de::Error::custom("expected off, stdout or a file path")),
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// Signature algorithms a token may use: asymmetric only, so a public key
+/// can never be abused as an HMAC secret.
+pub const JWT_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+impl Config {
+    /// Whether any client authentication is configured; without it the
+    /// proxy is in dev mode.
+    pub fn authenticates(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.jwt.is_some()) || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
 }
 
 /// A shared namespace registry.
@@ -228,6 +396,21 @@ mod defaults {
     pub(super) fn resync_interval() -> Duration {
         Duration::from_secs(30)
     }
+    pub(super) fn tls_reload() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn jwt_algorithms() -> Vec<String> {
+        vec!["RS256".to_owned(), "ES256".to_owned()]
+    }
+    pub(super) fn jwt_leeway() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn jwks_refetch() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn jwks_max_age() -> Duration {
+        Duration::from_secs(3600)
+    }
     pub(super) fn base_dir() -> std::path::PathBuf {
         std::path::PathBuf::from(".")
     }
@@ -271,6 +454,24 @@ impl Config {
             && dir.is_relative()
         {
             *dir = base.join(&*dir);
+        }
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = self.tls.as_mut() {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            if let Some(ca) = tls.client_ca.as_mut() {
+                resolve(ca);
+            }
+        }
+        if let Some(file) = self.auth.as_mut().and_then(|a| a.jwt.as_mut()).and_then(|j| j.jwks_file.as_mut()) {
+            resolve(file);
+        }
+        if let AuditSink::File(path) = &mut self.audit.sink {
+            resolve(path);
         }
         for plugin in self.plugins.values_mut() {
             if let Some(program) = plugin.command.as_mut().and_then(|c| c.first_mut())
@@ -378,10 +579,86 @@ impl Config {
         if l.request_timeout.is_zero() {
             errors.push("limits.request_timeout: must be above zero".to_owned());
         }
+        self.validate_security(&mut errors);
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             errors.push(format!("log.level: {:?} is not one of error, warn, info, debug, trace", self.log.level));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+impl Config {
+    fn validate_security(&self, errors: &mut Vec<String>) {
+        if let Some(tls) = &self.tls {
+            for (field, path) in
+                [("tls.cert", Some(&tls.cert)), ("tls.key", Some(&tls.key)), ("tls.client_ca", tls.client_ca.as_ref())]
+            {
+                if let Some(path) = path
+                    && !path.is_file()
+                {
+                    errors.push(format!("{field}: {} is not a readable file", path.display()));
+                }
+            }
+            if tls.client_auth.is_some() && tls.client_ca.is_none() {
+                errors.push("tls.client_auth: needs tls.client_ca to verify client certificates against".to_owned());
+            }
+            if tls.reload_interval < Duration::from_secs(1) {
+                errors.push("tls.reload_interval: must be at least 1s".to_owned());
+            }
+        }
+        let Some(auth) = &self.auth else { return };
+        let has_ca = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if matches!(auth.require, Require::Mtls | Require::Both) && !has_ca {
+            errors.push("auth.require: client certificates are required but tls.client_ca is not set".to_owned());
+        }
+        if matches!(auth.require, Require::Jwt | Require::Both) && auth.jwt.is_none() {
+            errors.push("auth.require: tokens are required but auth.jwt is not set".to_owned());
+        }
+        if auth.jwt.is_none() && !has_ca {
+            errors.push("auth: set auth.jwt or tls.client_ca; without either nobody can authenticate".to_owned());
+        }
+        for (i, selector) in auth.admins.iter().enumerate() {
+            if let Err(why) = crate::namespace::validate::check_selector(selector) {
+                errors.push(format!("auth.admins[{i}]: {why}"));
+            }
+        }
+        if let Some(jwt) = &auth.jwt {
+            if jwt.issuer.is_empty() {
+                errors.push("auth.jwt.issuer: must not be empty".to_owned());
+            }
+            if jwt.audiences.is_empty() || jwt.audiences.iter().any(String::is_empty) {
+                errors.push("auth.jwt.audiences: list at least one non-empty audience".to_owned());
+            }
+            if jwt.jwks_url.is_some() && jwt.jwks_file.is_some() {
+                errors.push("auth.jwt: set jwks_url or jwks_file, not both".to_owned());
+            }
+            for url in jwt.jwks_url.iter().chain(jwt.jwks_file.is_none().then_some(&jwt.issuer)) {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    errors.push(format!("auth.jwt: {url:?} is not an http(s) URL"));
+                }
+            }
+            if let Some(file) = &jwt.jwks_file
+                && !file.is_file()
+            {
+                errors.push(format!("auth.jwt.jwks_file: {} is not a readable file", file.display()));
+            }
+            if jwt.algorithms.is_empty() {
+                errors.push("auth.jwt.algorithms: list at least one algorithm".to_owned());
+            }
+            for alg in &jwt.algorithms {
+                if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+                    let why = if alg.starts_with("HS") || alg.eq_ignore_ascii_case("none") {
+                        "symmetric and unsigned tokens are never accepted"
+                    } else {
+                        "unknown algorithm"
+                    };
+                    errors.push(format!("auth.jwt.algorithms: {alg:?}: {why}; use {}", JWT_ALGORITHMS.join(", ")));
+                }
+            }
+            if jwt.leeway > Duration::from_secs(300) {
+                errors.push("auth.jwt.leeway: at most 5m".to_owned());
+            }
+        }
     }
 }
 

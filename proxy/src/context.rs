@@ -18,6 +18,8 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::error::ProxyError;
+use crate::security::Principal;
+use crate::security::audit::SharedFacts;
 
 /// Header carrying the request id, read from the client when valid and
 /// always returned.
@@ -29,6 +31,10 @@ pub struct RequestContext {
     pub request_id: Arc<str>,
     pub started: Instant,
     pub deadline: Instant,
+    /// Who is calling; set by the auth layer (no rights until then).
+    pub principal: Arc<Principal>,
+    /// What the handler learned, for the audit record.
+    pub facts: SharedFacts,
 }
 
 impl RequestContext {
@@ -36,7 +42,13 @@ impl RequestContext {
     /// in unit tests of services).
     pub fn detached(timeout: Duration) -> Self {
         let now = Instant::now();
-        Self { request_id: Arc::from(uuid::Uuid::new_v4().to_string()), started: now, deadline: now + timeout }
+        Self {
+            request_id: Arc::from(uuid::Uuid::new_v4().to_string()),
+            started: now,
+            deadline: now + timeout,
+            principal: Arc::new(Principal::dev()),
+            facts: SharedFacts::default(),
+        }
     }
 
     /// Reads the context of a tonic request.
@@ -156,7 +168,13 @@ where
             .and_then(parse_grpc_timeout)
             .map_or(self.layer.max_timeout, |t| t.min(self.layer.max_timeout));
         let started = Instant::now();
-        let ctx = RequestContext { request_id: request_id.clone(), started, deadline: started + timeout };
+        let ctx = RequestContext {
+            request_id: request_id.clone(),
+            started,
+            deadline: started + timeout,
+            principal: Arc::new(Principal::default()),
+            facts: SharedFacts::default(),
+        };
         let span = tracing::debug_span!("request", id = %request_id, method = %request.uri().path());
         request.extensions_mut().insert(ctx);
 

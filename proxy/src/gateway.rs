@@ -11,9 +11,12 @@ use arc_swap::ArcSwap;
 use prism_proto::plugin::v1::{NamespaceSettings, Pattern};
 
 use crate::config::Config;
+use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::namespace::{NamespaceDoc, PatternKind};
 use crate::plugin::Plugin;
+use crate::security::audit::key_hash;
+use crate::security::{Principal, Right};
 
 /// How one namespace is served.
 #[derive(Debug)]
@@ -141,8 +144,47 @@ impl Gateway {
         self.routes.load_full()
     }
 
-    /// The route of a namespace that must use `pattern`.
-    pub fn route(&self, namespace: &str, pattern: PatternKind) -> Result<Arc<Route>, ProxyError> {
+    /// The route of a namespace that must use `pattern`, if the caller of
+    /// `ctx` holds `right` on it. Records the namespace, the right, the
+    /// keys (hashed) and a refusal for the audit log. Every data call goes
+    /// through here; there is no other way to a route.
+    pub fn authorize(
+        &self,
+        ctx: &RequestContext,
+        namespace: &str,
+        pattern: PatternKind,
+        right: Right,
+        keys: &[&str],
+    ) -> Result<Arc<Route>, ProxyError> {
+        if let Ok(mut facts) = ctx.facts.lock() {
+            facts.namespace = Some(namespace.to_owned());
+            facts.right = Some(right.as_str());
+            facts.key_hash = keys.first().map(|k| key_hash(k));
+            facts.keys = (keys.len() > 1).then_some(keys.len());
+        }
+        let route = self.lookup(namespace, pattern)?;
+        if !ctx.principal.may(route.doc.spec.access.as_ref(), right) {
+            let why = format!("{} lacks {} on namespace {namespace:?}", ctx.principal, right.as_str());
+            if let Ok(mut facts) = ctx.facts.lock() {
+                facts.denied = Some(why.clone());
+            }
+            return Err(ProxyError::PermissionDenied(why));
+        }
+        Ok(route)
+    }
+
+    /// Whether the caller administers the whole proxy (`auth.admins`).
+    pub fn is_proxy_admin(&self, principal: &Principal) -> bool {
+        principal.dev || self.config.auth.as_ref().is_some_and(|a| principal.matches_any(&a.admins))
+    }
+
+    /// Whether the caller may administer `route`: a proxy admin, or named
+    /// in its `access.admin`.
+    pub fn may_administer(&self, principal: &Principal, access: Option<&crate::namespace::Access>) -> bool {
+        self.is_proxy_admin(principal) || principal.may(access, Right::Admin)
+    }
+
+    fn lookup(&self, namespace: &str, pattern: PatternKind) -> Result<Arc<Route>, ProxyError> {
         if namespace.is_empty() {
             return Err(ProxyError::InvalidArgument("namespace is required".to_owned()));
         }

@@ -15,4 +15,5 @@ pub mod gateway;
 pub mod logging;
 pub mod namespace;
 pub mod plugin;
+pub mod security;
 pub mod server;

@@ -21,6 +21,11 @@ struct Cli {
     /// exit without serving.
     #[arg(long)]
     check: bool,
+    /// Serve a non-loopback address without client authentication. Anyone
+    /// who can reach it may read, write and administer every namespace;
+    /// logged as an error at start.
+    #[arg(long)]
+    allow_insecure_remote: bool,
 }
 
 fn main() -> ExitCode {
@@ -43,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, server::shutdown_signal())) {
+    match runtime.block_on(server::run(config, cli.allow_insecure_remote, server::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "prism-proxy failed");

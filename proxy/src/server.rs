@@ -1,14 +1,18 @@
 //! Assembling and running the proxy.
 //!
 //! The request path, outermost first:
-//!   1. TCP listener (plaintext until TLS is configured; loopback only).
+//!   1. TCP listener, with TLS (and client certificates) when configured;
+//!      handshakes run off the accept loop (`security::tls`).
 //!   2. `ContextLayer`: request id, deadline, concurrency limit. It sits
 //!      outermost so that every call, even a rejected one, is counted and
 //!      carries an id.
-//!   3. The gRPC router: health, reflection, the admin service, and the
+//!   3. `AuthLayer`: who is calling (certificate, bearer token); refuses
+//!      unauthenticated calls and writes the audit record when a call ends.
+//!   4. The gRPC router: health, reflection, the admin service, and the
 //!      pattern services.
-//!   4. The pattern service: namespace lookup, validation, then the plugin
-//!      call under the request's deadline (`api::call_plugin`).
+//!   5. The pattern service: authorization and namespace lookup
+//!      (`Gateway::authorize`), validation, then the plugin call under the
+//!      request's deadline (`api::call_plugin`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,18 +29,29 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::admin::AdminApi;
 use crate::api::keyvalue::KeyValueApi;
 use crate::config::Config;
+use crate::config::Require;
 use crate::context::ContextLayer;
 use crate::control::Controller;
 use crate::control::registry::Registry;
 use crate::gateway::Gateway;
 use crate::plugin::Supervisor;
+use crate::security::audit::Audit;
+use crate::security::jwt::JwtVerifier;
+use crate::security::layer::{AuthLayer, Authenticator};
+use crate::security::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "refusing to listen on {0}: client authentication is not configured, so the proxy only serves loopback addresses (127.0.0.1, ::1)"
+        "refusing to listen on {0}: client authentication is not configured (dev mode), so the proxy only serves loopback addresses (127.0.0.1, ::1); configure tls.client_ca or auth.jwt, or start with --allow-insecure-remote"
     )]
     NotLoopback(SocketAddr),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Audit(String),
     #[error("no namespace registry configured (namespaces_dir or registry.postgres)")]
     NoRegistry,
     #[error("namespace registry: {0}")]
@@ -56,11 +71,44 @@ pub enum StartError {
 /// Runs the proxy until `shutdown` resolves, then stops accepting, lets
 /// in-flight calls finish (up to `shutdown_grace`), and drains and stops
 /// every plugin.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    if !config.listen.ip().is_loopback() {
-        return Err(StartError::NotLoopback(config.listen));
+pub async fn run(
+    config: Config,
+    allow_insecure_remote: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    // reqwest (JWKS fetches) uses the process-wide provider; one backend.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if !config.authenticates() {
+        if !config.listen.ip().is_loopback() {
+            if !allow_insecure_remote {
+                return Err(StartError::NotLoopback(config.listen));
+            }
+            tracing::error!(
+                listen = %config.listen,
+                "INSECURE: no client authentication on a non-loopback address (--allow-insecure-remote); anyone who can reach it may read, write and administer every namespace"
+            );
+        } else {
+            tracing::warn!(
+                tls = config.tls.is_some(),
+                "DEV MODE: no client authentication; every caller may do everything; serving loopback only"
+            );
+        }
     }
-    tracing::warn!("DEV MODE: no TLS and no client authentication; serving loopback only");
+    let authenticator = Arc::new(match &config.auth {
+        Some(auth) if config.authenticates() => Authenticator {
+            enabled: true,
+            require: auth.require,
+            jwt: match &auth.jwt {
+                Some(jwt) => Some(JwtVerifier::new(jwt.clone()).await.map_err(StartError::Auth)?),
+                None => None,
+            },
+        },
+        // Client certificates alone.
+        None if config.authenticates() => Authenticator { enabled: true, require: Require::Mtls, jwt: None },
+        _ => Authenticator::dev(),
+    });
+    let audit = Audit::start(&config.audit.sink).await.map_err(StartError::Audit)?;
+    let tls = config.tls.clone().map(tls::Reloading::new).transpose().map_err(StartError::Tls)?;
 
     let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
     let registry = match (&config.namespaces_dir, &config.registry) {
@@ -108,7 +156,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let watcher = controller.watch().map_err(|e| StartError::Registry(e.to_string()))?;
 
-    let result = serve(&gateway, &controller, shutdown).await;
+    let security = Security { authenticator, audit, tls };
+    let result = serve(&gateway, &controller, security, &stop, shutdown).await;
 
     watcher.abort();
     stop.cancel();
@@ -118,9 +167,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     result
 }
 
+struct Security {
+    authenticator: Arc<Authenticator>,
+    audit: Audit,
+    tls: Option<Arc<tls::Reloading>>,
+}
+
 async fn serve(
     gateway: &Arc<Gateway>,
     controller: &Arc<Controller>,
+    security: Security,
+    stop: &CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let config = &gateway.config;
@@ -145,10 +202,10 @@ async fn serve(
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let router = Server::builder()
         .layer(ContextLayer::new(limits.max_concurrent_requests, limits.request_timeout))
+        .layer(AuthLayer::new(security.authenticator.clone(), security.audit.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -156,10 +213,21 @@ async fn serve(
         .add_service(keyvalue);
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
-    tracing::info!(%addr, namespaces = gateway.routes().len(), "listening");
+    };
+    let mut server = match &security.tls {
+        Some(tls) => {
+            tokio::spawn(tls.clone().watch(stop.clone()));
+            let incoming = tls.clone().incoming(listener, security.audit.clone(), stop.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
+    tracing::info!(%addr, tls = security.tls.is_some(), namespaces = gateway.routes().len(), "listening");
 
     tokio::select! {
         () = shutdown => {}

@@ -10,9 +10,12 @@ use prism_proto::admin::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::context::RequestContext;
 use crate::control::Controller;
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Route};
+use crate::namespace::NamespaceDoc;
+use crate::security::Right;
 
 pub struct AdminApi {
     gateway: Arc<Gateway>,
@@ -22,6 +25,43 @@ pub struct AdminApi {
 impl AdminApi {
     pub fn new(gateway: Arc<Gateway>, controller: Arc<Controller>) -> Self {
         Self { gateway, controller }
+    }
+
+    /// Refuses unless the caller administers `name` (its `access.admin`, or
+    /// `auth.admins`). Creating a namespace needs `auth.admins`: a new
+    /// namespace has no admins yet.
+    fn check_admin(&self, ctx: &RequestContext, name: &str) -> Result<(), ProxyError> {
+        let table = self.gateway.routes();
+        let allowed = match table.get(name) {
+            Some(route) => self.gateway.may_administer(&ctx.principal, route.doc.spec.access.as_ref()),
+            None => self.gateway.is_proxy_admin(&ctx.principal),
+        };
+        self.record(ctx, Some(name), allowed)
+    }
+
+    fn check_proxy_admin(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
+        let allowed = self.gateway.is_proxy_admin(&ctx.principal);
+        self.record(ctx, None, allowed)
+    }
+
+    fn record(&self, ctx: &RequestContext, name: Option<&str>, allowed: bool) -> Result<(), ProxyError> {
+        let why = (!allowed).then(|| match name {
+            Some(name) => format!("{} may not administer namespace {name:?}", ctx.principal),
+            None => format!("{} is not a proxy administrator (auth.admins)", ctx.principal),
+        });
+        if let Ok(mut facts) = ctx.facts.lock() {
+            facts.namespace = name.map(str::to_owned);
+            facts.right = Some(Right::Admin.as_str());
+            facts.denied.clone_from(&why);
+        }
+        why.map_or(Ok(()), |why| Err(ProxyError::PermissionDenied(why)))
+    }
+
+    /// Whether the caller may see `route` in get and list: its admins and
+    /// readers.
+    fn may_see(&self, ctx: &RequestContext, route: &Route) -> bool {
+        self.gateway.may_administer(&ctx.principal, route.doc.spec.access.as_ref())
+            || ctx.principal.may(route.doc.spec.access.as_ref(), Right::Read)
     }
 }
 
@@ -44,7 +84,12 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ApplyNamespaceRequest>,
     ) -> Result<Response<ApplyNamespaceResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
+        // An invalid document gets its errors; a valid one needs the right.
+        if let Ok(doc) = NamespaceDoc::parse(&req.spec_yaml) {
+            self.check_admin(&ctx, doc.name())?;
+        }
         let (plan, applied) = self.controller.apply(&req.spec_yaml, req.dry_run, req.force).await?;
         Ok(Response::new(ApplyNamespaceResponse { plan: Some(plan), applied }))
     }
@@ -53,17 +98,23 @@ impl AdminService for AdminApi {
         &self,
         request: Request<GetNamespaceRequest>,
     ) -> Result<Response<GetNamespaceResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
         let name = request.into_inner().name;
         let table = self.gateway.routes();
-        let route = table.get(&name).ok_or(ProxyError::NamespaceNotFound(name))?;
+        let route = table.get(&name).ok_or_else(|| ProxyError::NamespaceNotFound(name.clone()))?;
+        let allowed = self.may_see(&ctx, route);
+        self.record(&ctx, Some(&name), allowed)?;
         Ok(Response::new(GetNamespaceResponse { namespace: Some(info(route)) }))
     }
 
     async fn list_namespaces(
         &self,
-        _request: Request<ListNamespacesRequest>,
+        request: Request<ListNamespacesRequest>,
     ) -> Result<Response<ListNamespacesResponse>, Status> {
-        let mut namespaces: Vec<NamespaceInfo> = self.gateway.routes().iter().map(|r| info(r)).collect();
+        let ctx = RequestContext::of(&request)?;
+        // Only what the caller may see; an empty list is not an error.
+        let mut namespaces: Vec<NamespaceInfo> =
+            self.gateway.routes().iter().filter(|r| self.may_see(&ctx, r)).map(|r| info(r)).collect();
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(ListNamespacesResponse { namespaces }))
     }
@@ -72,15 +123,19 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DeleteNamespaceRequest>,
     ) -> Result<Response<DeleteNamespaceResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
+        self.check_admin(&ctx, &req.name)?;
         let data_purged = self.controller.delete(&req.name, req.purge_data, req.force).await?;
         Ok(Response::new(DeleteNamespaceResponse { data_purged }))
     }
 
     async fn list_plugins(
         &self,
-        _request: Request<ListPluginsRequest>,
+        request: Request<ListPluginsRequest>,
     ) -> Result<Response<ListPluginsResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        self.check_proxy_admin(&ctx)?;
         let table = self.gateway.routes();
         let plugins = self
             .gateway

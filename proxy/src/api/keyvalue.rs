@@ -16,6 +16,7 @@ use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Route};
 use crate::namespace::PatternKind;
+use crate::security::Right;
 
 pub struct KeyValueApi {
     gateway: Arc<Gateway>,
@@ -30,8 +31,14 @@ impl KeyValueApi {
         &self.gateway.config.limits
     }
 
-    fn route(&self, namespace: &str) -> Result<Arc<Route>, ProxyError> {
-        self.gateway.route(namespace, PatternKind::Keyvalue)
+    fn route(
+        &self,
+        ctx: &RequestContext,
+        namespace: &str,
+        right: Right,
+        keys: &[&str],
+    ) -> Result<Arc<Route>, ProxyError> {
+        self.gateway.authorize(ctx, namespace, PatternKind::Keyvalue, right, keys)
     }
 }
 
@@ -79,7 +86,7 @@ impl KeyValueService for KeyValueApi {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let mut req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let route = self.route(&ctx, &req.namespace, Right::Write, &[&req.key])?;
         check_key(&route, &req.key)?;
         check_value(&route, &req.value)?;
         if req.ttl_seconds == 0 {
@@ -93,7 +100,7 @@ impl KeyValueService for KeyValueApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let route = self.route(&ctx, &req.namespace, Right::Read, &[&req.key])?;
         check_key(&route, &req.key)?;
         let mut client = route.plugin.keyvalue()?;
         let response = call_plugin(&ctx, &route.plugin, client.get(ctx.outbound(req))).await?;
@@ -103,7 +110,7 @@ impl KeyValueService for KeyValueApi {
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let route = self.route(&ctx, &req.namespace, Right::Write, &[&req.key])?;
         check_key(&route, &req.key)?;
         let mut client = route.plugin.keyvalue()?;
         let response = call_plugin(&ctx, &route.plugin, client.delete(ctx.outbound(req))).await?;
@@ -113,7 +120,8 @@ impl KeyValueService for KeyValueApi {
     async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let keys: Vec<&str> = req.keys.iter().map(String::as_str).collect();
+        let route = self.route(&ctx, &req.namespace, Right::Read, &keys)?;
         check_batch(self.limits(), req.keys.len())?;
         for key in &req.keys {
             check_key(&route, key)?;
@@ -129,7 +137,8 @@ impl KeyValueService for KeyValueApi {
     async fn batch_put(&self, request: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let mut req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let keys: Vec<&str> = req.items.iter().map(|i| i.key.as_str()).collect();
+        let route = self.route(&ctx, &req.namespace, Right::Write, &keys)?;
         check_batch(self.limits(), req.items.len())?;
         for (i, item) in req.items.iter_mut().enumerate() {
             check_key(&route, &item.key).and_then(|()| check_value(&route, &item.value)).map_err(|e| match e {
@@ -151,7 +160,7 @@ impl KeyValueService for KeyValueApi {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let mut req = request.into_inner();
-        let route = self.route(&req.namespace)?;
+        let route = self.route(&ctx, &req.namespace, Right::Read, &[])?;
         if req.prefix.len() > route.max_key_bytes {
             return Err(ProxyError::InvalidArgument(format!(
                 "prefix is {} bytes, over the key limit of {} bytes",

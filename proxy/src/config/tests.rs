@@ -97,3 +97,60 @@ fn postgres_registry() {
     assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("registry.postgres.schema")), "{errors:?}");
 }
+
+#[test]
+fn security_settings_are_checked_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("x.pem");
+    std::fs::write(&pem, "x").unwrap();
+    let p = pem.display();
+    let text = format!(
+        "{MINIMAL}tls: {{cert: {p}, key: /nonexistent/key.pem, client_auth: required, reload_interval: 10ms}}\nauth:\n  require: both\n  admins: [bob]\n  jwt:\n    issuer: ftp://issuer\n    audiences: []\n    algorithms: [HS256, none, RS256, XY1]\n    leeway: 1h\n"
+    );
+    let errors = invalid(&text);
+    for expected in [
+        "tls.key: /nonexistent/key.pem is not a readable file",
+        "tls.client_auth: needs tls.client_ca",
+        "tls.reload_interval: must be at least 1s",
+        "auth.require: client certificates are required but tls.client_ca is not set",
+        "auth.admins[0]: \"bob\" is not a principal",
+        "auth.jwt.audiences: list at least one",
+        "auth.jwt: \"ftp://issuer\" is not an http(s) URL",
+        "auth.jwt.algorithms: \"HS256\": symmetric and unsigned tokens are never accepted",
+        "auth.jwt.algorithms: \"none\": symmetric and unsigned tokens are never accepted",
+        "auth.jwt.algorithms: \"XY1\": unknown algorithm",
+        "auth.jwt.leeway: at most 5m",
+    ] {
+        assert!(errors.iter().any(|e| e.contains(expected)), "missing {expected:?} in {errors:#?}");
+    }
+    assert!(!errors.iter().any(|e| e.contains("\"RS256\"")), "{errors:#?}");
+}
+
+#[test]
+fn auth_needs_a_way_to_authenticate() {
+    let errors = invalid(&format!("{MINIMAL}auth: {{require: any}}\n"));
+    assert!(errors.iter().any(|e| e.contains("set auth.jwt or tls.client_ca")), "{errors:?}");
+    let errors = invalid(&format!(
+        "{MINIMAL}auth:\n  require: jwt\n  jwt: {{issuer: 'https://i', audiences: [a], jwks_url: 'https://i/k', jwks_file: k.json}}\n"
+    ));
+    assert!(errors.iter().any(|e| e.contains("set jwks_url or jwks_file, not both")), "{errors:?}");
+    let err = Config::parse(&format!("{MINIMAL}auth: {{require: sometimes}}\n")).unwrap_err();
+    assert!(err.contains("line"), "{err}");
+    let err = Config::parse(&format!("{MINIMAL}audit: {{sink: ''}}\n")).unwrap_err();
+    assert!(err.contains("off, stdout or a file path"), "{err}");
+}
+
+#[test]
+fn security_defaults() {
+    let c = Config::parse(&format!("{MINIMAL}audit: {{sink: audit.log}}\n")).unwrap();
+    assert!(!c.authenticates());
+    assert_eq!(c.audit.sink, AuditSink::File(PathBuf::from("audit.log")));
+    let text = format!("{MINIMAL}auth:\n  jwt: {{issuer: 'https://issuer.example', audiences: [prism]}}\n");
+    let c = Config::parse(&text).unwrap();
+    c.validate().unwrap();
+    assert!(c.authenticates());
+    let jwt = c.auth.as_ref().unwrap().jwt.as_ref().unwrap();
+    assert_eq!(jwt.algorithms, ["RS256", "ES256"]);
+    assert_eq!(jwt.leeway, Duration::from_secs(30));
+    assert_eq!(jwt.claims.groups, "groups");
+}

@@ -1,0 +1,187 @@
+//! TLS for the client listener: certificates from PEM files, optional or
+//! required client certificates, reload on change, and the accept loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClientAuth, TlsConfig};
+use crate::security::audit::{Audit, Record};
+
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads the files of `config` and builds a server config.
+pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = read_certs(&config.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|e| format!("tls.key: no private key in {}: {e}", config.key.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = match &config.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca)? {
+                roots.add(cert).map_err(|e| format!("tls.client_ca: {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = match config.client_auth.unwrap_or(ClientAuth::Required) {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("tls.client_ca: {e}"))?)
+        }
+    };
+    let mut server = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: the certificate and key do not fit together: {e}"))?;
+    // gRPC runs on HTTP/2 only.
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(server))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificates in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The current server config, swapped when the files change.
+pub struct Reloading {
+    current: ArcSwap<rustls::ServerConfig>,
+    config: TlsConfig,
+}
+
+impl Reloading {
+    pub fn new(config: TlsConfig) -> Result<Arc<Self>, String> {
+        let current = ArcSwap::new(load(&config)?);
+        Ok(Arc::new(Self { current, config }))
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        let files: Vec<&PathBuf> = [Some(&self.config.cert), Some(&self.config.key), self.config.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        files.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    /// Checks the files every `reload_interval` and swaps in a new config
+    /// when they changed and load cleanly; a broken edit keeps the old one.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut seen = self.stamps();
+        let mut tick = tokio::time::interval(self.config.reload_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let now = self.stamps();
+            if now == seen {
+                continue;
+            }
+            match load(&self.config) {
+                Ok(config) => {
+                    self.current.store(config);
+                    seen = now;
+                    tracing::info!("TLS certificates reloaded");
+                }
+                // Files written one after the other may not match yet; the
+                // next tick tries again.
+                Err(e) => tracing::warn!(error = %e, "TLS files changed but do not load; keeping the current ones"),
+            }
+        }
+    }
+
+    /// Accepts TCP connections and completes TLS handshakes off the accept
+    /// loop, yielding established streams. A failed handshake is logged
+    /// and audited, never fatal.
+    pub fn incoming(
+        self: Arc<Self>,
+        listener: TcpListener,
+        audit: Audit,
+        stop: CancellationToken,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = stop.cancelled() => return,
+                    () = tx.closed() => return,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+                let tx = tx.clone();
+                let audit = audit.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            audit.write(Record::handshake(peer, &e.to_string()));
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            audit.write(Record::handshake(peer, "handshake timed out"));
+                        }
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// The SPIFFE ids (URI SANs) and DNS names (DNS SANs) of a client
+/// certificate.
+pub fn identities(cert: &CertificateDer<'_>) -> (Vec<String>, Vec<String>) {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return (Vec::new(), Vec::new()) };
+    let mut spiffe = Vec::new();
+    let mut dns = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(uri) if uri.starts_with("spiffe://") => spiffe.push((*uri).to_owned()),
+                GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    (spiffe, dns)
+}
