@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Exit code for invalid namespace documents.
 const EXIT_INVALID: u8 = 3;
@@ -35,6 +36,19 @@ struct Cli {
     /// prismctl config file [default: ~/.config/prism/prismctl.yaml].
     #[arg(long, global = true, env = "PRISMCTL_CONFIG")]
     config: Option<PathBuf>,
+    /// PEM file of the CA that signs the proxy's certificate (TLS).
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// PEM client certificate, for proxies that require mTLS (with --key).
+    #[arg(long, global = true, id = "client_cert", requires = "client_key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert. (Its id differs from its flag so that it
+    /// cannot clash with the `key` argument of `kv` commands.)
+    #[arg(long = "key", global = true, id = "client_key", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// OAuth2 bearer token sent with every call.
+    #[arg(long, global = true, env = "PRISM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,14 +78,19 @@ pub struct Client {
     endpoint: String,
     pub timeout: Duration,
     pub format: output::Format,
+    tls: Option<ClientTlsConfig>,
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl Client {
     /// Opens a channel to the proxy.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| anyhow::anyhow!("invalid endpoint {:?}: {e}", self.endpoint))?
             .connect_timeout(self.timeout.min(Duration::from_secs(5)));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+        }
         endpoint
             .connect()
             .await
@@ -82,6 +101,9 @@ impl Client {
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
         request
     }
 }
@@ -111,7 +133,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None) => Duration::from_secs(10),
     };
     let endpoint = cli.endpoint.or(settings.endpoint).unwrap_or_else(|| "http://127.0.0.1:8980".to_owned());
-    let client = Client { endpoint, timeout, format: cli.output };
+    let tls =
+        tls_config(&endpoint, cli.ca.or(settings.ca), cli.cert.or(settings.cert), cli.client_key.or(settings.key))?;
+    let authorization = match cli.token {
+        Some(token) => Some(
+            format!("Bearer {}", token.trim())
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?,
+        ),
+        None => None,
+    };
+    let client = Client { endpoint, timeout, format: cli.output, tls, authorization };
     match cli.command {
         Command::Health => health(&client).await,
         Command::Kv(cmd) => kv::run(&client, cmd).await,
@@ -119,6 +151,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// TLS settings for an `https://` endpoint: the proxy's CA (else the
+/// system roots) and an optional client certificate.
+fn tls_config(
+    endpoint: &str,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<ClientTlsConfig>> {
+    use anyhow::Context;
+    if !endpoint.starts_with("https://") {
+        anyhow::ensure!(ca.is_none() && cert.is_none(), "--ca and --cert need an https:// endpoint (got {endpoint})");
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(&ca).with_context(|| format!("reading --ca {}", ca.display()))?;
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let cert = std::fs::read(&cert).with_context(|| format!("reading --cert {}", cert.display()))?;
+        let key = std::fs::read(&key).with_context(|| format!("reading --key {}", key.display()))?;
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(Some(tls))
 }
 
 async fn health(client: &Client) -> anyhow::Result<()> {
@@ -152,5 +210,22 @@ fn main() -> ExitCode {
             eprintln!("prismctl: {}", output::describe(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        // Global flags must not clash with subcommand arguments of the same
+        // name (--key and `kv get NAMESPACE KEY`).
+        let cli =
+            Cli::try_parse_from(["prismctl", "--cert", "c.pem", "--key", "k.pem", "kv", "get", "demo", "k"]).unwrap();
+        assert_eq!(cli.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert!(matches!(cli.command, Command::Kv(kv::KvCommand::Get { ref key, .. }) if key == "k"));
+        assert!(Cli::try_parse_from(["prismctl", "--cert", "c.pem", "health"]).is_err());
     }
 }

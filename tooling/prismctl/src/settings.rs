@@ -18,6 +18,11 @@ pub struct Settings {
     pub endpoint: Option<String>,
     /// Deadline of each call, e.g. `10s`.
     pub timeout: Option<String>,
+    /// PEM file of the CA that signs the proxy's certificate.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for proxies that require mTLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 pub fn default_path() -> Option<PathBuf> {
