@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a test failure
 
+pub mod pki;
 pub mod services;
 
 use std::io::{BufRead, BufReader};

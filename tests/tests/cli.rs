@@ -122,6 +122,48 @@ fn proxy_refuses_non_loopback_without_auth() {
 }
 
 #[test]
+fn insecure_remote_needs_the_flag_and_says_so() {
+    let config = ProxyConfig::memstore();
+    let path = config.write();
+    let yaml = std::fs::read_to_string(&path).unwrap().replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(bin_path("prism-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--allow-insecure-remote")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("\"listening\"") {
+            break;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("INSECURE: no client authentication on a non-loopback address"), "{seen}");
+}
+
+#[test]
+fn proxy_refuses_unreadable_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let out = proxy_with_config(&format!(
+        "namespaces_dir: namespaces\ntls: {{cert: {0}/cert.pem, key: {0}/key.pem}}\nplugins:\n  memstore: {{command: [prism-plugin-memstore]}}\n",
+        dir.path().display()
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no PEM certificates") || err.contains("no private key"), "{err}");
+}
+
+#[test]
 fn proxy_check_reports_namespace_files() {
     let config = ProxyConfig::memstore().namespace_file(
         "broken.yaml",

@@ -1,0 +1,147 @@
+//! Test credentials: a CA with server and client certificates (rcgen), and
+//! signed tokens with the JWKS that verifies them, served over HTTP on
+//! loopback like an OIDC issuer.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
+};
+
+/// A certificate authority that signs test certificates.
+pub struct Ca {
+    pub name: String,
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its private key, as PEM.
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+}
+
+impl Ca {
+    /// A CA named `name` (each CA gets its own distinguished name).
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self { name: name.to_owned(), pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    fn sign(&self, name: &str, sans: Vec<SanType>, client: bool, expired: bool) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = sans;
+        params.extended_key_usages =
+            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+        if expired {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert: cert.pem(), key: key.serialize_pem() }
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1.
+    pub fn server(&self) -> Leaf {
+        let sans = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+        ];
+        self.sign("prism-proxy", sans, false, false)
+    }
+
+    /// A client certificate with a SPIFFE id.
+    pub fn client(&self, spiffe: &str) -> Leaf {
+        self.sign(spiffe, vec![SanType::URI(spiffe.try_into().unwrap())], true, false)
+    }
+
+    /// A client certificate that expired in 2021.
+    pub fn expired_client(&self, spiffe: &str) -> Leaf {
+        self.sign(spiffe, vec![SanType::URI(spiffe.try_into().unwrap())], true, true)
+    }
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The RSA key pair the test issuer signs with (a fixture: rcgen cannot
+/// make RSA keys with ring).
+pub fn rsa_private_pem() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/jwt-rsa.key")).unwrap()
+}
+
+pub fn rsa_public_pem() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/jwt-rsa.pub")).unwrap()
+}
+
+/// The JWKS with the fixture key under `kid`.
+pub fn jwks(kid: &str) -> serde_json::Value {
+    let n = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/jwt-rsa.n")).unwrap();
+    serde_json::json!({ "keys": [{ "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": n.trim(), "e": "AQAB" }] })
+}
+
+/// A token signed with the fixture key.
+pub fn token(kid: &str, claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&rsa_private_pem()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// An OIDC issuer on loopback: discovery document and JWKS, counting JWKS
+/// fetches.
+pub struct OidcIssuer {
+    pub url: String,
+    pub jwks_fetches: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl OidcIssuer {
+    pub async fn start(kid: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let discovery = serde_json::json!({ "issuer": url, "jwks_uri": format!("{url}/jwks.json") });
+        let keys = jwks(kid);
+        let counter = fetches.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/jwks.json",
+                axum::routing::get(move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(keys)
+                }),
+            );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, jwks_fetches: fetches, _task: task }
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+}
