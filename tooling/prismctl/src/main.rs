@@ -5,6 +5,7 @@
 //! printed with its field and line).
 
 mod kv;
+mod login;
 mod namespace;
 mod output;
 mod plugins;
@@ -66,6 +67,11 @@ enum Command {
     /// Inspect backend plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Get an access token from an OIDC issuer (client credentials, or the
+    /// device grant for people) and keep it for later commands.
+    Login(login::LoginArgs),
+    /// Forget the kept access token.
+    Logout,
     /// Print a shell completion script, e.g. `prismctl completions bash > /etc/bash_completion.d/prismctl`.
     Completions {
         #[arg(value_enum)]
@@ -122,9 +128,14 @@ impl std::fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "prismctl", &mut std::io::stdout());
-        return Ok(());
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "prismctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Login(args) => return login::login(args).await,
+        Command::Logout => return login::logout(),
+        _ => {}
     }
     let settings = settings::load(cli.config.as_deref())?;
     let timeout = match (cli.timeout, &settings.timeout) {
@@ -135,7 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let endpoint = cli.endpoint.or(settings.endpoint).unwrap_or_else(|| "http://127.0.0.1:8980".to_owned());
     let tls =
         tls_config(&endpoint, cli.ca.or(settings.ca), cli.cert.or(settings.cert), cli.client_key.or(settings.key))?;
-    let authorization = match cli.token {
+    // An explicit token wins over the one `prismctl login` kept.
+    let authorization = match cli.token.or_else(|| login::cached().map(|c| c.access_token)) {
         Some(token) => Some(
             format!("Bearer {}", token.trim())
                 .parse::<MetadataValue<Ascii>>()
@@ -149,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kv(cmd) => kv::run(&client, cmd).await,
         Command::Namespace(cmd) => namespace::run(&client, cmd).await,
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),
     }
 }
 
