@@ -106,8 +106,11 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// An OIDC issuer on loopback: discovery document and JWKS, counting JWKS
-/// fetches.
+/// An OIDC issuer on loopback: discovery document and JWKS (counting
+/// fetches), and a token endpoint for `prismctl login`: the
+/// client-credentials grant for client `ci` with secret `s3cret` (a token
+/// for `user:ci` in group `readers`), and the device grant for client `cli`
+/// (pending on the first poll, then a token for `user:person`).
 pub struct OidcIssuer {
     pub url: String,
     pub jwks_fetches: Arc<AtomicUsize>,
@@ -120,9 +123,17 @@ impl OidcIssuer {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let fetches = Arc::new(AtomicUsize::new(0));
-        let discovery = serde_json::json!({ "issuer": url, "jwks_uri": format!("{url}/jwks.json") });
+        let discovery = serde_json::json!({
+            "issuer": url,
+            "jwks_uri": format!("{url}/jwks.json"),
+            "token_endpoint": format!("{url}/token"),
+            "device_authorization_endpoint": format!("{url}/device"),
+        });
         let keys = jwks(kid);
         let counter = fetches.clone();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (issuer, kid_owned) = (url.clone(), kid.to_owned());
+        let activate = format!("{url}/activate");
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -134,6 +145,49 @@ impl OidcIssuer {
                     counter.fetch_add(1, Ordering::SeqCst);
                     axum::Json(keys)
                 }),
+            )
+            .route(
+                "/device",
+                axum::routing::post(move || async move {
+                    axum::Json(serde_json::json!({
+                        "device_code": "device-1", "user_code": "WDJB-MJHT", "verification_uri": activate,
+                        "interval": 1, "expires_in": 60,
+                    }))
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(
+                    move |axum::Form(form): axum::Form<std::collections::HashMap<String, String>>| async move {
+                        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+                        let mint = |sub: &str| {
+                            let claims = serde_json::json!({
+                                "iss": issuer, "aud": "prism", "sub": sub, "groups": ["readers"],
+                                "iat": now(), "exp": now() + 300,
+                            });
+                            (axum::http::StatusCode::OK, axum::Json(serde_json::json!({
+                                "access_token": token(&kid_owned, &claims), "token_type": "Bearer", "expires_in": 300,
+                            })))
+                        };
+                        let error = |status, error: &str| {
+                            (status, axum::Json(serde_json::json!({ "error": error, "error_description": "test issuer" })))
+                        };
+                        match field("grant_type") {
+                            "client_credentials" if field("client_id") == "ci" && field("client_secret") == "s3cret" => {
+                                mint("ci")
+                            }
+                            "client_credentials" => error(axum::http::StatusCode::UNAUTHORIZED, "invalid_client"),
+                            "urn:ietf:params:oauth:grant-type:device_code" if field("device_code") == "device-1" => {
+                                if polls.fetch_add(1, Ordering::SeqCst) == 0 {
+                                    error(axum::http::StatusCode::BAD_REQUEST, "authorization_pending")
+                                } else {
+                                    mint("person")
+                                }
+                            }
+                            _ => error(axum::http::StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+                        }
+                    },
+                ),
             );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

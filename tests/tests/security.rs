@@ -446,3 +446,53 @@ async fn python_grpcio_client_with_mtls_and_jwt() {
         records.iter().any(|r| r["principal"] == "user:python" && r["auth"] == "mtls+jwt" && r["decision"] == "allow")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prismctl_login_keeps_a_token() {
+    let s = setup("optional", "any").await;
+    let home = tempfile::tempdir().unwrap();
+    let ca = pki::write(home.path(), "ca.pem", &s.ca.pem);
+    let endpoint = format!("https://localhost:{}", s.proxy.addr.port());
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(prism_tests::bin_path("prismctl"));
+        cmd.env("XDG_CONFIG_HOME", home.path()).env("HOME", home.path()).env("PRISMCTL_CONFIG", "/dev/null");
+        cmd.env_remove("PRISM_TOKEN").env_remove("PRISM_CLIENT_SECRET").args(args).output()
+    };
+    let list = ["--endpoint", &endpoint, "--ca", ca.to_str().unwrap(), "-o", "json", "namespace", "list"];
+
+    // Machines: the client-credentials grant; a wrong secret is refused.
+    let out =
+        run(&["login", "--issuer", &s.issuer.url, "--client-id", "ci", "--client-secret", "wrong"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid_client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out =
+        run(&["login", "--issuer", &s.issuer.url, "--client-id", "ci", "--client-secret", "s3cret"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cache = home.path().join("prism/token.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the token file is readable by others");
+    // Later commands send the kept token.
+    let out = run(&list).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"orders\""));
+
+    // People: the device grant shows a code and polls until approved.
+    let out = run(&["login", "--issuer", &s.issuer.url, "--client-id", "cli"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WDJB-MJHT"));
+    let records_before = s.audit(1).await.len();
+    assert!(run(&list).await.unwrap().status.success());
+    let records = s.audit(records_before + 1).await;
+    assert!(records.iter().any(|r| r["principal"] == "user:person"), "the device token was not used");
+
+    // Logged out, the proxy refuses.
+    assert!(run(&["logout"]).await.unwrap().status.success());
+    assert!(!cache.exists());
+    let out = run(&list).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+}
