@@ -85,8 +85,8 @@ impl KeyValueService for KeyValueApi {
         if req.ttl_seconds == 0 {
             req.ttl_seconds = route.default_ttl_seconds;
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.put(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.put(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -95,8 +95,8 @@ impl KeyValueService for KeyValueApi {
         let req = request.into_inner();
         let route = self.route(&req.namespace)?;
         check_key(&route, &req.key)?;
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.get(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.get(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -105,8 +105,8 @@ impl KeyValueService for KeyValueApi {
         let req = request.into_inner();
         let route = self.route(&req.namespace)?;
         check_key(&route, &req.key)?;
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.delete(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.delete(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -121,8 +121,8 @@ impl KeyValueService for KeyValueApi {
         if req.keys.is_empty() {
             return Ok(Response::new(BatchGetResponse::default()));
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_get(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.batch_get(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -143,8 +143,8 @@ impl KeyValueService for KeyValueApi {
         if req.items.is_empty() {
             return Ok(Response::new(BatchPutResponse::default()));
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_put(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.batch_put(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -165,8 +165,8 @@ impl KeyValueService for KeyValueApi {
             0 => limits.default_page_size,
             n => n.min(limits.max_page_size),
         };
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.scan(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.scan(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 }
