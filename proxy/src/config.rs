@@ -261,6 +261,12 @@ pub struct PluginConfig {
     /// them; one connection serializes on one task.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// How KeyValue calls travel to the plugin: `multiplex` (default) sends
+    /// them on one long-lived stream per connection, `unary` makes one gRPC
+    /// call each. Multiplexing costs far less per call (ADR-007); a plugin
+    /// that does not serve the stream gets unary calls either way.
+    #[serde(default)]
+    pub transport: PluginTransport,
     /// How long a starting plugin has to accept connections and initialize.
     #[serde(default = "defaults::start_timeout", deserialize_with = "duration::deserialize")]
     pub start_timeout: Duration,
@@ -341,6 +347,15 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text, level: "info".to_owned() }
     }
+}
+
+/// How the proxy sends KeyValue calls to a plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginTransport {
+    #[default]
+    Multiplex,
+    Unary,
 }
 
 /// Log output format.

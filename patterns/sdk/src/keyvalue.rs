@@ -8,9 +8,11 @@ use prism_proto::keyvalue::v1::{
     BatchGetRequest, BatchGetResponse, BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, Entry,
     GetRequest, GetResponse, GetResult, PutRequest, PutResponse, ScanRequest, ScanResponse,
 };
-use prism_proto::plugin::v1::Capabilities;
 use prism_proto::plugin::v1::key_value_backend_server::KeyValueBackend;
-use tonic::{Request, Response, Status};
+use prism_proto::plugin::v1::{CallError, Capabilities, KeyValueCall, KeyValueReply, key_value_call, key_value_reply};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::{KeyValueStore, Namespace, PutOp};
 use crate::cursor;
@@ -102,8 +104,57 @@ fn put_op<S>(
     Ok(PutOp { key, value, ttl, if_version })
 }
 
+/// Replies a multiplexed stream may have waiting to be sent. Beyond it the
+/// calls' tasks wait, which in turn stops reading calls: the proxy's sends
+/// then wait on HTTP/2 flow control instead of the plugin buffering without
+/// bound.
+const MULTIPLEX_BUFFER: usize = 1024;
+
+/// Runs one multiplexed call through the same checks as its unary twin.
+async fn dispatch<B: KeyValueStore>(service: &KeyValueService<B>, call: KeyValueCall) -> KeyValueReply {
+    use key_value_call::Request as Call;
+    use key_value_reply::Reply;
+    let reply = match call.request {
+        Some(Call::Put(r)) => service.put(Request::new(r)).await.map(|r| Reply::Put(r.into_inner())),
+        Some(Call::Get(r)) => service.get(Request::new(r)).await.map(|r| Reply::Get(r.into_inner())),
+        Some(Call::Delete(r)) => service.delete(Request::new(r)).await.map(|r| Reply::Delete(r.into_inner())),
+        Some(Call::BatchGet(r)) => service.batch_get(Request::new(r)).await.map(|r| Reply::BatchGet(r.into_inner())),
+        Some(Call::BatchPut(r)) => service.batch_put(Request::new(r)).await.map(|r| Reply::BatchPut(r.into_inner())),
+        Some(Call::Scan(r)) => service.scan(Request::new(r)).await.map(|r| Reply::Scan(r.into_inner())),
+        None => Err(Status::invalid_argument("multiplexed call without a request")),
+    };
+    let reply = reply.unwrap_or_else(|status| {
+        Reply::Error(CallError { code: status.code() as i32, message: status.message().to_owned() })
+    });
+    KeyValueReply { id: call.id, reply: Some(reply) }
+}
+
 #[tonic::async_trait]
 impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
+    type MultiplexStream = ReceiverStream<Result<KeyValueReply, Status>>;
+
+    async fn multiplex(
+        &self,
+        request: Request<Streaming<KeyValueCall>>,
+    ) -> Result<Response<Self::MultiplexStream>, Status> {
+        let mut calls = request.into_inner();
+        let (tx, rx) = mpsc::channel(MULTIPLEX_BUFFER);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            // Each call runs in its own task so that a slow call (a big scan,
+            // a backend round trip) never holds up the ones behind it.
+            while let Ok(Some(call)) = calls.message().await {
+                let service = KeyValueService { state: state.clone() };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let reply = dispatch(&service, call).await;
+                    let _ = tx.send(Ok(reply)).await;
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
         let call = self.call(&req.namespace)?;

@@ -92,8 +92,8 @@ impl KeyValueService for KeyValueApi {
         if req.ttl_seconds == 0 {
             req.ttl_seconds = route.default_ttl_seconds;
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.put(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.put(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -102,8 +102,8 @@ impl KeyValueService for KeyValueApi {
         let req = request.into_inner();
         let route = self.route(&ctx, &req.namespace, Right::Read, &[&req.key])?;
         check_key(&route, &req.key)?;
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.get(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.get(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -112,8 +112,8 @@ impl KeyValueService for KeyValueApi {
         let req = request.into_inner();
         let route = self.route(&ctx, &req.namespace, Right::Write, &[&req.key])?;
         check_key(&route, &req.key)?;
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.delete(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.delete(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -129,8 +129,8 @@ impl KeyValueService for KeyValueApi {
         if req.keys.is_empty() {
             return Ok(Response::new(BatchGetResponse::default()));
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_get(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.batch_get(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -152,8 +152,8 @@ impl KeyValueService for KeyValueApi {
         if req.items.is_empty() {
             return Ok(Response::new(BatchPutResponse::default()));
         }
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_put(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.batch_put(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 
@@ -174,8 +174,8 @@ impl KeyValueService for KeyValueApi {
             0 => limits.default_page_size,
             n => n.min(limits.max_page_size),
         };
-        let mut client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.scan(ctx.outbound(req))).await?;
+        let client = route.plugin.keyvalue()?;
+        let response = call_plugin(&ctx, &route.plugin, client.scan(&ctx, req)).await?;
         Ok(Response::new(response))
     }
 }

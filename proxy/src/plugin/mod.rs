@@ -1,9 +1,12 @@
 //! Backend plugins as the proxy sees them: a handle per plugin that the
 //! request path reads without locks, kept current by a supervisor task.
 
+mod caller;
+mod mux;
 mod pool;
 mod supervisor;
 
+pub use caller::KeyValueCaller;
 pub use pool::{Pool, Target};
 pub use supervisor::{NamespaceSource, Supervisor};
 
@@ -22,7 +25,7 @@ use crate::config::PluginConfig;
 use crate::error::ProxyError;
 
 /// Largest message exchanged with a plugin; above every client limit.
-const PLUGIN_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const PLUGIN_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A live, initialized connection to a plugin process.
 #[derive(Debug)]
@@ -165,12 +168,18 @@ impl Plugin {
         }
     }
 
-    /// A KeyValue client on the next pooled connection.
-    pub fn keyvalue(&self) -> Result<KeyValueBackendClient<Channel>, ProxyError> {
+    /// A KeyValue caller on the next pooled connection: its multiplexed
+    /// stream if open, else a unary client.
+    pub fn keyvalue(&self) -> Result<KeyValueCaller, ProxyError> {
         let conn = self.connection()?;
-        Ok(KeyValueBackendClient::new(conn.pool.channel())
-            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
-            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
+        Ok(match conn.pool.next_connection() {
+            (_, Some(mux)) => KeyValueCaller::Multiplexed(mux),
+            (channel, None) => KeyValueCaller::Unary(
+                KeyValueBackendClient::new(channel)
+                    .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
+                    .max_encoding_message_size(PLUGIN_MESSAGE_BYTES),
+            ),
+        })
     }
 
     /// A Lifecycle client on the next pooled connection.

@@ -5,12 +5,15 @@
 //! robin, spread the work over the runtime's threads.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::mux::Mux;
 
 /// Where a plugin listens.
 #[derive(Debug, Clone)]
@@ -28,9 +31,14 @@ impl std::fmt::Display for Target {
     }
 }
 
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct Pool {
     channels: Box<[Channel]>,
+    /// A multiplexed KeyValue stream per connection, when the plugin serves
+    /// it and the config asks for it.
+    streams: Box<[Option<Arc<Mux>>]>,
     next: AtomicUsize,
 }
 
@@ -71,13 +79,43 @@ impl Pool {
             };
             channels.push(channel);
         }
-        Ok(Self { channels: channels.into_boxed_slice(), next: AtomicUsize::new(0) })
+        let streams = vec![None; channels.len()].into_boxed_slice();
+        Ok(Self { channels: channels.into_boxed_slice(), streams, next: AtomicUsize::new(0) })
+    }
+
+    /// Opens a multiplexed KeyValue stream on every connection. A plugin
+    /// that does not serve them keeps getting unary calls.
+    pub async fn open_streams(&mut self, max_message_bytes: usize) {
+        let mut streams = Vec::with_capacity(self.channels.len());
+        for channel in &self.channels {
+            // Bounded: a plugin that never answers the stream's headers must
+            // not hold up its start; it then gets unary calls.
+            match tokio::time::timeout(STREAM_OPEN_TIMEOUT, Mux::open(channel.clone(), max_message_bytes)).await {
+                Ok(Ok(mux)) => streams.push(Some(mux)),
+                Ok(Err(status)) => {
+                    tracing::debug!(error = %status, "no multiplexed stream; using unary calls");
+                    streams.push(None);
+                }
+                Err(_) => {
+                    tracing::warn!("the plugin did not open a multiplexed stream in time; using unary calls");
+                    streams.push(None);
+                }
+            }
+        }
+        self.streams = streams.into_boxed_slice();
     }
 
     /// The next connection, round robin.
     pub fn channel(&self) -> Channel {
+        self.next_connection().0
+    }
+
+    /// The next connection and its multiplexed stream if it has an open
+    /// one, round robin.
+    pub fn next_connection(&self) -> (Channel, Option<Arc<Mux>>) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[i].clone()
+        let stream = self.streams.get(i).and_then(Option::as_ref).filter(|m| m.is_open()).cloned();
+        (self.channels[i].clone(), stream)
     }
 
     pub fn size(&self) -> usize {

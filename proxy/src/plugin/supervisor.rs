@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Phase, Plugin, Pool, Target};
-use crate::config::LogFormat;
+use crate::config::{LogFormat, PluginTransport};
 
 /// The namespaces a plugin must have prepared, given its name.
 pub type NamespaceSource = Arc<dyn Fn(&str) -> Vec<NamespaceSettings> + Send + Sync>;
@@ -258,6 +258,10 @@ impl Supervisor {
             ));
         }
         tracing::info!(plugin = plugin.name(), backend = %info.backend, version = %info.version, %target, "plugin initialized");
+        let mut pool = pool;
+        if plugin.config().transport == PluginTransport::Multiplex {
+            pool.open_streams(super::PLUGIN_MESSAGE_BYTES).await;
+        }
         let conn = Arc::new(Connection { pool, info, pid, target });
         // Under the prepare lock: a route published meanwhile is either in
         // the table read here, or is prepared by its publisher once this

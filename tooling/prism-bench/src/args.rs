@@ -1,0 +1,393 @@
+//! Command line and its validation into a [`Plan`].
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prism-bench",
+    version,
+    about = "Load generator for Prism's KeyValue API and the baselines it is measured against."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run workloads against targets and report throughput and latency.
+    Run(Box<RunArgs>),
+    /// Serve a floor service (`run` starts these itself for the grpc-floor
+    /// and grpc-redis-floor targets).
+    Floor(FloorArgs),
+}
+
+/// What one request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Get of a random existing key.
+    Get,
+    /// Put of a random key.
+    Put,
+    /// 90% get, 10% put.
+    Mixed,
+    /// One page of a prefix scan (`--scan-page` keys).
+    Scan,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Put => "put",
+            Self::Mixed => "mixed",
+            Self::Scan => "scan",
+        }
+    }
+
+    pub fn reads(self) -> bool {
+        !matches!(self, Self::Put)
+    }
+}
+
+/// What is measured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Prism's KeyValue API, on this namespace.
+    Prism(String),
+    /// Redis directly, through redis-rs.
+    Redis,
+    /// twemproxy (nutcracker) in front of Redis.
+    Twemproxy,
+    /// A minimal tonic KeyValue service answering from memory.
+    GrpcFloor,
+    /// A minimal tonic KeyValue service calling Redis.
+    GrpcRedisFloor,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Prism(ns) => write!(f, "prism/{ns}"),
+            Self::Redis => f.write_str("redis"),
+            Self::Twemproxy => f.write_str("twemproxy"),
+            Self::GrpcFloor => f.write_str("grpc-floor"),
+            Self::GrpcRedisFloor => f.write_str("grpc-redis-floor"),
+        }
+    }
+}
+
+impl Target {
+    pub fn supports(&self, workload: Workload) -> bool {
+        // Redis has no ordered prefix scan to compare with (SCAN walks the
+        // hash table) and twemproxy refuses SCAN altogether.
+        !(workload == Workload::Scan && matches!(self, Self::Redis | Self::Twemproxy))
+    }
+}
+
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    match s {
+        "redis" => Ok(Target::Redis),
+        "twemproxy" => Ok(Target::Twemproxy),
+        "grpc-floor" => Ok(Target::GrpcFloor),
+        "grpc-redis-floor" => Ok(Target::GrpcRedisFloor),
+        "prism" => Err("prism needs a namespace: prism/<namespace>".to_owned()),
+        _ => match s.strip_prefix("prism/") {
+            Some(ns) if !ns.is_empty() => Ok(Target::Prism(ns.to_owned())),
+            _ => Err(format!(
+                "unknown target {s:?}; expected prism/<namespace>, redis, twemproxy, grpc-floor or grpc-redis-floor"
+            )),
+        },
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 1m)"))
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a positive number of requests per second".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// What to measure, repeatable: prism/<namespace>, redis, twemproxy,
+    /// grpc-floor, grpc-redis-floor. Targets run one after the other with
+    /// the same settings.
+    #[arg(long = "target", short = 't', required = true, value_parser = parse_target)]
+    pub targets: Vec<Target>,
+    /// Workloads, comma separated or repeated.
+    #[arg(long = "workload", short = 'w', value_enum, value_delimiter = ',', default_value = "get")]
+    pub workloads: Vec<Workload>,
+    /// Requests in flight, comma separated for a sweep (e.g. 1,16,64).
+    #[arg(long, short = 'c', value_delimiter = ',', default_value = "64", value_parser = parse_positive)]
+    pub concurrency: Vec<usize>,
+    /// Client connections the in-flight requests share.
+    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+    pub connections: usize,
+    /// Open loop: start requests at this fixed total rate (per second) and
+    /// measure latency from each request's intended start. Without it the
+    /// loop is closed: each worker sends as fast as answers come back.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// How long each measurement lasts (after warm-up).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Measure this many requests instead of a duration.
+    #[arg(long, value_parser = parse_positive)]
+    pub requests: Option<usize>,
+    /// Load before each measurement that is not recorded.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Value size in bytes for puts and preloaded keys.
+    #[arg(long, default_value_t = 100, value_parser = parse_positive)]
+    pub value_size: usize,
+    /// Number of distinct keys; read workloads preload them all.
+    #[arg(long, default_value_t = 10_000, value_parser = parse_positive)]
+    pub key_space: usize,
+    /// Keys per scan page.
+    #[arg(long, default_value_t = 10, value_parser = parse_positive)]
+    pub scan_page: usize,
+    /// Measure every cell this many times (interleaved across targets) and
+    /// report the median run by throughput.
+    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+    pub repeat: usize,
+    /// Prism's client endpoint.
+    #[arg(long, default_value = "127.0.0.1:8980")]
+    pub prism: String,
+    /// Redis URL for the redis target and the grpc-redis-floor.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// twemproxy address (host:port) for the twemproxy target.
+    #[arg(long)]
+    pub twemproxy: Option<String>,
+    /// Process whose CPU time and peak RSS (with its descendants, i.e. the
+    /// plugins) are reported for prism targets.
+    #[arg(long)]
+    pub prism_pid: Option<u32>,
+    /// redis-server process, reported for the redis target.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// nutcracker process, reported for the twemproxy target.
+    #[arg(long)]
+    pub twemproxy_pid: Option<u32>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Do not draw a progress bar (it is hidden anyway when stderr is not a
+    /// terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// grpc: answers from memory; grpc-redis: calls Redis.
+    #[arg(long, value_enum)]
+    pub kind: FloorKind,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FloorKind {
+    Grpc,
+    GrpcRedis,
+}
+
+/// How long each measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    After(#[serde(with = "humantime_serde_secs")] Duration),
+    Requests(usize),
+}
+
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// A validated run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    #[serde(skip)]
+    pub targets: Vec<Target>,
+    pub workloads: Vec<Workload>,
+    pub concurrency: Vec<usize>,
+    pub connections: usize,
+    pub rate: Option<f64>,
+    pub stop: Stop,
+    pub warmup_seconds: f64,
+    pub value_size: usize,
+    pub key_space: usize,
+    pub scan_page: usize,
+    pub repeat: usize,
+}
+
+/// Default measurement length when neither `--duration` nor `--requests`
+/// is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+impl RunArgs {
+    /// Checks what clap cannot check flag by flag; lists every problem.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let mut errors = Vec::new();
+        let stop = match (self.duration, self.requests) {
+            (Some(_), Some(_)) => {
+                errors.push("--duration and --requests exclude each other; choose one".to_owned());
+                Stop::After(DEFAULT_DURATION)
+            }
+            (Some(d), None) if d.is_zero() => {
+                errors.push("--duration must be longer than zero".to_owned());
+                Stop::After(d)
+            }
+            (Some(d), None) => Stop::After(d),
+            (None, Some(n)) => Stop::Requests(n),
+            (None, None) => Stop::After(DEFAULT_DURATION),
+        };
+        if self.rate.is_some() && self.duration.is_none() {
+            // A fixed-rate run is defined by its schedule, which needs an end
+            // time; a request count would let a stalled target stretch it.
+            errors.push("--rate needs --duration (an open-loop run follows a schedule of fixed length)".to_owned());
+        }
+        if self.targets.contains(&Target::Twemproxy) && self.twemproxy.is_none() {
+            errors.push("the twemproxy target needs --twemproxy <host:port>".to_owned());
+        }
+        for target in &self.targets {
+            for workload in &self.workloads {
+                if !target.supports(*workload) {
+                    errors.push(format!("target {target} does not support the {} workload", workload.name()));
+                }
+            }
+        }
+        if self.workloads.contains(&Workload::Scan) && self.scan_page > 10_000 {
+            errors.push("--scan-page must be at most 10000".to_owned());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        let mut workloads = self.workloads.clone();
+        workloads.dedup();
+        let mut targets = Vec::new();
+        for t in &self.targets {
+            if !targets.contains(t) {
+                targets.push(t.clone());
+            }
+        }
+        Ok(Plan {
+            targets,
+            workloads,
+            concurrency: self.concurrency.clone(),
+            connections: self.connections,
+            rate: self.rate,
+            stop,
+            warmup_seconds: self.warmup.as_secs_f64(),
+            value_size: self.value_size,
+            key_space: self.key_space,
+            scan_page: self.scan_page,
+            repeat: self.repeat,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["prism-bench", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(r) => Ok(*r),
+            Command::Floor(_) => unreachable!(),
+        }
+    }
+
+    fn plan_error(args: &[&str]) -> String {
+        run_args(args).unwrap().plan().unwrap_err()
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        run_args(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let e = parse_error(&["-t", "grpc-floor", "--concurrency", "0"]);
+        assert!(e.contains("--concurrency") && e.contains("at least 1"), "{e}");
+        let e = parse_error(&["-t", "grpc-floor", "--connections", "0"]);
+        assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_workload_and_target_are_named() {
+        let e = parse_error(&["-t", "grpc-floor", "-w", "get,frobnicate"]);
+        assert!(e.contains("frobnicate") && e.contains("mixed"), "{e}");
+        let e = parse_error(&["-t", "memcached"]);
+        assert!(e.contains("unknown target \"memcached\""), "{e}");
+        let e = parse_error(&["-t", "prism"]);
+        assert!(e.contains("prism/<namespace>"), "{e}");
+    }
+
+    #[test]
+    fn rate_needs_duration() {
+        let e = plan_error(&["-t", "grpc-floor", "--rate", "1000"]);
+        assert!(e.contains("--rate needs --duration"), "{e}");
+        let e = plan_error(&["-t", "grpc-floor", "--rate", "1000", "--requests", "10"]);
+        assert!(e.contains("--rate needs --duration"), "{e}");
+        let e = parse_error(&["-t", "grpc-floor", "--rate=-5", "--duration", "1s"]);
+        assert!(e.contains("positive"), "{e}");
+        let plan = run_args(&["-t", "grpc-floor", "--rate", "1000", "--duration", "2s"]).unwrap().plan().unwrap();
+        assert_eq!(plan.rate, Some(1000.0));
+        assert_eq!(plan.stop, Stop::After(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let e = plan_error(&["-t", "redis", "-t", "twemproxy", "-w", "scan", "--duration", "1s", "--requests", "5"]);
+        assert!(e.contains("exclude each other"), "{e}");
+        assert!(e.contains("needs --twemproxy"), "{e}");
+        assert!(e.contains("target redis does not support the scan workload"), "{e}");
+        assert!(e.contains("target twemproxy does not support the scan workload"), "{e}");
+    }
+
+    #[test]
+    fn bad_durations_are_explained() {
+        let e = parse_error(&["-t", "grpc-floor", "--duration", "ten"]);
+        assert!(e.contains("examples: 10s"), "{e}");
+        let e = plan_error(&["-t", "grpc-floor", "--duration", "0s"]);
+        assert!(e.contains("longer than zero"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_sweeps() {
+        let plan =
+            run_args(&["-t", "prism/demo", "-t", "redis", "-t", "redis", "-c", "1,16,64"]).unwrap().plan().unwrap();
+        assert_eq!(plan.targets, vec![Target::Prism("demo".to_owned()), Target::Redis]);
+        assert_eq!(plan.concurrency, vec![1, 16, 64]);
+        assert_eq!(plan.workloads, vec![Workload::Get]);
+        assert_eq!(plan.stop, Stop::After(DEFAULT_DURATION));
+        assert_eq!(plan.value_size, 100);
+    }
+}

@@ -1,0 +1,129 @@
+//! The floors: the least a gRPC KeyValue gateway can cost on this machine.
+//!
+//! `grpc` answers from memory; `grpc-redis` forwards Get and Put to Redis
+//! over one multiplexed connection, as the redis plugin does. Both speak
+//! Prism's public KeyValue API with tonic's default server settings, so
+//! the same client measures them and Prism.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
+
+use bytes::Bytes;
+use prism_proto::keyvalue::v1::key_value_service_server::{KeyValueService, KeyValueServiceServer};
+use prism_proto::keyvalue::v1::{
+    BatchGetRequest, BatchGetResponse, BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, Entry,
+    GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::args::{FloorArgs, FloorKind};
+
+enum Store {
+    // A std lock: it is never held across an await and is uncontended
+    // for the microseconds a map lookup takes.
+    Memory(RwLock<BTreeMap<String, Bytes>>),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+pub struct Floor {
+    store: Store,
+}
+
+fn redis_status(e: &redis::RedisError) -> Status {
+    Status::unavailable(format!("redis: {e}"))
+}
+
+#[tonic::async_trait]
+impl KeyValueService for Floor {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        match &self.store {
+            Store::Memory(map) => {
+                map.write().unwrap_or_else(PoisonError::into_inner).insert(req.key, req.value);
+            }
+            Store::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("SET")
+                    .arg(&req.key)
+                    .arg(&req.value[..])
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| redis_status(&e))?;
+            }
+        }
+        Ok(Response::new(PutResponse { version: 1 }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let value = match &self.store {
+            Store::Memory(map) => map.read().unwrap_or_else(PoisonError::into_inner).get(&req.key).cloned(),
+            Store::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("GET")
+                    .arg(&req.key)
+                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .await
+                    .map_err(|e| redis_status(&e))?
+                    .map(Bytes::from)
+            }
+        };
+        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default(), version: 1 }))
+    }
+
+    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        Err(Status::unimplemented("the floor serves Get, Put and Scan"))
+    }
+
+    async fn batch_get(&self, _: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        Err(Status::unimplemented("the floor serves Get, Put and Scan"))
+    }
+
+    async fn batch_put(&self, _: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
+        Err(Status::unimplemented("the floor serves Get, Put and Scan"))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = request.into_inner();
+        let Store::Memory(map) = &self.store else {
+            return Err(Status::unimplemented("the Redis floor serves Get and Put"));
+        };
+        let map = map.read().unwrap_or_else(PoisonError::into_inner);
+        let items = map
+            .range(req.prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&req.prefix))
+            .take(req.page_size.max(1) as usize)
+            .map(|(k, v)| Entry { key: k.clone(), value: v.clone(), version: 1 })
+            .collect();
+        Ok(Response::new(ScanResponse { items, next_page_token: String::new() }))
+    }
+}
+
+/// Serves a floor and prints `listening <addr>` on stdout once it accepts
+/// connections, so that whoever started it can connect.
+pub async fn serve(args: FloorArgs) -> anyhow::Result<()> {
+    let store = match args.kind {
+        FloorKind::Grpc => Store::Memory(RwLock::new(BTreeMap::new())),
+        FloorKind::GrpcRedis => {
+            Store::Redis(redis::Client::open(args.redis.as_str())?.get_multiplexed_async_connection().await?)
+        }
+    };
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(format!("listening {addr}\n").as_bytes()).await?;
+    stdout.flush().await?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(KeyValueServiceServer::new(Floor { store }))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

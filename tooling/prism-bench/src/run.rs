@@ -1,0 +1,473 @@
+//! Driving load at one target: connections, workers, measurement.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
+use prism_proto::keyvalue::v1::{GetRequest, PutRequest, ScanRequest};
+use redis::IntoConnectionInfo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::args::{Plan, Stop, Target, Workload};
+use crate::procstat;
+use crate::schedule::{Rng, Schedule, key, latency};
+
+/// Histogram range: 1 µs to 100 s, 3 significant digits.
+const HIST_MAX_US: u64 = 100_000_000;
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, HIST_MAX_US, 3)?)
+}
+
+/// A connection of one kind. Clones share the underlying connection.
+#[derive(Clone)]
+pub enum Conn {
+    Grpc { client: KeyValueServiceClient<Channel>, namespace: String },
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+/// A target ready to be measured: its connections and, when the bench
+/// started it, the server process.
+pub struct Connected {
+    pub target: Target,
+    pub conns: Vec<Conn>,
+    /// Server process whose CPU and memory are reported.
+    pub server_pid: Option<u32>,
+    // Kept so the floor process lives as long as the target (kill on drop).
+    _child: Option<Child>,
+}
+
+async fn grpc(addr: &str, namespace: &str) -> anyhow::Result<Conn> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(Conn::Grpc { client: KeyValueServiceClient::new(channel), namespace: namespace.to_owned() })
+}
+
+async fn redis_conn(url: &str, twemproxy: bool) -> anyhow::Result<Conn> {
+    let mut info = url.into_connection_info()?;
+    if twemproxy {
+        // twemproxy closes the connection on CLIENT SETINFO, which redis-rs
+        // sends after connecting unless told not to.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
+    let conn = client.get_multiplexed_async_connection().await.with_context(|| format!("cannot connect to {url}"))?;
+    Ok(Conn::Redis(conn))
+}
+
+/// Starts this binary as a floor server and waits for its address.
+async fn start_floor(kind: &str, redis: &str) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["floor", "--kind", kind, "--listen", "127.0.0.1:0", "--redis", redis])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the floor server")?;
+    let stdout = child.stdout.take().context("floor stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .context("the floor server did not start within 10 s")??
+        .context("the floor server exited before listening")?;
+    let addr = line.strip_prefix("listening ").context("unexpected floor output")?.to_owned();
+    Ok((child, addr))
+}
+
+pub async fn connect(target: &Target, args: &crate::args::RunArgs, connections: usize) -> anyhow::Result<Connected> {
+    let mut child = None;
+    let mut conns = Vec::with_capacity(connections);
+    let server_pid = match target {
+        Target::Prism(ns) => {
+            for _ in 0..connections {
+                conns.push(grpc(&args.prism, ns).await?);
+            }
+            args.prism_pid
+        }
+        Target::GrpcFloor | Target::GrpcRedisFloor => {
+            let kind = if *target == Target::GrpcFloor { "grpc" } else { "grpc-redis" };
+            let (c, addr) = start_floor(kind, &args.redis).await?;
+            let pid = c.id();
+            child = Some(c);
+            for _ in 0..connections {
+                conns.push(grpc(&addr, "floor").await?);
+            }
+            pid
+        }
+        Target::Redis => {
+            for _ in 0..connections {
+                conns.push(redis_conn(&args.redis, false).await?);
+            }
+            args.redis_pid
+        }
+        Target::Twemproxy => {
+            let addr = args.twemproxy.as_deref().context("--twemproxy is required")?;
+            for _ in 0..connections {
+                conns.push(redis_conn(&format!("redis://{addr}"), true).await?);
+            }
+            args.twemproxy_pid
+        }
+    };
+    Ok(Connected { target: target.clone(), conns, server_pid, _child: child })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+    Scan,
+}
+
+impl Op {
+    fn pick(workload: Workload, rng: &mut Rng) -> Self {
+        match workload {
+            Workload::Get => Self::Get,
+            Workload::Put => Self::Put,
+            Workload::Scan => Self::Scan,
+            Workload::Mixed if rng.below(10) == 0 => Self::Put,
+            Workload::Mixed => Self::Get,
+        }
+    }
+}
+
+/// Runs one request; the error is the label it is counted under.
+async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page: usize) -> Result<(), String> {
+    let k = key(key_index);
+    match conn {
+        Conn::Grpc { client, namespace } => {
+            let result = match op {
+                Op::Get => {
+                    client.get(GetRequest { namespace: namespace.clone(), key: k }).await.map(|r| {
+                        // A preloaded key that is missing means the target
+                        // lost data or the preload failed: count it.
+                        if r.get_ref().found { Ok(()) } else { Err("not found".to_owned()) }
+                    })
+                }
+                Op::Put => client
+                    .put(PutRequest {
+                        namespace: namespace.clone(),
+                        key: k,
+                        value: value.clone(),
+                        ttl_seconds: 0,
+                        if_version: None,
+                    })
+                    .await
+                    .map(|_| Ok(())),
+                Op::Scan => {
+                    let mut prefix = k;
+                    prefix.pop();
+                    client
+                        .scan(ScanRequest {
+                            namespace: namespace.clone(),
+                            prefix,
+                            page_size: u32::try_from(scan_page).unwrap_or(u32::MAX),
+                            page_token: String::new(),
+                        })
+                        .await
+                        .map(|_| Ok(()))
+                }
+            };
+            match result {
+                Ok(inner) => inner,
+                Err(status) => Err(format!("{:?}", status.code())),
+            }
+        }
+        Conn::Redis(c) => {
+            let result = match op {
+                Op::Get => match redis::cmd("GET").arg(&k).query_async::<Option<Vec<u8>>>(c).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => return Err("not found".to_owned()),
+                    Err(e) => Err(e),
+                },
+                Op::Put => redis::cmd("SET").arg(&k).arg(&value[..]).query_async::<()>(c).await,
+                Op::Scan => return Err("unsupported".to_owned()),
+            };
+            result.map_err(|e| format!("redis {:?}", e.kind()))
+        }
+    }
+}
+
+/// Writes every key once so that reads find them.
+pub async fn preload(target: &Connected, plan: &Plan, value: &Bytes) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
+    for w in 0..32 {
+        let mut conn = target.conns[w % target.conns.len()].clone();
+        let next = next.clone();
+        let value = value.clone();
+        let key_space = plan.key_space as u64;
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= key_space {
+                    return Ok(());
+                }
+                call(&mut conn, Op::Put, i, &value, 0).await?;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined? {
+            bail!("preloading {} keys into {} failed: {e}", plan.key_space, target.target);
+        }
+    }
+    Ok(())
+}
+
+/// One measurement of one cell.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    pub target: String,
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub rate: Option<f64>,
+    pub run: usize,
+    /// Requests answered successfully.
+    pub ok: u64,
+    /// Failed requests by status code (gRPC code name or Redis error kind).
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed_seconds: f64,
+    /// Successful requests per second.
+    pub throughput: f64,
+    pub latency_us: Percentiles,
+    /// CPU seconds of the server process tree during the measurement.
+    pub server_cpu_seconds: Option<f64>,
+    /// The same as a share of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// Sum of the peak resident sets of the server process tree.
+    pub server_peak_rss_mib: Option<f64>,
+    pub server_processes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+struct WorkerResult {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    last: Duration,
+}
+
+/// Shared by the workers of one phase.
+struct Phase {
+    workload: Workload,
+    start: Instant,
+    length: Option<Duration>,
+    requests: Option<u64>,
+    schedule: Option<Schedule>,
+    next: AtomicU64,
+    done: AtomicU64,
+    stop: AtomicBool,
+    value: Bytes,
+    key_space: u64,
+    scan_page: usize,
+}
+
+async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64) -> anyhow::Result<WorkerResult> {
+    let mut rng = Rng::new(seed);
+    let mut out = WorkerResult { hist: histogram()?, ok: 0, errors: BTreeMap::new(), last: Duration::ZERO };
+    loop {
+        if phase.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let i = phase.next.fetch_add(1, Ordering::Relaxed);
+        if phase.requests.is_some_and(|n| i >= n) {
+            break;
+        }
+        let intended = match &phase.schedule {
+            Some(s) => {
+                let at = s.offset(i);
+                if phase.length.is_some_and(|l| at >= l) {
+                    break;
+                }
+                tokio::time::sleep_until(phase.start + at).await;
+                at
+            }
+            None => {
+                let now = phase.start.elapsed();
+                if phase.length.is_some_and(|l| now >= l) {
+                    break;
+                }
+                now
+            }
+        };
+        let op = Op::pick(phase.workload, &mut rng);
+        let result = call(&mut conn, op, rng.below(phase.key_space), &phase.value, phase.scan_page).await;
+        let completed = phase.start.elapsed();
+        let us = u64::try_from(latency(intended, completed).as_micros()).unwrap_or(u64::MAX);
+        out.hist.saturating_record(us.clamp(1, HIST_MAX_US));
+        out.last = out.last.max(completed);
+        match result {
+            Ok(()) => out.ok += 1,
+            Err(label) => *out.errors.entry(label).or_default() += 1,
+        }
+        phase.done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(out)
+}
+
+/// Progress of the phase being measured, for the bar.
+pub struct Progress {
+    pub done: Arc<AtomicU64>,
+}
+
+/// Runs `workload` at `concurrency` for the plan's warm-up (not recorded),
+/// then measures it.
+pub async fn measure(
+    target: &Connected,
+    plan: &Plan,
+    workload: Workload,
+    concurrency: usize,
+    run: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let value = Bytes::from(vec![b'x'; plan.value_size]);
+    let phase = |length: Option<Duration>, requests: Option<u64>| Phase {
+        workload,
+        start: Instant::now(),
+        length,
+        requests,
+        schedule: plan.rate.map(Schedule::new),
+        next: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        value: value.clone(),
+        key_space: plan.key_space as u64,
+        scan_page: plan.scan_page,
+    };
+    if plan.warmup_seconds > 0.0 {
+        run_phase(target, Arc::new(phase(Some(Duration::from_secs_f64(plan.warmup_seconds)), None)), concurrency, None)
+            .await?;
+    }
+    let (length, requests) = match plan.stop {
+        Stop::After(d) => (Some(d), None),
+        Stop::Requests(n) => (None, Some(n as u64)),
+    };
+    let before = target.server_pid.and_then(procstat::sample);
+    let phase = Arc::new(phase(length, requests));
+    let results = run_phase(target, phase.clone(), concurrency, Some(bar)).await?;
+    let after = target.server_pid.and_then(procstat::sample);
+
+    let mut hist = histogram()?;
+    let mut ok = 0;
+    let mut errors = BTreeMap::new();
+    let mut elapsed = Duration::ZERO;
+    for r in results {
+        hist.add(&r.hist)?;
+        ok += r.ok;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_default() += v;
+        }
+        elapsed = elapsed.max(r.last);
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let cpu = match (&before, &after) {
+        (Some(b), Some(a)) => Some((a.cpu_seconds - b.cpu_seconds).max(0.0)),
+        _ => None,
+    };
+    Ok(Measurement {
+        target: target.target.to_string(),
+        workload,
+        concurrency,
+        connections: target.conns.len(),
+        rate: plan.rate,
+        run,
+        ok,
+        errors,
+        elapsed_seconds: secs,
+        throughput: ok as f64 / secs,
+        latency_us: Percentiles::of(&hist),
+        server_cpu_seconds: cpu,
+        server_cpu_percent: cpu.map(|c| 100.0 * c / secs),
+        server_peak_rss_mib: after.as_ref().map(|a| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+        server_processes: after.as_ref().map(|a| a.processes),
+    })
+}
+
+async fn run_phase(
+    target: &Connected,
+    phase: Arc<Phase>,
+    concurrency: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<Vec<WorkerResult>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let conn = target.conns[w % target.conns.len()].clone();
+        tasks.spawn(worker(phase.clone(), conn, 0x5EED ^ (w as u64).wrapping_mul(0x9E37_79B9)));
+    }
+    let ticker = bar.map(|bar| {
+        let bar = bar.clone();
+        let phase = phase.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let done = phase.done.load(Ordering::Relaxed);
+                let secs = phase.start.elapsed().as_secs_f64();
+                match (phase.length, phase.requests) {
+                    (Some(l), _) => bar.set_position((1000.0 * (secs / l.as_secs_f64()).min(1.0)) as u64),
+                    (None, Some(n)) => bar.set_position(1000 * done / n.max(1)),
+                    (None, None) => {}
+                }
+                bar.set_message(format!("{:.0} ops/s", done as f64 / secs.max(1e-3)));
+            }
+        })
+    });
+    let mut results = Vec::with_capacity(concurrency);
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(e.into()),
+        }
+        // One failed worker ends the phase for all.
+        if failure.is_some() {
+            phase.stop.store(true, Ordering::Relaxed);
+        }
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
