@@ -166,6 +166,7 @@ impl Backend for MemStore {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong as i32,
             durability: Durability::Ephemeral as i32,
+            ..Default::default()
         }
     }
 

@@ -262,6 +262,7 @@ impl Backend for Redis {
             // acknowledged writes.
             consistency: Consistency::Eventual as i32,
             durability: if self.config.durable { Durability::Durable } else { Durability::Ephemeral } as i32,
+            ..Default::default()
         }
     }
 

@@ -250,6 +250,7 @@ impl Backend for Sqlite {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong as i32,
             durability: Durability::Durable as i32,
+            ..Default::default()
         }
     }
 

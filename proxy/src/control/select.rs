@@ -186,6 +186,7 @@ mod tests {
                 max_value_bytes: 1 << 20,
                 consistency: if strong { CapConsistency::Strong } else { CapConsistency::Eventual } as i32,
                 durability: if durable { CapDurability::Durable } else { CapDurability::Ephemeral } as i32,
+                ..Default::default()
             },
         }
     }
