@@ -91,6 +91,9 @@ pub fn unmet(pattern: PatternKind, needs: &Needs, caps: &Capabilities) -> Vec<(&
     if needs.ttl.is_some() && !caps.ttl {
         why.push(("spec.needs.ttl", "does not support TTL".to_owned()));
     }
+    if needs.retention.is_some() && !caps.retention {
+        why.push(("spec.needs.retention", "does not enforce a retention".to_owned()));
+    }
     if needs.consistency == Some(Consistency::Strong) && caps.consistency != CapConsistency::Strong as i32 {
         why.push(("spec.needs.consistency", "is only eventually consistent".to_owned()));
     }
