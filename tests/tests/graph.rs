@@ -13,6 +13,7 @@ use prism_proto::graph::v1::{
     DeleteEdgeRequest, DeleteVertexRequest, Direction, GetVertexRequest, NeighborsRequest, PutEdgeRequest,
     PutVertexRequest, TraverseRequest,
 };
+use prism_tests::services::{self, POSTGRES};
 use prism_tests::{Proxy, ProxyConfig};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -258,3 +259,19 @@ async fn sqlite_with_isolation_and_restart() {
     assert_eq!(follows, ["out alice-follows->bob"]);
 }
 
+#[tokio::test]
+async fn postgres() {
+    if !services::require(POSTGRES) {
+        return;
+    }
+    let schema = format!("prism_graph_{}", std::process::id());
+    let plugin = format!(
+        "command: [prism-plugin-postgres]\nconfig: {{url: \"{}\", schema: {schema}}}",
+        services::postgres_url()
+    );
+    let proxy =
+        ProxyConfig::new().plugin("postgres", &plugin).pattern_namespace("social", "graph", "postgres", "").start();
+    scenario(&proxy, "social").await;
+    drop(proxy);
+    services::drop_postgres_schema(&schema).await;
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prism_proto::timeseries::v1::time_series_service_client::TimeSeriesServiceClient;
 use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
+use prism_tests::services::{self, POSTGRES};
 use prism_tests::{Proxy, ProxyConfig, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -271,6 +272,27 @@ async fn sqlite_with_retention_and_restart() {
     let mut ts = proxy.ts().await;
     let (ids, _) = all_pages(&mut ts, query("metrics", "cpu", BASE, BASE + 250_000, Order::Ascending, 1000)).await;
     assert_eq!(ids.len(), 251);
+}
+
+#[tokio::test]
+async fn postgres() {
+    if !services::require(POSTGRES) {
+        return;
+    }
+    let schema = format!("prism_ts_{}", std::process::id());
+    let plugin = format!(
+        "command: [prism-plugin-postgres]\nconfig: {{url: \"{}\", schema: {schema}, cleanup_interval_ms: 100}}",
+        services::postgres_url()
+    );
+    let proxy = ProxyConfig::new()
+        .plugin("postgres", &plugin)
+        .pattern_namespace("metrics", "timeseries", "postgres", "")
+        .pattern_namespace("short", "timeseries", "postgres", "retention: 1m")
+        .start();
+    scenario(&proxy, "metrics").await;
+    retention(&proxy, "short").await;
+    drop(proxy);
+    services::drop_postgres_schema(&schema).await;
 }
 
 #[tokio::test]
