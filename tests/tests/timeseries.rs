@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prism_proto::timeseries::v1::time_series_service_client::TimeSeriesServiceClient;
 use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
-use prism_tests::services::{self, POSTGRES};
+use prism_tests::services::{self, POSTGRES, REDIS};
 use prism_tests::{Proxy, ProxyConfig, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -293,6 +293,32 @@ async fn postgres() {
     retention(&proxy, "short").await;
     drop(proxy);
     services::drop_postgres_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn redis() {
+    if !services::require(REDIS) {
+        return;
+    }
+    let prefix = format!("prism-ts-{}", std::process::id());
+    let plugin = format!(
+        "command: [prism-plugin-redis]\nconfig: {{url: \"redis://{}\", key_prefix: {prefix}, cleanup_interval_ms: 100}}",
+        REDIS.1
+    );
+    let proxy = ProxyConfig::new()
+        .plugin("redis", &plugin)
+        .pattern_namespace("metrics", "timeseries", "redis", "")
+        .pattern_namespace("short", "timeseries", "redis", "retention: 1m")
+        .start();
+    scenario(&proxy, "metrics").await;
+    retention(&proxy, "short").await;
+    // Dropping the namespaces removes their keys from the shared server.
+    let mut admin = proxy.admin().await;
+    for name in ["metrics", "short"] {
+        let request =
+            prism_proto::admin::v1::DeleteNamespaceRequest { name: name.into(), purge_data: true, force: false };
+        admin.delete_namespace(request).await.unwrap();
+    }
 }
 
 #[tokio::test]

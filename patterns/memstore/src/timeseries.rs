@@ -117,19 +117,7 @@ impl TimeSeriesStore for MemStore {
         let data = read_lock(&ns.state.ts);
         let mut buckets: Vec<BucketStats> = Vec::new();
         for (key, stored) in data.range(series, start, end) {
-            let index = (key.1 - origin) / bucket_ms;
-            if buckets.last().is_none_or(|b| b.index != index) {
-                buckets.push(BucketStats { index, min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() });
-            }
-            if let Some(b) = buckets.last_mut() {
-                b.count += 1;
-                if let Some(v) = stored.value {
-                    b.values += 1;
-                    b.sum += v;
-                    b.min = b.min.min(v);
-                    b.max = b.max.max(v);
-                }
-            }
+            BucketStats::accumulate(&mut buckets, origin, bucket_ms, key.1, stored.value);
         }
         Ok(buckets)
     }

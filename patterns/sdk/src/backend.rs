@@ -227,6 +227,27 @@ pub struct BucketStats {
     pub max: f64,
 }
 
+impl BucketStats {
+    /// Adds one event to `buckets`, for backends that aggregate while
+    /// walking a range in time order: a new bucket starts when the event's
+    /// index (from `origin`, `bucket_ms` wide) changes.
+    pub fn accumulate(buckets: &mut Vec<Self>, origin: i64, bucket_ms: i64, timestamp: i64, value: Option<f64>) {
+        let index = (timestamp - origin) / bucket_ms;
+        if buckets.last().is_none_or(|b| b.index != index) {
+            buckets.push(Self { index, min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() });
+        }
+        if let Some(b) = buckets.last_mut() {
+            b.count += 1;
+            if let Some(v) = value {
+                b.values += 1;
+                b.sum += v;
+                b.min = b.min.min(v);
+                b.max = b.max.max(v);
+            }
+        }
+    }
+}
+
 /// The TimeSeries pattern.
 ///
 /// An event is identified by `(series, timestamp, event_id)`; storing one
