@@ -3,8 +3,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["prism/keyvalue/v1/keyvalue.proto", "prism/plugin/v1/plugin.proto", "prism/admin/v1/admin.proto"];
+const PROTOS: &[&str] = &[
+    "prism/keyvalue/v1/keyvalue.proto",
+    "prism/timeseries/v1/timeseries.proto",
+    "prism/graph/v1/graph.proto",
+    "prism/plugin/v1/plugin.proto",
+    "prism/admin/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

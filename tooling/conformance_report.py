@@ -31,7 +31,10 @@ CAPABILITIES = [
     ("ttl", "values expire (observed), and a write without TTL clears one"),
     ("cas", "compare-and-set, and concurrent writers lose no update"),
     ("scan", "key order, prefix bounds, resumable pages across concurrent writes"),
-    ("durability", "data and versions survive a plugin restart"),
+    ("timeseries", "idempotent appends, paging in both orders, aggregates, bad input, isolation"),
+    ("retention", "expired events are dropped on arrival, leave reads, and leave storage"),
+    ("graph", "vertices and edges, cascading deletes, neighbors paging, bounded traversals, isolation"),
+    ("durability", "data and versions (and events and edges, where served) survive a plugin restart"),
 ]
 SYMBOL = {"pass": "pass", "fail": "**FAIL**", "not_claimed": "not claimed"}
 
@@ -86,17 +89,18 @@ def render(reports: dict[str, dict]) -> str:
         "",
         "## What each plugin declares",
         "",
-        "| plugin | consistency | durability | max key bytes | max value bytes |",
-        "|---|---|---|---|---|",
+        "| plugin | patterns | consistency | durability | max key bytes | max value bytes |",
+        "|---|---|---|---|---|---|",
     ]
     for b in BACKENDS:
         r = reports.get(b)
         if r is None:
-            lines.append(f"| {b} | not run | | | |")
+            lines.append(f"| {b} | not run | | | | |")
             continue
         d = r["declared"]
+        patterns = ", ".join(["keyvalue"] + [p for p in ("timeseries", "graph") if d.get(p)])
         lines.append(
-            f"| {b} | {'strong' if d['strong'] else 'eventual'} | {'durable' if d['durable'] else 'ephemeral'}"
+            f"| {b} | {patterns} | {'strong' if d['strong'] else 'eventual'} | {'durable' if d['durable'] else 'ephemeral'}"
             f" | {d['max_key_bytes']} | {d['max_value_bytes']} |"
         )
     lines += ["", "## Checks", ""]

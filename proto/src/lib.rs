@@ -15,6 +15,18 @@ pub mod keyvalue {
     }
 }
 
+pub mod timeseries {
+    pub mod v1 {
+        tonic::include_proto!("prism.timeseries.v1");
+    }
+}
+
+pub mod graph {
+    pub mod v1 {
+        tonic::include_proto!("prism.graph.v1");
+    }
+}
+
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("prism.admin.v1");

@@ -21,6 +21,9 @@ pub enum ProxyError {
     /// The request names a namespace this proxy does not serve.
     #[error("namespace {0:?} not found")]
     NamespaceNotFound(String),
+    /// The request names an item that does not exist (a graph vertex).
+    #[error("{0}")]
+    NotFound(String),
     /// The request is malformed or over a limit.
     #[error("{0}")]
     InvalidArgument(String),
@@ -66,7 +69,7 @@ impl From<ProxyError> for Status {
             }
             ProxyError::Unauthenticated(_) => Code::Unauthenticated,
             ProxyError::PermissionDenied(_) => Code::PermissionDenied,
-            ProxyError::NamespaceNotFound(_) => Code::NotFound,
+            ProxyError::NamespaceNotFound(_) | ProxyError::NotFound(_) => Code::NotFound,
             ProxyError::InvalidArgument(_) => Code::InvalidArgument,
             ProxyError::Conflict(_) => Code::Aborted,
             ProxyError::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -101,7 +104,8 @@ impl ProxyError {
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(msg),
             Code::Aborted => Self::Conflict(msg),
-            Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists => Self::FailedPrecondition(msg),
+            Code::NotFound => Self::NotFound(msg),
+            Code::FailedPrecondition | Code::AlreadyExists => Self::FailedPrecondition(msg),
             Code::Unimplemented => Self::Unimplemented(msg),
             Code::ResourceExhausted => Self::ResourceExhausted(msg),
             Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),

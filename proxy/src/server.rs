@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prism_proto::admin::v1::admin_service_server::AdminServiceServer;
+use prism_proto::graph::v1::graph_service_server::GraphServiceServer;
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
+use prism_proto::timeseries::v1::time_series_service_server::TimeSeriesServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::AdminApi;
+use crate::api::graph::GraphApi;
 use crate::api::keyvalue::KeyValueApi;
+use crate::api::timeseries::TimeSeriesApi;
 use crate::config::Config;
 use crate::config::Require;
 use crate::context::ContextLayer;
@@ -210,7 +214,17 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(admin)
-        .add_service(keyvalue);
+        .add_service(keyvalue)
+        .add_service(
+            TimeSeriesServiceServer::new(TimeSeriesApi::new(gateway.clone()))
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            GraphServiceServer::new(GraphApi::new(gateway.clone()))
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+        );
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {

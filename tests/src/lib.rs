@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use prism_proto::graph::v1::graph_service_client::GraphServiceClient;
 use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
+use prism_proto::timeseries::v1::time_series_service_client::TimeSeriesServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// `target/<profile>/`, the directory of the running test executable's
@@ -227,6 +229,16 @@ impl ProxyConfig {
         self.namespace_file(&format!("{name}.yaml"), &yaml)
     }
 
+    /// Adds a namespace of any pattern; `needs` is a YAML flow mapping body
+    /// such as `retention: 1m` (empty for none).
+    pub fn pattern_namespace(self, name: &str, pattern: &str, backend: &str, needs: &str) -> Self {
+        let needs = if needs.is_empty() { String::new() } else { format!("  needs: {{{needs}}}\n") };
+        let yaml = format!(
+            "apiVersion: prism/v1\nkind: Namespace\nmetadata: {{name: {name}}}\nspec:\n  pattern: {pattern}\n  backend: {backend}\n{needs}"
+        );
+        self.namespace_file(&format!("{name}.yaml"), &yaml)
+    }
+
     /// Writes `prism.yaml` and returns its path.
     pub fn write(&self) -> PathBuf {
         let mut text = String::from("listen: 127.0.0.1:0\nshutdown_grace: 5s\nlog: {format: json, level: info}\n");
@@ -296,6 +308,14 @@ impl Proxy {
 
     pub async fn kv(&self) -> KeyValueServiceClient<Channel> {
         KeyValueServiceClient::new(self.channel().await)
+    }
+
+    pub async fn ts(&self) -> TimeSeriesServiceClient<Channel> {
+        TimeSeriesServiceClient::new(self.channel().await)
+    }
+
+    pub async fn graph(&self) -> GraphServiceClient<Channel> {
+        GraphServiceClient::new(self.channel().await)
     }
 
     pub async fn admin(&self) -> prism_proto::admin::v1::admin_service_client::AdminServiceClient<Channel> {

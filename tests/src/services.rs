@@ -43,6 +43,13 @@ pub fn require((name, addr): (&str, &str)) -> bool {
     skip_or_fail(&format!("{name} is not reachable at {addr}"), &format!("start {name} on {addr}"))
 }
 
+/// Drops a PostgreSQL schema a test created, with everything in it.
+pub async fn drop_postgres_schema(schema: &str) {
+    let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.expect("drop schema");
+}
+
 /// The path of a server program, if installed (same rules as [`require`]).
 pub fn require_program(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {

@@ -214,3 +214,82 @@ fn the_shipped_default_config_serves_the_demo_namespace() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&prismctl(&ep, &["kv", "get", "demo", "hello"]).stdout).trim(), "world");
 }
+
+#[test]
+fn prismctl_timeseries_and_graph() {
+    let proxy = ProxyConfig::new()
+        .plugin("memstore", "command: [prism-plugin-memstore]")
+        .pattern_namespace("metrics", "timeseries", "memstore", "")
+        .pattern_namespace("social", "graph", "memstore", "")
+        .start();
+    let ep = proxy.endpoint();
+    let ok = |args: &[&str]| {
+        let out = prismctl(&ep, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+
+    let at = "1700000000000";
+    assert_eq!(
+        ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]).trim(),
+        format!("appended at {at}")
+    );
+    let replay = ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]);
+    assert_eq!(replay.trim(), "already stored (duplicate)");
+    ok(&[
+        "ts",
+        "append",
+        "metrics",
+        "cpu",
+        "--id",
+        "b",
+        "--value",
+        "1.5",
+        "--at",
+        "1700000030000",
+        "--attr",
+        "host=web-1",
+    ]);
+    let rows = ok(&["ts", "query", "metrics", "cpu", "--start", "1700000000000", "--end", "1700000060000", "--desc"]);
+    let ids: Vec<_> = rows.lines().map(|l| l.split('\t').nth(1).unwrap().to_owned()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    let json = ok(&[
+        "-o",
+        "json",
+        "ts",
+        "aggregate",
+        "metrics",
+        "cpu",
+        "--bucket",
+        "1m",
+        "--fn",
+        "avg",
+        "--start",
+        at,
+        "--end",
+        "1700000060000",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc[0]["count"], 2);
+    assert_eq!(doc[0]["value"], 1.0);
+    let out = prismctl(&ep, &["ts", "query", "metrics", "cpu", "--start", "10", "--end", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("inverted"), "{}", text(&out.stderr));
+
+    for v in ["alice", "bob", "carol"] {
+        assert_eq!(ok(&["graph", "put-vertex", "social", v, "--label", "person"]).trim(), "created");
+    }
+    ok(&["graph", "put-edge", "social", "alice", "follows", "bob"]);
+    ok(&["graph", "put-edge", "social", "bob", "follows", "carol", "--prop", "since=2024"]);
+    let json = ok(&["-o", "json", "graph", "neighbors", "social", "bob", "--direction", "both"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc.as_array().unwrap().len(), 2);
+    let json = ok(&["-o", "json", "graph", "traverse", "social", "alice", "--depth", "2"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["vertices"][1]["id"], "carol");
+    assert_eq!(doc["vertices"][1]["depth"], 2);
+    let out = prismctl(&ep, &["graph", "traverse", "social", "alice", "--depth", "-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("max_depth"), "{}", text(&out.stderr));
+    assert_eq!(ok(&["graph", "delete-vertex", "social", "bob"]).trim(), "deleted with 2 edge(s)");
+}

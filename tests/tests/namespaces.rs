@@ -456,12 +456,6 @@ fn schema_name() -> String {
     )
 }
 
-async fn drop_schema(schema: &str) {
-    let (client, conn) = tokio_postgres::connect(&services::postgres_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_share_a_postgres_registry() {
     if !services::require(POSTGRES) {
@@ -532,7 +526,7 @@ async fn two_proxies_share_a_postgres_registry() {
 
     drop(a);
     drop(b);
-    drop_schema(&schema).await;
+    services::drop_postgres_schema(&schema).await;
 }
 
 /// `Result` to "it worked", for [`eventually`].

@@ -1,4 +1,5 @@
-//! The KeyValue checks.
+//! The KeyValue checks, the lifecycle checks, and the run (the TimeSeries
+//! and Graph checks are in submodules).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -27,6 +28,10 @@ macro_rules! ensure {
         }
     };
 }
+
+// After the macro, so that the submodules can use it.
+mod graph;
+mod timeseries;
 
 fn show(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
@@ -86,11 +91,15 @@ impl Suite<'_> {
     }
 
     async fn prepare(&self, name: &str) -> Check {
+        self.prepare_with(name, Pattern::Keyvalue, 0).await
+    }
+
+    async fn prepare_with(&self, name: &str, pattern: Pattern, retention_seconds: u64) -> Check {
         let settings = NamespaceSettings {
             name: name.to_owned(),
-            pattern: Pattern::Keyvalue as i32,
+            pattern: pattern as i32,
             max_value_bytes: self.caps.max_value_bytes,
-            retention_seconds: 0,
+            retention_seconds,
         };
         self.plugin
             .lifecycle()
@@ -773,6 +782,7 @@ impl Suite<'_> {
             written.push((key.clone(), self.put(&ns, &key, format!("value-{i}").as_bytes()).await?));
         }
         let newest = written.iter().map(|(_, v)| *v).max().unwrap_or(0);
+        let patterns = self.patterns_before_restart().await?;
         let old = std::mem::replace(&mut self.plugin, PluginProcess::start(&self.subject.binary).await?);
         old.stop().await?;
         initialize(&self.plugin, self.subject).await?;
@@ -784,7 +794,7 @@ impl Suite<'_> {
         }
         let after = self.put(&ns, "durable/new", b"v").await?;
         ensure!(after > newest, "after a restart a write got version {after}, not above {newest}: versions reused");
-        Ok(())
+        self.patterns_after_restart(patterns).await
     }
 
     async fn cleanup(&self) {
@@ -844,6 +854,9 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
         strong: caps.consistency == Consistency::Strong as i32,
         max_key_bytes: caps.max_key_bytes,
         max_value_bytes: caps.max_value_bytes,
+        timeseries: caps.patterns.contains(&(Pattern::Timeseries as i32)),
+        graph: caps.patterns.contains(&(Pattern::Graph as i32)),
+        retention: caps.retention,
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut suite = Suite { subject, plugin, caps, run_id, next: AtomicU32::new(0), created: Mutex::new(Vec::new()) };
@@ -884,6 +897,28 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
         r.claimed("kv.scan_paging", "scan", suite.scan_paging()).await;
     } else {
         r.refused("kv.scan_refused", "scan", suite.scan_refused()).await;
+    }
+    if declared.timeseries {
+        r.claimed("ts.append_idempotent", "timeseries", suite.ts_append_idempotent()).await;
+        r.claimed("ts.query_paging", "timeseries", suite.ts_query_paging()).await;
+        r.claimed("ts.aggregate", "timeseries", suite.ts_aggregate()).await;
+        r.claimed("ts.bad_input", "timeseries", suite.ts_bad_input()).await;
+        r.claimed("ts.isolation", "timeseries", suite.ts_isolation()).await;
+    } else {
+        r.refused("ts.refused", "timeseries", suite.ts_refused()).await;
+    }
+    if declared.timeseries && declared.retention {
+        r.claimed("ts.retention", "retention", suite.ts_retention()).await;
+    } else {
+        r.refused("ts.retention_refused", "retention", suite.ts_retention_refused()).await;
+    }
+    if declared.graph {
+        r.claimed("graph.vertices_edges", "graph", suite.graph_vertices_edges()).await;
+        r.claimed("graph.neighbors_paging", "graph", suite.graph_neighbors_paging()).await;
+        r.claimed("graph.traverse_bounded", "graph", suite.graph_traverse_bounded()).await;
+        r.claimed("graph.isolation", "graph", suite.graph_isolation()).await;
+    } else {
+        r.refused("graph.refused", "graph", suite.graph_refused()).await;
     }
     if declared.durable {
         let started = Instant::now();

@@ -4,7 +4,10 @@
 //! given configuration, and checks the plugin protocol contract against the
 //! plugin's real backend: every KeyValue call, versions, TTL expiry,
 //! compare-and-set under concurrent writers, ordered and resumable scans,
-//! limits, namespace isolation, lifecycle, and durability across a restart.
+//! limits, namespace isolation, lifecycle, and durability across a restart;
+//! and, for plugins that declare them, the TimeSeries and Graph patterns
+//! (idempotent appends, paging, aggregates, retention, neighbors, bounded
+//! traversals, cascading deletes).
 //!
 //! Capabilities are checked both ways: what a plugin declares must work,
 //! and what it does not declare must be refused cleanly (UNIMPLEMENTED),
@@ -54,6 +57,10 @@ pub struct Declared {
     pub strong: bool,
     pub max_key_bytes: u64,
     pub max_value_bytes: u64,
+    /// The TimeSeries and Graph patterns, and TimeSeries retention.
+    pub timeseries: bool,
+    pub graph: bool,
+    pub retention: bool,
 }
 
 /// The result of a whole run.
@@ -85,7 +92,7 @@ impl Report {
     }
 }
 
-/// Runs the KeyValue conformance suite against `subject`.
+/// Runs the conformance suite against `subject`.
 ///
 /// Namespaces are named uniquely per run and dropped at the end, so runs
 /// can share a real server with other runs and other data.

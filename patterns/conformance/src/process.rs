@@ -6,8 +6,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use prism_proto::plugin::v1::graph_backend_client::GraphBackendClient;
 use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
+use prism_proto::plugin::v1::time_series_backend_client::TimeSeriesBackendClient;
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdin, Command};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -75,6 +77,18 @@ impl PluginProcess {
 
     pub fn keyvalue(&self) -> KeyValueBackendClient<Channel> {
         KeyValueBackendClient::new(self.channel.clone())
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT)
+    }
+
+    pub fn timeseries(&self) -> TimeSeriesBackendClient<Channel> {
+        TimeSeriesBackendClient::new(self.channel.clone())
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT)
+    }
+
+    pub fn graph(&self) -> GraphBackendClient<Channel> {
+        GraphBackendClient::new(self.channel.clone())
             .max_decoding_message_size(MESSAGE_LIMIT)
             .max_encoding_message_size(MESSAGE_LIMIT)
     }

@@ -1,10 +1,20 @@
-//! An in-memory KeyValue store for Prism.
+//! An in-memory KeyValue, TimeSeries and Graph store for Prism.
 //!
 //! Each namespace is an ordered map behind its own lock, so scans walk keys
 //! in order without sorting and namespaces never contend. TTLs are enforced
 //! on every read and swept in the background from an index ordered by
 //! deadline, so the sweep touches only what expired. Data does not survive
 //! a restart (the plugin declares itself ephemeral).
+//!
+//! TimeSeries events sit in an ordered map keyed by `(series, timestamp,
+//! event_id)`, so range reads and aggregates walk only the range; a second
+//! index by timestamp lets the sweeper drop events past the namespace's
+//! retention without scanning every series. Graph edges are kept twice,
+//! ordered by `(from, label, to)` and by `(to, label, from)`, so both
+//! directions are range walks.
+
+mod graph;
+mod timeseries;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -51,6 +61,10 @@ pub struct MemStore {
 #[derive(Default)]
 pub struct NsData {
     inner: RwLock<Inner>,
+    ts: RwLock<timeseries::Events>,
+    graph: RwLock<graph::Graph>,
+    /// Retention of the namespace in milliseconds (0: none), for the sweeper.
+    retention_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -126,6 +140,14 @@ fn write(ns: &NsData) -> std::sync::RwLockWriteGuard<'_, Inner> {
     ns.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn sweep_loop(namespaces: Weak<Mutex<HashMap<String, Arc<NsData>>>>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,6 +159,10 @@ async fn sweep_loop(namespaces: Weak<Mutex<HashMap<String, Arc<NsData>>>>, every
         let now = Instant::now();
         for ns in all {
             write(&ns).sweep(now);
+            let retention = ns.retention_ms.load(Ordering::Relaxed);
+            if retention > 0 {
+                write_lock(&ns.ts).expire(timeseries::now_ms().saturating_sub(retention as i64));
+            }
         }
     }
 }
@@ -158,7 +184,8 @@ impl Backend for MemStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32],
+            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            retention: true,
             ttl: true,
             cas: true,
             scan: true,
@@ -166,12 +193,15 @@ impl Backend for MemStore {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong as i32,
             durability: Durability::Ephemeral as i32,
+            ..Default::default()
         }
     }
 
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Arc<NsData>> {
         let mut all = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(all.entry(settings.name.clone()).or_default().clone())
+        let ns = all.entry(settings.name.clone()).or_default().clone();
+        ns.retention_ms.store(settings.retention_seconds.saturating_mul(1000), Ordering::Relaxed);
+        Ok(ns)
     }
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
@@ -181,7 +211,9 @@ impl Backend for MemStore {
 
     async fn holds_data(&self, ns: &Namespace<Arc<NsData>>) -> PluginResult<bool> {
         let now = Instant::now();
-        Ok(read(&ns.state).map.values().any(|e| e.live(now)))
+        Ok(read(&ns.state).map.values().any(|e| e.live(now))
+            || !read_lock(&ns.state.ts).is_empty()
+            || !read_lock(&ns.state.graph).is_empty())
     }
 
     async fn drain(&self) {

@@ -7,5 +7,5 @@ use prism_plugin_sdk::PluginServer;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    PluginServer::<MemStore>::new().keyvalue().run().await
+    PluginServer::<MemStore>::new().keyvalue().timeseries().graph().run().await
 }

@@ -212,6 +212,7 @@ impl Backend for Nats {
                 Storage::File => Durability::Durable,
                 Storage::Memory => Durability::Ephemeral,
             } as i32,
+            ..Default::default()
         }
     }
 

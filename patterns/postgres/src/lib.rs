@@ -1,4 +1,4 @@
-//! PostgreSQL KeyValue store for Prism.
+//! PostgreSQL KeyValue, TimeSeries and Graph store for Prism.
 //!
 //! One table holds every namespace, keyed by `(ns, key)` with keys in the
 //! `"C"` collation so that index order is bytewise UTF-8 order, the order
@@ -11,15 +11,24 @@
 //! The pool connects lazily and the schema is created on first use, so the
 //! plugin starts (and reports unhealthy) while the database is down, and
 //! recovers by itself when it returns.
+//!
+//! TimeSeries and Graph have their own tables (`timeseries.rs`,
+//! `graph.rs`); a second background task deletes events past each
+//! namespace's retention.
+
+mod graph;
+mod timeseries;
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use prism_plugin_sdk::keys::prefix_upper_bound;
 use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
+use prism_plugin_sdk::retention::Retentions;
 use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -106,7 +115,7 @@ impl Sql {
             )
         };
         Self {
-            schema: vec![
+            schema: [
                 format!("CREATE SCHEMA IF NOT EXISTS {s}"),
                 format!(
                     "CREATE TABLE IF NOT EXISTS {s}.kv (
@@ -119,7 +128,11 @@ impl Sql {
                 ),
                 format!("CREATE INDEX IF NOT EXISTS kv_expires_at ON {s}.kv (expires_at) WHERE expires_at IS NOT NULL"),
                 format!("CREATE SEQUENCE IF NOT EXISTS {s}.kv_version"),
-            ],
+            ]
+            .into_iter()
+            .chain(timeseries::schema(&s))
+            .chain(graph::schema(&s))
+            .collect(),
             get: format!("SELECT value, version FROM {s}.kv WHERE ns = $1 AND key = $2 AND {live}"),
             get_many: format!("SELECT key, value, version FROM {s}.kv WHERE ns = $1 AND key = ANY($2) AND {live}"),
             live_version: format!("SELECT version FROM {s}.kv WHERE ns = $1 AND key = $2 AND {live}"),
@@ -147,8 +160,17 @@ impl Sql {
             delete: format!("DELETE FROM {s}.kv WHERE ns = $1 AND key = $2 RETURNING {live}"),
             scan_from: scan(">="),
             scan_after: scan(">"),
-            drop_ns: format!("DELETE FROM {s}.kv WHERE ns = $1"),
-            holds_data: format!("SELECT EXISTS (SELECT 1 FROM {s}.kv WHERE ns = $1 AND {live})"),
+            drop_ns: format!(
+                "DELETE FROM {s}.kv WHERE ns = $1;
+                 DELETE FROM {s}.ts_events WHERE ns = $1;
+                 DELETE FROM {s}.graph_edges WHERE ns = $1;
+                 DELETE FROM {s}.graph_vertices WHERE ns = $1"
+            ),
+            holds_data: format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.kv WHERE ns = $1 AND {live})
+                     OR EXISTS (SELECT 1 FROM {s}.ts_events WHERE ns = $1)
+                     OR EXISTS (SELECT 1 FROM {s}.graph_vertices WHERE ns = $1)"
+            ),
             cleanup: format!(
                 "DELETE FROM {s}.kv WHERE ctid IN
                    (SELECT ctid FROM {s}.kv WHERE expires_at <= now() LIMIT {CLEANUP_BATCH})"
@@ -163,7 +185,11 @@ pub struct Postgres {
     pool: Pool,
     sql: Sql,
     schema_ready: OnceCell<()>,
-    cleanup: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    cleanup: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Retention of each prepared namespace that has one, in milliseconds,
+    /// for the retention task. Rebuilt by the proxy's PrepareNamespace calls
+    /// after a restart.
+    retention: Arc<Retentions>,
 }
 
 fn pool_error(err: PoolError) -> PluginError {
@@ -200,6 +226,11 @@ fn valid_schema_name(name: &str) -> bool {
 }
 
 impl Postgres {
+    /// The schema name quoted for SQL (checked at open to need no escaping).
+    fn quoted_schema(&self) -> String {
+        format!("\"{}\"", self.config.schema)
+    }
+
     /// A pooled connection with the schema in place.
     async fn client(&self) -> PluginResult<deadpool_postgres::Object> {
         let client = self.pool.get().await.map_err(pool_error)?;
@@ -285,6 +316,42 @@ async fn cleanup_loop(pool: Pool, sql: String, every: Duration) {
     }
 }
 
+/// Deletes, every `every`, the events of each namespace older than its
+/// retention, in batches.
+async fn retention_loop(pool: Pool, sql: String, retention: Arc<Retentions>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let cutoffs = retention.cutoffs(now);
+        if cutoffs.is_empty() {
+            continue;
+        }
+        let Ok(client) = pool.get().await else { continue };
+        for (ns, cutoff) in cutoffs {
+            loop {
+                match client.execute(&sql, &[&ns, &cutoff]).await {
+                    Ok(n) if n as i64 >= timeseries::EXPIRE_BATCH => continue,
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::debug!(namespace = %ns, deleted = n, "events past retention deleted");
+                        }
+                        break;
+                    }
+                    // Before the schema exists, or while the database is down.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "retention cleanup skipped");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Backend for Postgres {
     type Config = Config;
     type NamespaceState = ();
@@ -321,17 +388,31 @@ impl Backend for Postgres {
             .build()
             .map_err(|e| PluginError::InvalidArgument(format!("postgres pool: {e}")))?;
         let sql = Sql::new(&config.schema);
-        let cleanup = tokio::spawn(cleanup_loop(
-            pool.clone(),
-            sql.cleanup.clone(),
-            Duration::from_millis(config.cleanup_interval_ms),
-        ));
-        Ok(Self { config, pool, sql, schema_ready: OnceCell::new(), cleanup: tokio::sync::Mutex::new(Some(cleanup)) })
+        let every = Duration::from_millis(config.cleanup_interval_ms);
+        let retention = Arc::new(Retentions::default());
+        let tasks = vec![
+            tokio::spawn(cleanup_loop(pool.clone(), sql.cleanup.clone(), every)),
+            tokio::spawn(retention_loop(
+                pool.clone(),
+                timeseries::expire_sql(&format!("\"{}\"", config.schema)),
+                retention.clone(),
+                every,
+            )),
+        ];
+        Ok(Self {
+            config,
+            pool,
+            sql,
+            schema_ready: OnceCell::new(),
+            cleanup: tokio::sync::Mutex::new(tasks),
+            retention,
+        })
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32],
+            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            retention: true,
             ttl: true,
             cas: true,
             scan: true,
@@ -340,6 +421,7 @@ impl Backend for Postgres {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong as i32,
             durability: Durability::Durable as i32,
+            ..Default::default()
         }
     }
 
@@ -349,16 +431,23 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn prepare_namespace(&self, _settings: &NamespaceSettings) -> PluginResult<()> {
-        // Namespaces share one table, created on first use: preparing must
-        // not need the database, or a database that is down at start would
-        // leave namespaces unprepared instead of merely unavailable.
+    async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<()> {
+        // Namespaces share tables, created on first use: preparing must not
+        // need the database, or a database that is down at start would
+        // leave namespaces unprepared instead of merely unavailable. Only
+        // the retention is remembered, for the retention task.
+        self.retention.prepare(settings);
         Ok(())
     }
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
-        let client = self.client().await?;
-        client.execute(&self.sql.drop_ns, &[&name]).await.map_err(db_error)?;
+        self.retention.remove(name);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        for statement in self.sql.drop_ns.split(';') {
+            tx.execute(statement, &[&name]).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
         Ok(())
     }
 
@@ -369,7 +458,7 @@ impl Backend for Postgres {
     }
 
     async fn drain(&self) {
-        if let Some(task) = self.cleanup.lock().await.take() {
+        for task in self.cleanup.lock().await.drain(..) {
             task.abort();
         }
         self.pool.close();

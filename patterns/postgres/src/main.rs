@@ -7,5 +7,5 @@ use prism_plugin_sdk::PluginServer;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    PluginServer::<Postgres>::new().keyvalue().run().await
+    PluginServer::<Postgres>::new().keyvalue().timeseries().graph().run().await
 }

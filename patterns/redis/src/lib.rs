@@ -1,4 +1,4 @@
-//! Redis KeyValue store for Prism.
+//! Redis KeyValue and TimeSeries store for Prism.
 //!
 //! Layout of namespace `ns` under key prefix `P` (all keys share the hash
 //! tag `{P:ns}`, so a namespace lives in one cluster slot):
@@ -14,8 +14,13 @@
 //!
 //! Writes are Lua scripts (see `scripts.rs`), which makes compare-and-set
 //! atomic. Scans skip index entries whose value expired and remove them.
+//!
+//! TimeSeries uses a sorted set and a hash per series (`timeseries.rs`);
+//! a second background task deletes events past each namespace's
+//! retention.
 
 mod scripts;
+mod timeseries;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
+use prism_plugin_sdk::retention::Retentions;
 use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError, Script, Value};
@@ -117,6 +123,27 @@ pub struct Redis {
     scripts: Scripts,
     namespaces: Arc<Mutex<HashMap<String, Arc<NsKeys>>>>,
     sweeper: tokio::task::JoinHandle<()>,
+    ts_append: Script,
+    retention: Arc<Retentions>,
+    expirer: tokio::task::JoinHandle<()>,
+}
+
+/// Deletes, every `every`, the events of each namespace older than its
+/// retention.
+async fn retention_loop(mut conn: ConnectionManager, prefix: String, retention: Arc<Retentions>, every: Duration) {
+    let script = Script::new(timeseries::EXPIRE);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (ns, cutoff) in retention.cutoffs(now_ms() as i64) {
+            match timeseries::expire(&mut conn, &script, &NsKeys::new(&prefix, &ns), cutoff).await {
+                Ok(n) if n > 0 => tracing::debug!(namespace = %ns, deleted = n, "events past retention deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "retention cleanup skipped"),
+            }
+        }
+    }
 }
 
 fn redis_error(err: RedisError) -> PluginError {
@@ -247,12 +274,21 @@ impl Backend for Redis {
             Script::new(scripts::FORGET),
             Duration::from_millis(config.cleanup_interval_ms),
         ));
-        Ok(Self { config, conn, scripts, namespaces, sweeper })
+        let retention = Arc::new(Retentions::default());
+        let expirer = tokio::spawn(retention_loop(
+            conn.clone(),
+            config.key_prefix.clone(),
+            retention.clone(),
+            Duration::from_millis(config.cleanup_interval_ms),
+        ));
+        let ts_append = Script::new(timeseries::APPEND);
+        Ok(Self { config, conn, scripts, namespaces, sweeper, ts_append, retention, expirer })
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32],
+            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32],
+            retention: true,
             ttl: true,
             cas: true,
             scan: true,
@@ -262,6 +298,7 @@ impl Backend for Redis {
             // acknowledged writes.
             consistency: Consistency::Eventual as i32,
             durability: if self.config.durable { Durability::Durable } else { Durability::Ephemeral } as i32,
+            ..Default::default()
         }
     }
 
@@ -273,14 +310,17 @@ impl Backend for Redis {
 
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Arc<NsKeys>> {
         let keys = Arc::new(NsKeys::new(&self.config.key_prefix, &settings.name));
+        self.retention.prepare(settings);
         self.namespaces.lock().unwrap_or_else(PoisonError::into_inner).insert(settings.name.clone(), keys.clone());
         Ok(keys)
     }
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
         self.namespaces.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        self.retention.remove(name);
         let keys = NsKeys::new(&self.config.key_prefix, name);
         let mut conn = self.conn.clone();
+        timeseries::drop_all(&mut conn, &keys).await?;
         loop {
             let members: Vec<String> = redis::cmd("ZRANGE")
                 .arg(keys.idx())
@@ -307,11 +347,14 @@ impl Backend for Redis {
         // "may hold data" errs on the side of keeping data.
         let mut conn = self.conn.clone();
         let count: u64 = redis::cmd("ZCARD").arg(ns.state.idx()).query_async(&mut conn).await.map_err(redis_error)?;
-        Ok(count > 0)
+        let series: u64 =
+            redis::cmd("SCARD").arg(ns.state.ts_series()).query_async(&mut conn).await.map_err(redis_error)?;
+        Ok(count > 0 || series > 0)
     }
 
     async fn drain(&self) {
         self.sweeper.abort();
+        self.expirer.abort();
     }
 }
 

@@ -7,5 +7,5 @@ use prism_plugin_sdk::PluginServer;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    PluginServer::<Redis>::new().keyvalue().run().await
+    PluginServer::<Redis>::new().keyvalue().timeseries().run().await
 }

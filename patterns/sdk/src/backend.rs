@@ -1,5 +1,6 @@
 //! The traits a plugin author implements.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -174,4 +175,215 @@ pub trait KeyValueStore: Backend {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = PluginResult<ScanPage>> + Send;
+}
+
+/// One TimeSeries event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub event_id: String,
+    pub value: Option<f64>,
+    pub payload: Bytes,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A range read, already validated by the SDK: `start <= end`, `start`
+/// raised to the retention cutoff, `limit` within the declared page limit.
+#[derive(Debug, Clone)]
+pub struct RangeQuery {
+    pub series: String,
+    /// Inclusive start and exclusive end, in milliseconds.
+    pub start: i64,
+    pub end: i64,
+    pub descending: bool,
+    /// Resume strictly after this `(timestamp, event_id)` in the query's
+    /// order.
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// One page of a range read.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    /// Events in the query's order.
+    pub events: Vec<Event>,
+    /// Whether more events of the range follow the last one.
+    pub more: bool,
+}
+
+/// The raw figures of one aggregate bucket; the SDK derives the requested
+/// function from them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BucketStats {
+    /// Index of the bucket from the start of the range.
+    pub index: i64,
+    /// Events in the bucket.
+    pub count: u64,
+    /// Events with a value, and the sum, min and max of those values.
+    pub values: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl BucketStats {
+    /// Adds one event to `buckets`, for backends that aggregate while
+    /// walking a range in time order: a new bucket starts when the event's
+    /// index (from `origin`, `bucket_ms` wide) changes.
+    pub fn accumulate(buckets: &mut Vec<Self>, origin: i64, bucket_ms: i64, timestamp: i64, value: Option<f64>) {
+        let index = (timestamp - origin) / bucket_ms;
+        if buckets.last().is_none_or(|b| b.index != index) {
+            buckets.push(Self { index, min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() });
+        }
+        if let Some(b) = buckets.last_mut() {
+            b.count += 1;
+            if let Some(v) = value {
+                b.values += 1;
+                b.sum += v;
+                b.min = b.min.min(v);
+                b.max = b.max.max(v);
+            }
+        }
+    }
+}
+
+/// The TimeSeries pattern.
+///
+/// An event is identified by `(series, timestamp, event_id)`; storing one
+/// that exists already must leave the stored one unchanged. Backends that
+/// declare `retention` delete events older than
+/// [`Namespace::retention`] from storage; the SDK already hides them from
+/// reads, whatever the backend's cleanup schedule.
+pub trait TimeSeriesStore: Backend {
+    /// Stores the events that are not stored yet; returns how many were new.
+    fn append(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        series: &str,
+        events: Vec<Event>,
+    ) -> impl Future<Output = PluginResult<u64>> + Send;
+
+    /// One page of a range read, in the query's order (timestamp, then
+    /// event_id; both reversed when descending).
+    fn query(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        query: RangeQuery,
+    ) -> impl Future<Output = PluginResult<EventPage>> + Send;
+
+    /// Per-bucket figures of the events with `start <= timestamp < end`,
+    /// bucket `i` covering `[origin + i * bucket_ms, origin + (i + 1) *
+    /// bucket_ms)`. Only buckets with events, in index order. Must be
+    /// computed without loading the range into memory.
+    fn aggregate(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        series: &str,
+        origin: i64,
+        start: i64,
+        end: i64,
+        bucket_ms: i64,
+    ) -> impl Future<Output = PluginResult<Vec<BucketStats>>> + Send;
+}
+
+/// A vertex as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vertex {
+    pub id: String,
+    pub label: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// An edge as stored, identified by `(from, label, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub label: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Which edges of a vertex a listing follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Out,
+    In,
+    Both,
+}
+
+/// A page of one half (outgoing or incoming) of a vertex's edges.
+#[derive(Debug, Default)]
+pub struct EdgePage {
+    /// Ordered by `(label, other end)`.
+    pub edges: Vec<Edge>,
+    pub more: bool,
+}
+
+/// The Graph pattern.
+///
+/// Traversals are run by the SDK, breadth first, one [`GraphStore::expand`]
+/// per level, so a backend only answers bounded batch lookups.
+pub trait GraphStore: Backend {
+    /// Creates or replaces a vertex; returns whether it was created.
+    fn put_vertex(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        vertex: Vertex,
+    ) -> impl Future<Output = PluginResult<bool>> + Send;
+
+    fn get_vertex(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        id: &str,
+    ) -> impl Future<Output = PluginResult<Option<Vertex>>> + Send;
+
+    /// Deletes a vertex and its edges, atomically; `None` when it did not
+    /// exist, else the number of edges deleted.
+    fn delete_vertex(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        id: &str,
+    ) -> impl Future<Output = PluginResult<Option<u64>>> + Send;
+
+    /// Creates or replaces an edge; fails with
+    /// [`crate::PluginError::NotFound`] when either vertex is missing.
+    fn put_edge(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        edge: Edge,
+    ) -> impl Future<Output = PluginResult<bool>> + Send;
+
+    fn delete_edge(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        from: &str,
+        to: &str,
+        label: &str,
+    ) -> impl Future<Output = PluginResult<bool>> + Send;
+
+    /// Up to `limit` outgoing (or, with `incoming`, incoming) edges of `id`
+    /// with `label` (any when `None`), ordered by `(label, other end)` and
+    /// strictly after `after` when given.
+    fn edges(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        id: &str,
+        incoming: bool,
+        label: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> impl Future<Output = PluginResult<EdgePage>> + Send;
+
+    /// Up to `limit` distinct vertices one edge away from any of `ids` in
+    /// `direction`, following only `labels` (all when empty). Which ones are
+    /// returned when there are more is up to the backend.
+    fn expand(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        ids: &[String],
+        direction: Direction,
+        labels: &[String],
+        limit: usize,
+    ) -> impl Future<Output = PluginResult<Vec<String>>> + Send;
 }

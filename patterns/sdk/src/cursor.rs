@@ -6,10 +6,14 @@
 //! and plugin restarts, and lets it work on any backend that can list keys
 //! in order. The namespace and prefix are checked so that a token is never
 //! silently applied to a different scan.
+//!
+//! TimeSeries and Graph page tokens follow the same scheme with their own
+//! cursor messages: the position to resume after, and the request fields
+//! the token is only valid for.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prism_proto::plugin::v1::ScanCursor;
+use prism_proto::plugin::v1::{NeighborsCursor, ScanCursor, TimeSeriesCursor};
 use prost::Message;
 
 use crate::error::PluginError;
@@ -51,6 +55,72 @@ pub fn decode(namespace: &str, prefix: &str, token: &str) -> Result<Option<Strin
     Ok(Some(cursor.after_key))
 }
 
+fn encode_message(message: &impl Message) -> String {
+    URL_SAFE_NO_PAD.encode(message.encode_to_vec())
+}
+
+/// Decodes a non-empty token into `M`; `call` names the RPC in errors.
+fn decode_message<M: Message + Default>(token: &str, call: &str) -> Result<M, PluginError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(PluginError::InvalidArgument(format!(
+            "page_token is {} bytes, longer than the limit of {MAX_TOKEN_BYTES}",
+            token.len()
+        )));
+    }
+    let invalid = || PluginError::InvalidArgument(format!("page_token is not a token returned by {call}"));
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    M::decode(raw.as_slice()).map_err(|_| invalid())
+}
+
+fn foreign(call: &str) -> PluginError {
+    PluginError::InvalidArgument(format!("page_token belongs to another {call} request"))
+}
+
+/// Encodes the token that resumes a TimeSeries query.
+pub fn encode_query(cursor: &TimeSeriesCursor) -> String {
+    encode_message(cursor)
+}
+
+/// Decodes a TimeSeries query token into the `(timestamp, event_id)` to
+/// resume after; the token must carry `expected`'s namespace, series, range
+/// and order.
+pub fn decode_query(expected: &TimeSeriesCursor, token: &str) -> Result<Option<(i64, String)>, PluginError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let c: TimeSeriesCursor = decode_message(token, "Query")?;
+    if (c.namespace.as_str(), c.series.as_str(), c.start, c.end, c.descending)
+        != (expected.namespace.as_str(), expected.series.as_str(), expected.start, expected.end, expected.descending)
+    {
+        return Err(foreign("Query"));
+    }
+    Ok(Some((c.after_timestamp, c.after_event_id)))
+}
+
+/// Encodes the token that resumes a Neighbors listing.
+pub fn encode_neighbors(cursor: &NeighborsCursor) -> String {
+    encode_message(cursor)
+}
+
+/// Decodes a Neighbors token into `(incoming, label, other)` to resume
+/// after; the token must carry `expected`'s namespace, vertex, direction
+/// and label filter.
+pub fn decode_neighbors(
+    expected: &NeighborsCursor,
+    token: &str,
+) -> Result<Option<(bool, String, String)>, PluginError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let c: NeighborsCursor = decode_message(token, "Neighbors")?;
+    if (c.namespace.as_str(), c.id.as_str(), c.direction, c.label.as_str())
+        != (expected.namespace.as_str(), expected.id.as_str(), expected.direction, expected.label.as_str())
+    {
+        return Err(foreign("Neighbors"));
+    }
+    Ok(Some((c.incoming, c.after_label, c.after_other)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +151,26 @@ mod tests {
         let long = "A".repeat(MAX_TOKEN_BYTES + 1);
         let err = decode("ns", "", &long).unwrap_err();
         assert!(err.to_string().contains("16384"), "{err}");
+    }
+
+    #[test]
+    fn query_tokens_belong_to_their_query() {
+        let base =
+            TimeSeriesCursor { namespace: "ns".into(), series: "cpu".into(), start: 0, end: 10, ..Default::default() };
+        let token = encode_query(&TimeSeriesCursor { after_timestamp: 5, after_event_id: "e".into(), ..base.clone() });
+        assert_eq!(decode_query(&base, &token).unwrap(), Some((5, "e".to_owned())));
+        let other = TimeSeriesCursor { end: 11, ..base.clone() };
+        assert!(decode_query(&other, &token).is_err());
+        assert!(decode_query(&base, "!!").is_err());
+    }
+
+    #[test]
+    fn neighbors_tokens_belong_to_their_listing() {
+        let base = NeighborsCursor { namespace: "ns".into(), id: "a".into(), direction: 3, ..Default::default() };
+        let token = encode_neighbors(&NeighborsCursor { incoming: true, after_other: "b".into(), ..base.clone() });
+        assert_eq!(decode_neighbors(&base, &token).unwrap(), Some((true, String::new(), "b".to_owned())));
+        let other = NeighborsCursor { id: "z".into(), ..base };
+        assert!(decode_neighbors(&other, &token).is_err());
     }
 
     #[test]

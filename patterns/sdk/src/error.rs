@@ -18,6 +18,9 @@ pub enum PluginError {
     /// namespace not prepared, configuration mismatch).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request names something that does not exist (a graph vertex).
+    #[error("{0}")]
+    NotFound(String),
     /// The call needs a capability the plugin does not declare.
     #[error("{0}")]
     Unimplemented(String),
@@ -59,6 +62,7 @@ impl From<PluginError> for Status {
             PluginError::InvalidArgument(m) => Status::new(Code::InvalidArgument, m),
             PluginError::Conflict(m) => Status::new(Code::Aborted, m),
             PluginError::FailedPrecondition(m) => Status::new(Code::FailedPrecondition, m),
+            PluginError::NotFound(m) => Status::new(Code::NotFound, m),
             PluginError::Unimplemented(m) => Status::new(Code::Unimplemented, m),
             PluginError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
             PluginError::Unavailable(m) => Status::new(Code::Unavailable, m),

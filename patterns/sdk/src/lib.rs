@@ -18,16 +18,24 @@
 mod backend;
 pub mod cursor;
 mod error;
+mod graph;
 pub mod keys;
 mod keyvalue;
 mod lifecycle;
+pub mod retention;
 mod serve;
 mod state;
+mod timeseries;
 mod transport;
 
-pub use backend::{Backend, KeyValueStore, Namespace, PutOp, Record, ScanPage};
+pub use backend::{
+    Backend, BucketStats, Direction, Edge, EdgePage, Event, EventPage, GraphStore, KeyValueStore, Namespace, PutOp,
+    RangeQuery, Record, ScanPage, TimeSeriesStore, Vertex,
+};
 pub use error::{PluginError, PluginResult};
+pub use graph::{DEFAULT_TRAVERSE_RESULTS, MAX_TRAVERSE_DEPTH, MAX_TRAVERSE_RESULTS};
 pub use keyvalue::{DEFAULT_SCAN_PAGE, MAX_BATCH_ITEMS, MAX_SCAN_PAGE};
 pub use prism_proto as proto;
 pub use serve::PluginServer;
+pub use timeseries::{DEFAULT_PAGE_ITEMS, MAX_APPEND_EVENTS, MAX_BUCKETS, MAX_PAGE_ITEMS, retention_cutoff};
 pub use transport::MAX_MESSAGE_BYTES;

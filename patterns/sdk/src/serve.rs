@@ -6,17 +6,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use prism_proto::plugin::v1::graph_backend_server::GraphBackendServer;
 use prism_proto::plugin::v1::key_value_backend_server::KeyValueBackendServer;
 use prism_proto::plugin::v1::lifecycle_server::LifecycleServer;
+use prism_proto::plugin::v1::time_series_backend_server::TimeSeriesBackendServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
-use crate::backend::{Backend, KeyValueStore};
+use crate::backend::{Backend, GraphStore, KeyValueStore, TimeSeriesStore};
+use crate::graph::GraphService;
 use crate::keyvalue::KeyValueService;
 use crate::lifecycle::LifecycleService;
 use crate::state::PluginState;
+use crate::timeseries::TimeSeriesService;
 use crate::transport;
 
 /// Command line of every plugin binary.
@@ -120,6 +124,28 @@ impl<B: KeyValueStore> PluginServer<B> {
     /// Serves the KeyValue pattern.
     pub fn keyvalue(mut self) -> Self {
         let service = KeyValueBackendServer::new(KeyValueService { state: self.state.clone() })
+            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+impl<B: TimeSeriesStore> PluginServer<B> {
+    /// Serves the TimeSeries pattern.
+    pub fn timeseries(mut self) -> Self {
+        let service = TimeSeriesBackendServer::new(TimeSeriesService { state: self.state.clone() })
+            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+impl<B: GraphStore> PluginServer<B> {
+    /// Serves the Graph pattern.
+    pub fn graph(mut self) -> Self {
+        let service = GraphBackendServer::new(GraphService { state: self.state.clone() })
             .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
         self.routes.add_service(service);

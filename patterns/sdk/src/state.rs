@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use prism_proto::plugin::v1::{Capabilities, NamespaceSettings};
+use prism_proto::plugin::v1::{Capabilities, NamespaceSettings, Pattern};
 use tokio::sync::Mutex;
 
 use crate::backend::{Backend, Namespace};
@@ -17,6 +17,14 @@ pub(crate) struct Ready<B> {
     pub(crate) capabilities: Capabilities,
     pub(crate) instance: String,
     pub(crate) config: serde_json::Value,
+}
+
+/// What a pattern call needs: the backend, its capabilities and the
+/// namespace.
+pub(crate) struct Call<'a, B: Backend> {
+    pub(crate) backend: &'a B,
+    pub(crate) caps: &'a Capabilities,
+    pub(crate) ns: Arc<Namespace<B::NamespaceState>>,
 }
 
 type NamespaceMap<S> = HashMap<String, Arc<Namespace<S>>>;
@@ -67,6 +75,17 @@ impl<B: Backend> PluginState<B> {
         let ready = Ready { backend, capabilities, instance: instance.to_owned(), config: value };
         // Cannot already be set: we hold the admin lock and checked above.
         Ok(self.ready.get_or_init(|| ready))
+    }
+
+    /// The backend and prepared namespace for a call of `pattern` (named
+    /// `what` in errors), refused when the plugin does not declare it.
+    pub(crate) fn call(&self, pattern: Pattern, what: &str, namespace: &str) -> Result<Call<'_, B>, PluginError> {
+        let ready = self.ready()?;
+        if !ready.capabilities.patterns.contains(&(pattern as i32)) {
+            return Err(PluginError::Unimplemented(format!("{} plugin does not serve {what}", B::KIND)));
+        }
+        let ns = self.namespace(namespace)?;
+        Ok(Call { backend: &ready.backend, caps: &ready.capabilities, ns })
     }
 
     pub(crate) fn namespace(&self, name: &str) -> Result<Arc<Namespace<B::NamespaceState>>, PluginError> {

@@ -1,4 +1,4 @@
-//! SQLite KeyValue store for Prism.
+//! SQLite KeyValue, TimeSeries and Graph store for Prism.
 //!
 //! One table holds every namespace (`PRIMARY KEY (ns, key)`, no rowid), so
 //! a scan is a range walk of the primary key in bytewise key order (SQLite's
@@ -10,6 +10,13 @@
 //! and deleted in the background.
 //!
 //! SQLite calls block, so each runs on tokio's blocking pool.
+//!
+//! TimeSeries and Graph live in their own tables (see `timeseries.rs` and
+//! `graph.rs`); the same writer connection serializes their writes, and the
+//! cleanup task also deletes events past each namespace's retention.
+
+mod graph;
+mod timeseries;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use prism_plugin_sdk::keys::prefix_upper_bound;
 use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
+use prism_plugin_sdk::retention::Retentions;
 use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::Deserialize;
@@ -99,6 +107,10 @@ pub struct Sqlite {
     readers: Vec<Conn>,
     next_reader: AtomicUsize,
     cleanup: tokio::task::JoinHandle<()>,
+    /// Retention of each prepared namespace that has one, in milliseconds,
+    /// for the cleanup task. Rebuilt by the proxy's PrepareNamespace calls
+    /// after a restart.
+    retention: Arc<Retentions>,
 }
 
 fn lock(conn: &Conn) -> MutexGuard<'_, Connection> {
@@ -184,12 +196,13 @@ impl Sqlite {
     }
 }
 
-async fn cleanup_loop(writer: Conn, every: Duration) {
+async fn cleanup_loop(writer: Conn, retention: Arc<Retentions>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let conn = writer.clone();
+        let retention = retention.clone();
         let result = tokio::task::spawn_blocking(move || {
             let conn = lock(&conn);
             let mut total = 0;
@@ -202,9 +215,13 @@ async fn cleanup_loop(writer: Conn, every: Duration) {
                     .execute(params![now_ms(), CLEANUP_BATCH])?;
                 total += n;
                 if (n as i64) < CLEANUP_BATCH {
-                    return Ok::<_, rusqlite::Error>(total);
+                    break;
                 }
             }
+            for (ns, cutoff) in retention.cutoffs(now_ms()) {
+                total += timeseries::expire(&conn, &ns, cutoff)?;
+            }
+            Ok::<_, rusqlite::Error>(total)
         })
         .await;
         match result {
@@ -230,19 +247,27 @@ impl Backend for Sqlite {
         }
         let writer = open_connection(&config).map_err(db_error)?;
         writer.execute_batch(SCHEMA).map_err(db_error)?;
+        writer.execute_batch(timeseries::SCHEMA).map_err(db_error)?;
+        writer.execute_batch(graph::SCHEMA).map_err(db_error)?;
         let readers = (0..config.readers)
             .map(|_| open_connection(&config).map(|c| Arc::new(Mutex::new(c))))
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
         let writer = Arc::new(Mutex::new(writer));
-        let cleanup = tokio::spawn(cleanup_loop(writer.clone(), Duration::from_millis(config.cleanup_interval_ms)));
+        let retention = Arc::new(Retentions::default());
+        let cleanup = tokio::spawn(cleanup_loop(
+            writer.clone(),
+            retention.clone(),
+            Duration::from_millis(config.cleanup_interval_ms),
+        ));
         tracing::info!(path = %config.path.display(), "sqlite database open");
-        Ok(Self { config, writer, readers, next_reader: AtomicUsize::new(0), cleanup })
+        Ok(Self { config, writer, readers, next_reader: AtomicUsize::new(0), cleanup, retention })
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32],
+            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            retention: true,
             ttl: true,
             cas: true,
             scan: true,
@@ -250,6 +275,7 @@ impl Backend for Sqlite {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong as i32,
             durability: Durability::Durable as i32,
+            ..Default::default()
         }
     }
 
@@ -257,16 +283,22 @@ impl Backend for Sqlite {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
-    async fn prepare_namespace(&self, _settings: &NamespaceSettings) -> PluginResult<()> {
-        // One shared table: nothing to create per namespace.
+    async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<()> {
+        // Shared tables: nothing to create per namespace, only the retention
+        // to remember for the cleanup task.
+        self.retention.prepare(settings);
         Ok(())
     }
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
+        self.retention.remove(name);
         let ns = name.to_owned();
         self.write(move |conn| {
-            conn.execute("DELETE FROM kv WHERE ns = ?1", params![ns]).map_err(db_error)?;
-            Ok(())
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+            for table in ["kv", "ts_events", "graph_edges", "graph_vertices"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE ns = ?1"), params![ns]).map_err(db_error)?;
+            }
+            tx.commit().map_err(db_error)
         })
         .await
     }
@@ -275,7 +307,9 @@ impl Backend for Sqlite {
         let ns = ns.name().to_owned();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM kv WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > ?2))",
+                "SELECT EXISTS (SELECT 1 FROM kv WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > ?2))
+                     OR EXISTS (SELECT 1 FROM ts_events WHERE ns = ?1)
+                     OR EXISTS (SELECT 1 FROM graph_vertices WHERE ns = ?1)",
                 params![ns, now_ms()],
                 |r| r.get::<_, bool>(0),
             )

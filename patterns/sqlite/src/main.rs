@@ -7,5 +7,5 @@ use prism_plugin_sqlite::Sqlite;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    PluginServer::<Sqlite>::new().keyvalue().run().await
+    PluginServer::<Sqlite>::new().keyvalue().timeseries().graph().run().await
 }

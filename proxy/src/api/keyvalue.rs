@@ -10,7 +10,7 @@ use prism_proto::keyvalue::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::call_plugin;
+use super::{call_plugin, check_name};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ProxyError;
@@ -43,17 +43,7 @@ impl KeyValueApi {
 }
 
 fn check_key(route: &Route, key: &str) -> Result<(), ProxyError> {
-    if key.is_empty() {
-        return Err(ProxyError::InvalidArgument("key must not be empty".to_owned()));
-    }
-    if key.len() > route.max_key_bytes {
-        return Err(ProxyError::InvalidArgument(format!(
-            "key is {} bytes, over the limit of {} bytes",
-            key.len(),
-            route.max_key_bytes
-        )));
-    }
-    Ok(())
+    check_name(route, "key", key)
 }
 
 fn check_value(route: &Route, value: &[u8]) -> Result<(), ProxyError> {

@@ -152,11 +152,19 @@ impl Controller {
                 ),
             ));
         }
-        if spec.needs.retention.is_some() && spec.pattern == PatternKind::Keyvalue {
+        if spec.needs.retention.is_some() && spec.pattern != PatternKind::Timeseries {
             errors.push(SpecError::at(
                 tree,
                 "spec.needs.retention",
-                "retention applies to timeseries namespaces; a keyvalue namespace expires values with ttl",
+                format!(
+                    "retention applies to timeseries namespaces, not {}{}",
+                    spec.pattern.as_str(),
+                    if spec.pattern == PatternKind::Keyvalue {
+                        "; a keyvalue namespace expires values with ttl"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         if spec.access.is_some() && !self.auth_enabled {

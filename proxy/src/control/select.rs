@@ -91,6 +91,9 @@ pub fn unmet(pattern: PatternKind, needs: &Needs, caps: &Capabilities) -> Vec<(&
     if needs.ttl.is_some() && !caps.ttl {
         why.push(("spec.needs.ttl", "does not support TTL".to_owned()));
     }
+    if needs.retention.is_some() && !caps.retention {
+        why.push(("spec.needs.retention", "does not enforce a retention".to_owned()));
+    }
     if needs.consistency == Some(Consistency::Strong) && caps.consistency != CapConsistency::Strong as i32 {
         why.push(("spec.needs.consistency", "is only eventually consistent".to_owned()));
     }
@@ -186,6 +189,7 @@ mod tests {
                 max_value_bytes: 1 << 20,
                 consistency: if strong { CapConsistency::Strong } else { CapConsistency::Eventual } as i32,
                 durability: if durable { CapDurability::Durable } else { CapDurability::Ephemeral } as i32,
+                ..Default::default()
             },
         }
     }

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use prism_proto::plugin::v1::graph_backend_client::GraphBackendClient;
 use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
+use prism_proto::plugin::v1::time_series_backend_client::TimeSeriesBackendClient;
 use prism_proto::plugin::v1::{Capabilities, InitializeResponse};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -180,6 +182,22 @@ impl Plugin {
                     .max_encoding_message_size(PLUGIN_MESSAGE_BYTES),
             ),
         })
+    }
+
+    /// A TimeSeries client on the next pooled connection.
+    pub fn timeseries(&self) -> Result<TimeSeriesBackendClient<Channel>, ProxyError> {
+        let conn = self.connection()?;
+        Ok(TimeSeriesBackendClient::new(conn.pool.channel())
+            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
+            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
+    }
+
+    /// A Graph client on the next pooled connection.
+    pub fn graph(&self) -> Result<GraphBackendClient<Channel>, ProxyError> {
+        let conn = self.connection()?;
+        Ok(GraphBackendClient::new(conn.pool.channel())
+            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
+            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
     }
 
     /// A Lifecycle client on the next pooled connection.

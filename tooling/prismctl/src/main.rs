@@ -4,12 +4,14 @@
 //! 2 usage error; 3 a namespace document is invalid (every error is
 //! printed with its field and line).
 
+mod graph;
 mod kv;
 mod login;
 mod namespace;
 mod output;
 mod plugins;
 mod settings;
+mod ts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,12 @@ enum Command {
     /// Read and write KeyValue namespaces.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Append to and read TimeSeries namespaces.
+    #[command(subcommand)]
+    Ts(ts::TsCommand),
+    /// Read and write Graph namespaces.
+    #[command(subcommand)]
+    Graph(graph::GraphCommand),
     /// Declare, inspect and remove namespaces.
     #[command(subcommand, alias = "ns")]
     Namespace(namespace::NamespaceCommand),
@@ -159,6 +167,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Health => health(&client).await,
         Command::Kv(cmd) => kv::run(&client, cmd).await,
+        Command::Ts(cmd) => ts::run(&client, cmd).await,
+        Command::Graph(cmd) => graph::run(&client, cmd).await,
         Command::Namespace(cmd) => namespace::run(&client, cmd).await,
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
         Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),

@@ -1,0 +1,198 @@
+//! `prismctl graph ...`
+
+use clap::{Subcommand, ValueEnum};
+use prism_proto::graph::v1::graph_service_client::GraphServiceClient;
+use prism_proto::graph::v1::{
+    DeleteEdgeRequest, DeleteVertexRequest, Direction, GetVertexRequest, NeighborsRequest, PutEdgeRequest,
+    PutVertexRequest, TraverseRequest,
+};
+use serde_json::json;
+
+use crate::Client;
+use crate::output::{emit, table};
+use crate::ts::parse_pair;
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Create or replace a vertex.
+    PutVertex {
+        namespace: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// A property as key=value (repeatable).
+        #[arg(long = "prop", value_parser = parse_pair)]
+        properties: Vec<(String, String)>,
+    },
+    /// Read a vertex.
+    GetVertex { namespace: String, id: String },
+    /// Delete a vertex and all of its edges.
+    DeleteVertex { namespace: String, id: String },
+    /// Create or replace the edge FROM -LABEL-> TO.
+    PutEdge {
+        namespace: String,
+        from: String,
+        label: String,
+        to: String,
+        #[arg(long = "prop", value_parser = parse_pair)]
+        properties: Vec<(String, String)>,
+    },
+    /// Delete the edge FROM -LABEL-> TO.
+    DeleteEdge { namespace: String, from: String, label: String, to: String },
+    /// List a vertex's edges.
+    Neighbors {
+        namespace: String,
+        id: String,
+        #[arg(long, value_enum, default_value_t = Dir::Out)]
+        direction: Dir,
+        /// Only edges with this label.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Edges fetched per call.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Walk breadth first from a vertex.
+    Traverse {
+        namespace: String,
+        start: String,
+        #[arg(long, value_enum, default_value_t = Dir::Out)]
+        direction: Dir,
+        /// Follow only edges with this label (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Longest path followed, in edges.
+        #[arg(long, default_value_t = 2, allow_hyphen_values = true)]
+        depth: i32,
+        /// Most vertices returned (0: the server default).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Dir {
+    Out,
+    In,
+    Both,
+}
+
+impl From<Dir> for Direction {
+    fn from(d: Dir) -> Self {
+        match d {
+            Dir::Out => Direction::Out,
+            Dir::In => Direction::In,
+            Dir::Both => Direction::Both,
+        }
+    }
+}
+
+pub async fn run(client: &Client, cmd: GraphCommand) -> anyhow::Result<()> {
+    let mut g = GraphServiceClient::new(client.channel().await?);
+    match cmd {
+        GraphCommand::PutVertex { namespace, id, label, properties } => {
+            let properties = properties.into_iter().collect();
+            let r = g
+                .put_vertex(client.request(PutVertexRequest { namespace, id: id.clone(), label, properties }))
+                .await?
+                .into_inner();
+            let text = if r.created { "created" } else { "replaced" };
+            emit(client.format, &json!({ "id": id, "created": r.created }), || text.to_owned())?;
+        }
+        GraphCommand::GetVertex { namespace, id } => {
+            let r = g.get_vertex(client.request(GetVertexRequest { namespace, id: id.clone() })).await?.into_inner();
+            let v = r.vertex.filter(|_| r.found).ok_or_else(|| anyhow::anyhow!("vertex {id:?} not found"))?;
+            let doc = json!({ "id": v.id, "label": v.label, "properties": v.properties });
+            emit(client.format, &doc, || {
+                let props: Vec<String> = v.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{}\t{}\t{}", v.id, v.label, props.join(" "))
+            })?;
+        }
+        GraphCommand::DeleteVertex { namespace, id } => {
+            let r =
+                g.delete_vertex(client.request(DeleteVertexRequest { namespace, id: id.clone() })).await?.into_inner();
+            let doc = json!({ "id": id, "deleted": r.deleted, "edges_deleted": r.edges_deleted });
+            let text =
+                if r.deleted { format!("deleted with {} edge(s)", r.edges_deleted) } else { "not found".to_owned() };
+            emit(client.format, &doc, || text)?;
+        }
+        GraphCommand::PutEdge { namespace, from, label, to, properties } => {
+            let properties = properties.into_iter().collect();
+            let req =
+                PutEdgeRequest { namespace, from: from.clone(), to: to.clone(), label: label.clone(), properties };
+            let r = g.put_edge(client.request(req)).await?.into_inner();
+            let text = if r.created { "created" } else { "replaced" };
+            let doc = json!({ "from": from, "label": label, "to": to, "created": r.created });
+            emit(client.format, &doc, || text.to_owned())?;
+        }
+        GraphCommand::DeleteEdge { namespace, from, label, to } => {
+            let req = DeleteEdgeRequest { namespace, from: from.clone(), to: to.clone(), label: label.clone() };
+            let r = g.delete_edge(client.request(req)).await?.into_inner();
+            let text = if r.deleted { "deleted" } else { "not found" };
+            emit(client.format, &json!({ "from": from, "label": label, "to": to, "deleted": r.deleted }), || {
+                text.to_owned()
+            })?;
+        }
+        GraphCommand::Neighbors { namespace, id, direction, label, page_size } => {
+            let mut token = String::new();
+            let mut rows = Vec::new();
+            loop {
+                let r = g
+                    .neighbors(client.request(NeighborsRequest {
+                        namespace: namespace.clone(),
+                        id: id.clone(),
+                        direction: Direction::from(direction) as i32,
+                        label: label.clone(),
+                        limit: page_size,
+                        page_token: token,
+                    }))
+                    .await?
+                    .into_inner();
+                for n in r.neighbors {
+                    let Some(e) = n.edge else { continue };
+                    let dir = if n.direction == Direction::In as i32 { "in" } else { "out" };
+                    rows.push(json!({ "direction": dir, "from": e.from, "label": e.label, "to": e.to, "properties": e.properties }));
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            emit(client.format, &rows, || {
+                let cells = rows
+                    .iter()
+                    .map(|r| {
+                        ["direction", "from", "label", "to"]
+                            .iter()
+                            .map(|k| r[*k].as_str().unwrap_or_default().to_owned())
+                            .collect()
+                    })
+                    .collect();
+                table(&["DIR", "FROM", "LABEL", "TO"], cells)
+            })?;
+        }
+        GraphCommand::Traverse { namespace, start, direction, labels, depth, limit } => {
+            let r = g
+                .traverse(client.request(TraverseRequest {
+                    namespace,
+                    start,
+                    direction: Direction::from(direction) as i32,
+                    labels,
+                    max_depth: depth,
+                    limit,
+                }))
+                .await?
+                .into_inner();
+            let vertices: Vec<_> = r.vertices.iter().map(|v| json!({ "id": v.id, "depth": v.depth })).collect();
+            emit(client.format, &json!({ "vertices": vertices, "truncated": r.truncated }), || {
+                let rows = r.vertices.iter().map(|v| vec![v.depth.to_string(), v.id.clone()]).collect();
+                let mut text = table(&["DEPTH", "VERTEX"], rows);
+                if r.truncated {
+                    text.push_str("\n(truncated at the limit; more vertices are reachable)");
+                }
+                text
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `prismctl ts ...`
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Subcommand, ValueEnum};
+use prism_proto::timeseries::v1::time_series_service_client::TimeSeriesServiceClient;
+use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
+use serde_json::json;
+
+use crate::Client;
+use crate::output::{Format, emit, table, value_json, value_text};
+
+#[derive(Debug, Subcommand)]
+pub enum TsCommand {
+    /// Append one event to a series. Appending the same (time, id) again
+    /// stores nothing new.
+    Append {
+        namespace: String,
+        series: String,
+        /// Event id, unique within the series at its timestamp.
+        #[arg(long)]
+        id: String,
+        /// A number to aggregate.
+        #[arg(long, allow_hyphen_values = true)]
+        value: Option<f64>,
+        /// When it happened: milliseconds since the epoch, `now`, or a
+        /// duration ago such as `-5m`.
+        #[arg(long, default_value = "now", allow_hyphen_values = true, value_parser = parse_time)]
+        at: i64,
+        /// An attribute as key=value (repeatable).
+        #[arg(long = "attr", value_parser = parse_pair)]
+        attributes: Vec<(String, String)>,
+        /// Bytes stored with the event (UTF-8).
+        #[arg(long, default_value = "")]
+        payload: String,
+    },
+    /// List events in a time range, oldest first unless --desc.
+    Query {
+        namespace: String,
+        series: String,
+        /// Inclusive start (milliseconds, `now`, or `-1h`).
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
+        start: i64,
+        /// Exclusive end (milliseconds, `now`, or `-1h`); just after now by
+        /// default.
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_time)]
+        end: Option<i64>,
+        /// Newest first.
+        #[arg(long)]
+        desc: bool,
+        /// Stop after this many events (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Events fetched per call.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Summarize a time range into buckets.
+    Aggregate {
+        namespace: String,
+        series: String,
+        /// Bucket width, e.g. 1m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        bucket: std::time::Duration,
+        /// What to compute per bucket.
+        #[arg(long = "fn", value_enum, default_value_t = Function::Count)]
+        function: Function,
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
+        start: i64,
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_time)]
+        end: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Function {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the epoch, `now`, or `-<duration>` before now.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if text == "now" {
+        return Ok(now_ms());
+    }
+    if let Some(ago) = text.strip_prefix('-') {
+        let d = humantime::parse_duration(ago).map_err(|e| format!("{text:?}: {e}"))?;
+        return Ok(now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    }
+    text.parse().map_err(|_| format!("{text:?} is not milliseconds since the epoch, `now`, or `-<duration>`"))
+}
+
+pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+fn event_json(e: &Event) -> serde_json::Value {
+    let (field, payload) = value_json(&e.payload);
+    let mut doc =
+        json!({ "timestamp": e.timestamp, "event_id": e.event_id, "value": e.value, "attributes": e.attributes });
+    if !e.payload.is_empty() {
+        doc[if field == "value" { "payload" } else { "payload_base64" }] = payload;
+    }
+    doc
+}
+
+pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
+    let mut ts = TimeSeriesServiceClient::new(client.channel().await?);
+    match cmd {
+        TsCommand::Append { namespace, series, id, value, at, attributes, payload } => {
+            let event = Event {
+                timestamp: at,
+                event_id: id,
+                value,
+                payload: payload.into(),
+                attributes: attributes.into_iter().collect(),
+            };
+            let r =
+                ts.append(client.request(AppendRequest { namespace, series, events: vec![event] })).await?.into_inner();
+            let doc =
+                json!({ "timestamp": at, "appended": r.appended, "duplicates": r.duplicates, "expired": r.expired });
+            let text = match (r.appended, r.duplicates) {
+                (1, _) => format!("appended at {at}"),
+                (_, 1) => "already stored (duplicate)".to_owned(),
+                _ => "dropped: older than the namespace's retention".to_owned(),
+            };
+            emit(client.format, &doc, || text)?;
+        }
+        TsCommand::Query { namespace, series, start, end, desc, limit, page_size } => {
+            let end = end.unwrap_or_else(|| now_ms() + 1);
+            let order = if desc { Order::Descending } else { Order::Ascending };
+            let mut token = String::new();
+            let mut events = Vec::new();
+            'pages: loop {
+                let r = ts
+                    .query(client.request(QueryRequest {
+                        namespace: namespace.clone(),
+                        series: series.clone(),
+                        start,
+                        end,
+                        order: order as i32,
+                        limit: page_size,
+                        page_token: token,
+                    }))
+                    .await?
+                    .into_inner();
+                for e in r.events {
+                    if limit > 0 && events.len() >= limit {
+                        break 'pages;
+                    }
+                    if client.format == Format::Table {
+                        // Printed as they arrive: a long range starts showing at once.
+                        let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                        println!("{}\t{}\t{}\t{}", e.timestamp, e.event_id, value, value_text(&e.payload));
+                    }
+                    events.push(event_json(&e));
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            if client.format != Format::Table {
+                emit(client.format, &events, String::new)?;
+            }
+        }
+        TsCommand::Aggregate { namespace, series, bucket, function, start, end } => {
+            let end = end.unwrap_or_else(|| now_ms() + 1);
+            let function = match function {
+                Function::Count => AggregateFunction::Count,
+                Function::Sum => AggregateFunction::Sum,
+                Function::Min => AggregateFunction::Min,
+                Function::Max => AggregateFunction::Max,
+                Function::Avg => AggregateFunction::Avg,
+            };
+            let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
+            let r = ts
+                .aggregate(client.request(AggregateRequest {
+                    namespace,
+                    series,
+                    start,
+                    end,
+                    bucket_ms,
+                    function: function as i32,
+                }))
+                .await?
+                .into_inner();
+            let docs: Vec<_> =
+                r.buckets.iter().map(|b| json!({ "start": b.start, "count": b.count, "value": b.value })).collect();
+            emit(client.format, &docs, || {
+                let rows = r
+                    .buckets
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.start.to_string(),
+                            b.count.to_string(),
+                            b.value.map_or_else(|| "-".into(), |v| v.to_string()),
+                        ]
+                    })
+                    .collect();
+                table(&["BUCKET START", "EVENTS", "VALUE"], rows)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
+        let ago = parse_time("-1h").unwrap();
+        assert!((now_ms() - ago - 3_600_000).abs() < 60_000);
+        assert!(parse_time("yesterday").is_err());
+        assert_eq!(parse_pair("host=web-1").unwrap(), ("host".to_owned(), "web-1".to_owned()));
+        assert!(parse_pair("host").is_err());
+    }
+}
