@@ -255,7 +255,7 @@ def write_doc(main: dict, sweep: dict | None, scan: dict | None, commands: list[
         "",
         "## How it was measured",
         "",
-        f"- Machine: {main['cores']} cores, shared with other work (builds); load generator, proxy, plugins and",
+        f"- Machine: {main['cores']} cores; the load generator, proxy, plugins and",
         "  servers all on loopback on the same machine. Single runs of one cell vary by 10–40% here (see the",
         "  `runs` column); only ratios measured in the same run are compared, and the median run is reported.",
         "- `vs floor`: Prism on an in-process store (memstore, sqlite) against `grpc-floor`, on a networked",
