@@ -146,10 +146,21 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
             while let Ok(Some(call)) = calls.message().await {
                 let service = KeyValueService { state: state.clone() };
                 let tx = tx.clone();
-                tokio::spawn(async move {
-                    let reply = dispatch(&service, call).await;
-                    let _ = tx.send(Ok(reply)).await;
-                });
+                // Poll the call once here: an in-memory store answers at
+                // once, and a task per call would cost a spawn and a wake-up
+                // (ADR-007). A call that waits moves to its own task.
+                let mut reply = Box::pin(async move { dispatch(&service, call).await });
+                match futures::poll!(reply.as_mut()) {
+                    std::task::Poll::Ready(reply) => {
+                        let _ = tx.send(Ok(reply)).await;
+                    }
+                    std::task::Poll::Pending => {
+                        tokio::spawn(async move {
+                            let reply = reply.await;
+                            let _ = tx.send(Ok(reply)).await;
+                        });
+                    }
+                }
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
