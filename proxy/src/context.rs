@@ -1,9 +1,12 @@
 //! The per-request context and the layer that creates it.
 //!
-//! Every call gets a [`RequestContext`] (request id, start time, deadline)
-//! before it reaches a service, stored in the request extensions. The layer
-//! also enforces the concurrency limit, so an overloaded proxy answers
-//! RESOURCE_EXHAUSTED at once instead of queueing without bound.
+//! Every call gets a [`RequestContext`] (request id, start time, deadline,
+//! the authenticated principal) before it reaches a service, stored in the
+//! request extensions. The layer enforces the concurrency limit, so an
+//! overloaded proxy answers RESOURCE_EXHAUSTED at once instead of queueing
+//! without bound; authenticates the caller, refusing UNAUTHENTICATED calls;
+//! and writes the audit record when a call ends. One layer does all three
+//! so that a request pays for one boxed future, not one per concern.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +22,8 @@ use tracing::Instrument;
 
 use crate::error::ProxyError;
 use crate::security::Principal;
-use crate::security::audit::SharedFacts;
+use crate::security::audit::{Audit, CallSummary, Facts, Record, SharedFacts};
+use crate::security::authn::{self, Authenticator, Credentials};
 
 /// Header carrying the request id, read from the client when valid and
 /// always returned.
@@ -33,8 +37,9 @@ pub struct RequestContext {
     pub deadline: Instant,
     /// Who is calling; set by the auth layer (no rights until then).
     pub principal: Arc<Principal>,
-    /// What the handler learned, for the audit record.
-    pub facts: SharedFacts,
+    /// What the handler learned, for the audit record; `None` when the
+    /// audit log is off, so handlers do no audit work.
+    pub facts: Option<SharedFacts>,
 }
 
 impl RequestContext {
@@ -47,7 +52,7 @@ impl RequestContext {
             started: now,
             deadline: now + timeout,
             principal: Arc::new(Principal::dev()),
-            facts: SharedFacts::default(),
+            facts: None,
         }
     }
 
@@ -105,11 +110,13 @@ pub struct ContextLayer {
     permits: Arc<Semaphore>,
     max_timeout: Duration,
     max_concurrent: usize,
+    auth: Arc<Authenticator>,
+    audit: Audit,
 }
 
 impl ContextLayer {
-    pub fn new(max_concurrent: usize, max_timeout: Duration) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent)), max_timeout, max_concurrent }
+    pub fn new(max_concurrent: usize, max_timeout: Duration, auth: Arc<Authenticator>, audit: Audit) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max_concurrent)), max_timeout, max_concurrent, auth, audit }
     }
 }
 
@@ -168,29 +175,76 @@ where
             .and_then(parse_grpc_timeout)
             .map_or(self.layer.max_timeout, |t| t.min(self.layer.max_timeout));
         let started = Instant::now();
-        let ctx = RequestContext {
-            request_id: request_id.clone(),
-            started,
-            deadline: started + timeout,
-            principal: Arc::new(Principal::default()),
-            facts: SharedFacts::default(),
-        };
-        let span = tracing::debug_span!("request", id = %request_id, method = %request.uri().path());
-        request.extensions_mut().insert(ctx);
+        let path = request.uri().path().to_owned();
+        let span = tracing::debug_span!("request", id = %request_id, method = %path);
+        let credentials = Credentials::of(&request);
+        let layer = self.layer.clone();
+        // Audit only our own services (not health or reflection), and only
+        // when the log is on.
+        let facts = (layer.audit.enabled() && path.starts_with("/prism.")).then(SharedFacts::default);
+        let peer = facts.as_ref().and_then(|_| authn::peer(&request));
 
         Box::pin(
             async move {
-                let mut response = inner.call(request).await?;
-                if let Ok(value) = HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                let authenticated = layer.auth.authenticate(&path, credentials).await;
+                let summary = |principal, status| CallSummary {
+                    request_id: &request_id,
+                    principal,
+                    peer,
+                    path: &path,
+                    status,
+                    latency: started.elapsed(),
+                };
+                let principal = match authenticated {
+                    Ok(principal) => principal,
+                    Err(why) => {
+                        tracing::debug!(reason = %why, "unauthenticated call refused");
+                        let status = Status::from(ProxyError::Unauthenticated(why.clone()));
+                        // Refusals are audited for every path: they are
+                        // attempts, whatever they aimed at.
+                        let record = Record::call(&summary(None, status.code()), Facts::default(), Some(why));
+                        layer.audit.write_async(record).await;
+                        return Ok(with_request_id(status.into_http(), &request_id));
+                    }
+                };
+                request.extensions_mut().insert(RequestContext {
+                    request_id: request_id.clone(),
+                    started,
+                    deadline: started + timeout,
+                    principal: principal.clone(),
+                    facts: facts.clone(),
+                });
+                let response = inner.call(request).await?;
+                drop(permit);
+                if let Some(facts) = facts {
+                    let facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
+                    let record = Record::call(&summary(Some(&principal), grpc_status(&response)), facts, None);
+                    layer.audit.write_async(record).await;
                 }
                 tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "done");
-                drop(permit);
-                Ok(response)
+                Ok(with_request_id(response, &request_id))
             }
             .instrument(span),
         )
     }
+}
+
+/// The gRPC status of a unary response: errors travel as trailers-only
+/// responses, with `grpc-status` in the headers; success has none there.
+fn grpc_status<B>(response: &Response<B>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+fn with_request_id<B>(mut response: Response<B>, request_id: &str) -> Response<B> {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -156,7 +156,9 @@ impl Gateway {
         right: Right,
         keys: &[&str],
     ) -> Result<Arc<Route>, ProxyError> {
-        if let Ok(mut facts) = ctx.facts.lock() {
+        if let Some(facts) = &ctx.facts
+            && let Ok(mut facts) = facts.lock()
+        {
             facts.namespace = Some(namespace.to_owned());
             facts.right = Some(right.as_str());
             facts.key_hash = keys.first().map(|k| key_hash(k));
@@ -165,7 +167,9 @@ impl Gateway {
         let route = self.lookup(namespace, pattern)?;
         if !ctx.principal.may(route.doc.spec.access.as_ref(), right) {
             let why = format!("{} lacks {} on namespace {namespace:?}", ctx.principal, right.as_str());
-            if let Ok(mut facts) = ctx.facts.lock() {
+            if let Some(facts) = &ctx.facts
+                && let Ok(mut facts) = facts.lock()
+            {
                 facts.denied = Some(why.clone());
             }
             return Err(ProxyError::PermissionDenied(why));

@@ -3,14 +3,14 @@
 //! The request path, outermost first:
 //!   1. TCP listener, with TLS (and client certificates) when configured;
 //!      handshakes run off the accept loop (`security::tls`).
-//!   2. `ContextLayer`: request id, deadline, concurrency limit. It sits
-//!      outermost so that every call, even a rejected one, is counted and
-//!      carries an id.
-//!   3. `AuthLayer`: who is calling (certificate, bearer token); refuses
-//!      unauthenticated calls and writes the audit record when a call ends.
-//!   4. The gRPC router: health, reflection, the admin service, and the
+//!   2. `ContextLayer`: request id, deadline, concurrency limit, and who is
+//!      calling (certificate, bearer token): it refuses unauthenticated
+//!      calls and writes the audit record when a call ends. It sits
+//!      outermost so that every call, even a rejected one, is counted,
+//!      audited and carries an id.
+//!   3. The gRPC router: health, reflection, the admin service, and the
 //!      pattern services.
-//!   5. The pattern service: authorization and namespace lookup
+//!   4. The pattern service: authorization and namespace lookup
 //!      (`Gateway::authorize`), validation, then the plugin call under the
 //!      request's deadline (`api::call_plugin`).
 
@@ -40,8 +40,8 @@ use crate::control::registry::Registry;
 use crate::gateway::Gateway;
 use crate::plugin::Supervisor;
 use crate::security::audit::Audit;
+use crate::security::authn::Authenticator;
 use crate::security::jwt::JwtVerifier;
-use crate::security::layer::{AuthLayer, Authenticator};
 use crate::security::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +99,16 @@ pub async fn run(
         }
     }
     let authenticator = Arc::new(match &config.auth {
-        Some(auth) if config.authenticates() => Authenticator {
-            enabled: true,
-            require: auth.require,
-            jwt: match &auth.jwt {
+        Some(auth) if config.authenticates() => Authenticator::new(
+            true,
+            auth.require,
+            match &auth.jwt {
                 Some(jwt) => Some(JwtVerifier::new(jwt.clone()).await.map_err(StartError::Auth)?),
                 None => None,
             },
-        },
+        ),
         // Client certificates alone.
-        None if config.authenticates() => Authenticator { enabled: true, require: Require::Mtls, jwt: None },
+        None if config.authenticates() => Authenticator::new(true, Require::Mtls, None),
         _ => Authenticator::dev(),
     });
     let audit = Audit::start(&config.audit.sink).await.map_err(StartError::Audit)?;
@@ -208,8 +208,12 @@ async fn serve(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
     let router = Server::builder()
-        .layer(ContextLayer::new(limits.max_concurrent_requests, limits.request_timeout))
-        .layer(AuthLayer::new(security.authenticator.clone(), security.audit.clone()))
+        .layer(ContextLayer::new(
+            limits.max_concurrent_requests,
+            limits.request_timeout,
+            security.authenticator.clone(),
+            security.audit.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -49,7 +49,9 @@ impl AdminApi {
             Some(name) => format!("{} may not administer namespace {name:?}", ctx.principal),
             None => format!("{} is not a proxy administrator (auth.admins)", ctx.principal),
         });
-        if let Ok(mut facts) = ctx.facts.lock() {
+        if let Some(facts) = &ctx.facts
+            && let Ok(mut facts) = facts.lock()
+        {
             facts.namespace = name.map(str::to_owned);
             facts.right = Some(Right::Admin.as_str());
             facts.denied.clone_from(&why);

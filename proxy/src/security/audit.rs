@@ -95,6 +95,44 @@ impl Record {
     }
 }
 
+/// What the context layer knows about a finished (or refused) call.
+pub struct CallSummary<'a> {
+    pub request_id: &'a str,
+    pub principal: Option<&'a super::Principal>,
+    pub peer: Option<SocketAddr>,
+    pub path: &'a str,
+    pub status: tonic::Code,
+    pub latency: std::time::Duration,
+}
+
+impl Record {
+    /// The record of one call: the summary, and what the handler noted.
+    pub fn call(call: &CallSummary<'_>, facts: Facts, reason_if_refused: Option<String>) -> Self {
+        let (decision, reason) = match (facts.denied, reason_if_refused) {
+            (Some(why), _) | (None, Some(why)) => ("deny", Some(why)),
+            (None, None) if call.status == tonic::Code::Unauthenticated => ("deny", None),
+            (None, None) => ("allow", None),
+        };
+        Self {
+            ts: now(),
+            event: "call",
+            request_id: Some(call.request_id.to_owned()),
+            principal: call.principal.map(ToString::to_string),
+            auth: call.principal.map_or("none", |p| p.method().as_str()),
+            peer: call.peer.map(|p| p.to_string()),
+            operation: Some(call.path.trim_start_matches('/').to_owned()),
+            namespace: facts.namespace,
+            right: facts.right,
+            key_hash: facts.key_hash,
+            keys: facts.keys,
+            decision,
+            reason,
+            status: Some(format!("{:?}", call.status)),
+            latency_ms: Some(call.latency.as_secs_f64() * 1000.0),
+        }
+    }
+}
+
 /// A handle to the audit writer; cheap to clone. Off: records are dropped
 /// at once.
 #[derive(Clone, Default)]

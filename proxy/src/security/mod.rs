@@ -1,14 +1,15 @@
 //! Who is calling and what they may do: client TLS, bearer tokens, the
 //! principal they add up to, per-namespace authorization and the audit log.
 //!
-//! Authentication happens once per call in [`layer::AuthLayer`], which puts
-//! the [`Principal`] into the request context; authorization happens where
-//! the namespace is known, in [`crate::gateway::Gateway::authorize`]; the
-//! layer writes the audit record when the call ends.
+//! Authentication happens once per call in the context layer
+//! (`crate::context`, through [`authn::Authenticator`]), which puts the
+//! [`Principal`] into the request context; authorization happens where the
+//! namespace is known, in [`crate::gateway::Gateway::authorize`]; the
+//! context layer writes the audit record when the call ends.
 
 pub mod audit;
+pub mod authn;
 pub mod jwt;
-pub mod layer;
 pub mod tls;
 
 use std::fmt;
