@@ -14,7 +14,6 @@ use crate::context::RequestContext;
 use crate::control::Controller;
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Route};
-use crate::namespace::NamespaceDoc;
 use crate::security::Right;
 
 pub struct AdminApi {
@@ -30,9 +29,8 @@ impl AdminApi {
     /// Refuses unless the caller administers `name` (its `access.admin`, or
     /// `auth.admins`). Creating a namespace needs `auth.admins`: a new
     /// namespace has no admins yet.
-    fn check_admin(&self, ctx: &RequestContext, name: &str) -> Result<(), ProxyError> {
-        let table = self.gateway.routes();
-        let allowed = match table.get(name) {
+    fn check_admin(&self, ctx: &RequestContext, name: &str, current: Option<&Route>) -> Result<(), ProxyError> {
+        let allowed = match current {
             Some(route) => self.gateway.may_administer(&ctx.principal, route.doc.spec.access.as_ref()),
             None => self.gateway.is_proxy_admin(&ctx.principal),
         };
@@ -89,10 +87,8 @@ impl AdminService for AdminApi {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
         // An invalid document gets its errors; a valid one needs the right.
-        if let Ok(doc) = NamespaceDoc::parse(&req.spec_yaml) {
-            self.check_admin(&ctx, doc.name())?;
-        }
-        let (plan, applied) = self.controller.apply(&req.spec_yaml, req.dry_run, req.force).await?;
+        let may_change = |name: &str, current: Option<&Route>| self.check_admin(&ctx, name, current);
+        let (plan, applied) = self.controller.apply(&req.spec_yaml, req.dry_run, req.force, may_change).await?;
         Ok(Response::new(ApplyNamespaceResponse { plan: Some(plan), applied }))
     }
 
@@ -127,8 +123,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<DeleteNamespaceResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let req = request.into_inner();
-        self.check_admin(&ctx, &req.name)?;
-        let data_purged = self.controller.delete(&req.name, req.purge_data, req.force).await?;
+        let may_change = |name: &str, current: Option<&Route>| self.check_admin(&ctx, name, current);
+        let data_purged = self.controller.delete(&req.name, req.purge_data, req.force, may_change).await?;
         Ok(Response::new(DeleteNamespaceResponse { data_purged }))
     }
 

@@ -248,10 +248,20 @@ impl Controller {
     }
 
     /// Validates, plans and (unless `dry_run`) applies a document.
-    pub async fn apply(&self, yaml: &str, dry_run: bool, force: bool) -> Result<(Plan, bool), ProxyError> {
+    /// `may_change(name, current)` decides whether the caller may change
+    /// the namespace; it runs under the change lock, once the document
+    /// parses, so the decision is about the namespace as it is changed.
+    pub async fn apply(
+        &self,
+        yaml: &str,
+        dry_run: bool,
+        force: bool,
+        may_change: impl FnOnce(&str, Option<&Route>) -> Result<(), ProxyError>,
+    ) -> Result<(Plan, bool), ProxyError> {
         let _changes = self.lock.lock().await;
         let (doc, tree) = NamespaceDoc::parse_with_tree(yaml).map_err(ProxyError::InvalidSpec)?;
         let current = self.gateway.routes().get(doc.name()).cloned();
+        may_change(doc.name(), current.as_deref())?;
         let source = current.as_ref().map(|c| c.source.clone()).unwrap_or_default();
         let planned = self.plan_doc(doc, &tree, yaml, source, current.as_ref()).map_err(ProxyError::InvalidSpec)?;
         if let Some(cur) = &current
@@ -282,10 +292,18 @@ impl Controller {
     }
 
     /// Removes a namespace; see `DeleteNamespace` in admin.proto.
-    pub async fn delete(&self, name: &str, purge_data: bool, force: bool) -> Result<bool, ProxyError> {
+    /// `may_change` as for [`Controller::apply`].
+    pub async fn delete(
+        &self,
+        name: &str,
+        purge_data: bool,
+        force: bool,
+        may_change: impl FnOnce(&str, Option<&Route>) -> Result<(), ProxyError>,
+    ) -> Result<bool, ProxyError> {
         let _changes = self.lock.lock().await;
-        let route =
-            self.gateway.routes().get(name).cloned().ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
+        let current = self.gateway.routes().get(name).cloned();
+        may_change(name, current.as_deref())?;
+        let route = current.ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
         if !purge_data && !force {
             let holds = Self::holds_data(&route).await.map_err(|e| {
                 ProxyError::FailedPrecondition(format!(
