@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Phase, Plugin, Pool, Target};
 use crate::config::{LogFormat, PluginTransport};
+use crate::error::error_chain;
 
 /// The namespaces a plugin must have prepared, given its name.
 pub type NamespaceSource = Arc<dyn Fn(&str) -> Vec<NamespaceSettings> + Send + Sync>;
@@ -428,15 +429,4 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
         Ok(s) => s.to_string(),
         Err(e) => format!("wait failed: {e}"),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

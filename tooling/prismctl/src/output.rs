@@ -66,14 +66,3 @@ pub fn describe(err: &anyhow::Error) -> String {
     }
     format!("{err:#}")
 }
-
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
