@@ -117,7 +117,7 @@ pub async fn run(
     let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
     let registry = match (&config.namespaces_dir, &config.registry) {
         (Some(dir), _) => Registry::Directory(dir.clone()),
-        (None, Some(r)) => Registry::Postgres(r.postgres.clone()),
+        (None, Some(r)) => Registry::postgres(r.postgres.clone()),
         (None, None) => return Err(StartError::NoRegistry),
     };
     let gateway = Arc::new(Gateway::new(config));

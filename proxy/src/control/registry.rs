@@ -4,6 +4,7 @@
 //! parses, validates and plans them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,7 +33,26 @@ pub struct Snapshot {
 
 pub enum Registry {
     Directory(PathBuf),
-    Postgres(PostgresRegistry),
+    Postgres(Arc<PgRegistry>),
+}
+
+/// The PostgreSQL registry and the one connection it reads and writes
+/// through, opened (and the table ensured) on first use and again only
+/// after it closed: reloads come with every notification and resync.
+pub struct PgRegistry {
+    config: PostgresRegistry,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl PgRegistry {
+    async fn client(&self) -> Result<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>, ProxyError> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            *slot = Some(pg_connect(&self.config).await?);
+        }
+        tokio::sync::MutexGuard::try_map(slot, Option::as_mut)
+            .map_err(|_| ProxyError::Internal("registry connection missing".to_owned()))
+    }
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> ProxyError {
@@ -40,10 +60,14 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> ProxyError {
 }
 
 impl Registry {
+    pub fn postgres(config: PostgresRegistry) -> Self {
+        Self::Postgres(Arc::new(PgRegistry { config, client: tokio::sync::Mutex::new(None) }))
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Self::Directory(dir) => format!("directory {}", dir.display()),
-            Self::Postgres(pg) => format!("postgres table {}.namespaces", pg.schema),
+            Self::Postgres(pg) => format!("postgres table {}.namespaces", pg.config.schema),
         }
     }
 
@@ -87,7 +111,7 @@ impl Registry {
     pub fn watch(&self, changed: mpsc::Sender<()>) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
         match self {
             Self::Directory(dir) => watch_dir(dir.clone(), changed),
-            Self::Postgres(pg) => Ok(tokio::spawn(pg_watch(pg.clone(), changed))),
+            Self::Postgres(pg) => Ok(tokio::spawn(pg_watch(pg.config.clone(), changed))),
         }
     }
 }
@@ -204,8 +228,9 @@ async fn ensure_table(pg: &PostgresRegistry, client: &tokio_postgres::Client) ->
     client.batch_execute(&sql).await.map_err(|e| unavailable("creating the registry table", e))
 }
 
-async fn pg_load(pg: &PostgresRegistry) -> Result<Snapshot, ProxyError> {
-    let client = pg_connect(pg).await?;
+async fn pg_load(registry: &PgRegistry) -> Result<Snapshot, ProxyError> {
+    let pg = &registry.config;
+    let client = registry.client().await?;
     let rows = client
         .query(&format!("SELECT name, spec FROM {} ORDER BY name", table(pg)), &[])
         .await
@@ -220,8 +245,9 @@ async fn pg_load(pg: &PostgresRegistry) -> Result<Snapshot, ProxyError> {
     Ok(Snapshot { docs, unreadable: Vec::new() })
 }
 
-async fn pg_put(pg: &PostgresRegistry, name: &str, yaml: &str) -> Result<String, ProxyError> {
-    let mut client = pg_connect(pg).await?;
+async fn pg_put(registry: &PgRegistry, name: &str, yaml: &str) -> Result<String, ProxyError> {
+    let pg = &registry.config;
+    let mut client = registry.client().await?;
     let tx = client.transaction().await.map_err(|e| unavailable("writing a namespace", e))?;
     tx.execute(
         &format!(
@@ -241,8 +267,9 @@ async fn pg_put(pg: &PostgresRegistry, name: &str, yaml: &str) -> Result<String,
     Ok(format!("postgres:{}/{name}", table(pg)))
 }
 
-async fn pg_delete(pg: &PostgresRegistry, name: &str) -> Result<(), ProxyError> {
-    let mut client = pg_connect(pg).await?;
+async fn pg_delete(registry: &PgRegistry, name: &str) -> Result<(), ProxyError> {
+    let pg = &registry.config;
+    let mut client = registry.client().await?;
     let tx = client.transaction().await.map_err(|e| unavailable("deleting a namespace", e))?;
     tx.execute(&format!("DELETE FROM {} WHERE name = $1", table(pg)), &[&name])
         .await
