@@ -166,7 +166,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_parser = parse_positive)]
     pub scan_page: usize,
     /// Measure every cell this many times (interleaved across targets) and
-    /// report the median run by throughput.
+    /// report the median run: by throughput, or with --rate by p50 latency.
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
     pub repeat: usize,
     /// Prism's client endpoint.

@@ -37,7 +37,13 @@ impl Report {
                 .iter()
                 .filter(|m| m.target == target && m.workload == workload && m.concurrency == concurrency)
                 .collect();
-            cell.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+            // At a fixed rate every run has about the same throughput; the
+            // median is then the run with the median p50 latency.
+            if plan.rate.is_some() {
+                cell.sort_by_key(|m| m.latency_us.p50);
+            } else {
+                cell.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+            }
             // With an even count the lower middle run: a real run, not an
             // average of two.
             if let Some(m) = cell.get((cell.len().saturating_sub(1)) / 2) {
@@ -94,7 +100,64 @@ impl Report {
                 right(m.server_peak_rss_mib.map_or("-".to_owned(), |r| format!("{r:.1}"))),
             ]);
         }
-        table.to_string()
+        let mut out = table.to_string();
+        if let Some(lag) = self.lag_table() {
+            out.push_str(
+                "\n\nOpen loop: how late requests were sent after their intended start (part of the latency)\n",
+            );
+            out.push_str(&lag);
+        }
+        if let Some(processes) = self.process_table() {
+            out.push_str("\n\nServer processes\n");
+            out.push_str(&processes);
+        }
+        out
+    }
+
+    fn lag_table(&self) -> Option<String> {
+        let rows: Vec<_> = self.summary.iter().filter_map(|m| Some((m, m.send_lag_us.as_ref()?))).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["target", "workload", "in flight", "lag p50 µs", "lag p99 µs", "lag max µs"]);
+        for (m, lag) in rows {
+            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+            table.add_row(vec![
+                Cell::new(&m.target),
+                Cell::new(m.workload.name()),
+                right(m.concurrency.to_string()),
+                right(lag.p50.to_string()),
+                right(lag.p99.to_string()),
+                right(lag.max.to_string()),
+            ]);
+        }
+        Some(table.to_string())
+    }
+
+    fn process_table(&self) -> Option<String> {
+        if self.summary.iter().all(|m| m.processes.is_empty()) {
+            return None;
+        }
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["target", "workload", "in flight", "process", "CPU s/s", "RSS MiB", "peak RSS MiB"]);
+        for m in &self.summary {
+            for p in &m.processes {
+                let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+                table.add_row(vec![
+                    Cell::new(&m.target),
+                    Cell::new(m.workload.name()),
+                    right(m.concurrency.to_string()),
+                    Cell::new(format!("{} ({})", p.name, p.pid)),
+                    right(format!("{:.3}", p.cpu_per_second)),
+                    right(format!("{:.1}", p.rss_mib)),
+                    right(format!("{:.1}", p.peak_rss_mib)),
+                ]);
+            }
+        }
+        Some(table.to_string())
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {

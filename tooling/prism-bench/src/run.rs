@@ -14,6 +14,7 @@ use prism_proto::keyvalue::v1::{GetRequest, PutRequest, ScanRequest};
 use redis::IntoConnectionInfo;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -253,6 +254,49 @@ pub struct Measurement {
     /// Sum of the peak resident sets of the server process tree.
     pub server_peak_rss_mib: Option<f64>,
     pub server_processes: Option<usize>,
+    /// The same per process of the server tree (the proxy and each plugin
+    /// apart), by pid.
+    pub processes: Vec<ProcessCost>,
+    /// Open loop only: how late requests were sent after their intended
+    /// start (pacing error plus the wake-up of a worker). Part of the
+    /// latency, shown apart so it can be told from the server's share.
+    pub send_lag_us: Option<Percentiles>,
+}
+
+/// CPU and memory of one server process over a measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessCost {
+    pub pid: u32,
+    pub name: String,
+    pub cpu_seconds: f64,
+    /// CPU seconds per second of measurement (1.0 is one core).
+    pub cpu_per_second: f64,
+    /// Peak resident set since the process started.
+    pub peak_rss_mib: f64,
+    /// Resident set at the end of the measurement.
+    pub rss_mib: f64,
+}
+
+fn process_costs(before: Option<&procstat::Sample>, after: Option<&procstat::Sample>, secs: f64) -> Vec<ProcessCost> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let (Some(before), Some(after)) = (before, after) else { return Vec::new() };
+    after
+        .each
+        .iter()
+        .map(|a| {
+            // A process that started during the measurement counts from 0.
+            let start = before.each.iter().find(|b| b.pid == a.pid).map_or(0.0, |b| b.cpu_seconds);
+            let cpu_seconds = (a.cpu_seconds - start).max(0.0);
+            ProcessCost {
+                pid: a.pid,
+                name: a.name.clone(),
+                cpu_seconds,
+                cpu_per_second: cpu_seconds / secs,
+                peak_rss_mib: a.peak_rss_bytes as f64 / MIB,
+                rss_mib: a.rss_bytes as f64 / MIB,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -280,6 +324,8 @@ impl Percentiles {
 
 struct WorkerResult {
     hist: Histogram<u64>,
+    /// Open loop: send time minus intended start.
+    lag: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     last: Duration,
@@ -300,27 +346,76 @@ struct Phase {
     scan_page: usize,
 }
 
-async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64) -> anyhow::Result<WorkerResult> {
+/// Open loop: request numbers, each released by the pacer at its intended
+/// start. Workers take turns waiting on the receiver.
+type Due = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<u64>>>;
+
+/// How much of a wait is spun rather than slept: `nanosleep` wakes up to
+/// the thread's timer slack (50 µs by default) late, and tokio's timer has
+/// 1 ms ticks, which would be charged to every request as latency.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// Sleeps until `due` with microsecond precision: the OS sleep for most of
+/// the wait, then a yielding spin.
+fn sleep_until_precisely(due: std::time::Instant) {
+    loop {
+        let left = due.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Releases request numbers at their intended starts, on its own thread so
+/// that neither the runtime's timer nor busy workers delay the schedule.
+/// Ends when the phase is over or every worker is gone.
+fn pace(phase: &Phase, schedule: Schedule, due: &mpsc::UnboundedSender<u64>) {
+    let start = phase.start.into_std();
+    for i in 0u64.. {
+        if phase.stop.load(Ordering::Relaxed) || phase.requests.is_some_and(|n| i >= n) {
+            break;
+        }
+        let at = schedule.offset(i);
+        if phase.length.is_some_and(|l| at >= l) {
+            break;
+        }
+        sleep_until_precisely(start + at);
+        if due.send(i).is_err() {
+            break;
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, HIST_MAX_US)
+}
+
+async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Due>) -> anyhow::Result<WorkerResult> {
     let mut rng = Rng::new(seed);
-    let mut out = WorkerResult { hist: histogram()?, ok: 0, errors: BTreeMap::new(), last: Duration::ZERO };
+    let mut out =
+        WorkerResult { hist: histogram()?, lag: histogram()?, ok: 0, errors: BTreeMap::new(), last: Duration::ZERO };
     loop {
         if phase.stop.load(Ordering::Relaxed) {
             break;
         }
-        let i = phase.next.fetch_add(1, Ordering::Relaxed);
-        if phase.requests.is_some_and(|n| i >= n) {
-            break;
-        }
-        let intended = match &phase.schedule {
-            Some(s) => {
-                let at = s.offset(i);
-                if phase.length.is_some_and(|l| at >= l) {
-                    break;
-                }
-                tokio::time::sleep_until(phase.start + at).await;
+        let intended = match (&due, &phase.schedule) {
+            (Some(due), Some(schedule)) => {
+                let next = due.lock().await.recv().await;
+                let Some(i) = next else { break };
+                let at = schedule.offset(i);
+                out.lag.saturating_record(micros(phase.start.elapsed().saturating_sub(at)));
                 at
             }
-            None => {
+            _ => {
+                let i = phase.next.fetch_add(1, Ordering::Relaxed);
+                if phase.requests.is_some_and(|n| i >= n) {
+                    break;
+                }
                 let now = phase.start.elapsed();
                 if phase.length.is_some_and(|l| now >= l) {
                     break;
@@ -331,8 +426,7 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64) -> anyhow::Result<
         let op = Op::pick(phase.workload, &mut rng);
         let result = call(&mut conn, op, rng.below(phase.key_space), &phase.value, phase.scan_page).await;
         let completed = phase.start.elapsed();
-        let us = u64::try_from(latency(intended, completed).as_micros()).unwrap_or(u64::MAX);
-        out.hist.saturating_record(us.clamp(1, HIST_MAX_US));
+        out.hist.saturating_record(micros(latency(intended, completed)));
         out.last = out.last.max(completed);
         match result {
             Ok(()) => out.ok += 1,
@@ -386,11 +480,13 @@ pub async fn measure(
     let after = target.server_pid.and_then(procstat::sample);
 
     let mut hist = histogram()?;
+    let mut lag = histogram()?;
     let mut ok = 0;
     let mut errors = BTreeMap::new();
     let mut elapsed = Duration::ZERO;
     for r in results {
         hist.add(&r.hist)?;
+        lag.add(&r.lag)?;
         ok += r.ok;
         for (k, v) in r.errors {
             *errors.entry(k).or_default() += v;
@@ -418,6 +514,8 @@ pub async fn measure(
         server_cpu_percent: cpu.map(|c| 100.0 * c / secs),
         server_peak_rss_mib: after.as_ref().map(|a| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
         server_processes: after.as_ref().map(|a| a.processes),
+        processes: process_costs(before.as_ref(), after.as_ref(), secs),
+        send_lag_us: phase.schedule.is_some().then(|| Percentiles::of(&lag)),
     })
 }
 
@@ -428,9 +526,15 @@ async fn run_phase(
     bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<Vec<WorkerResult>> {
     let mut tasks = tokio::task::JoinSet::new();
+    let due = phase.schedule.map(|schedule| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pacer = phase.clone();
+        std::thread::spawn(move || pace(&pacer, schedule, &tx));
+        Arc::new(tokio::sync::Mutex::new(rx))
+    });
     for w in 0..concurrency {
         let conn = target.conns[w % target.conns.len()].clone();
-        tasks.spawn(worker(phase.clone(), conn, 0x5EED ^ (w as u64).wrapping_mul(0x9E37_79B9)));
+        tasks.spawn(worker(phase.clone(), conn, 0x5EED ^ (w as u64).wrapping_mul(0x9E37_79B9), due.clone()));
     }
     let ticker = bar.map(|bar| {
         let bar = bar.clone();
