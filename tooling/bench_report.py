@@ -11,6 +11,8 @@ target/bench/.
     uv run tooling/bench_report.py            # build (release) and run the default matrix
     uv run tooling/bench_report.py --no-build # reuse target/release
     uv run tooling/bench_report.py --quick    # one short run per cell, to try the script
+    uv run tooling/bench_report.py --smoke    # CI: debug build, a few seconds, every target;
+                                              # fails on any error; writes no report
 
 Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, trust)
 and the `nutcracker` binary (Debian package nutcracker).
@@ -31,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+RELEASE = TARGET_DIR / "release"
 OUT_DIR = ROOT / "target" / "bench"
 DOC = ROOT / "docs-cms" / "reference" / "performance.md"
 PLOT = ROOT / "docs-cms" / "reference" / "img" / "performance-latency-throughput.svg"
@@ -46,7 +49,11 @@ PRISM = {
     "postgres": "grpc-redis-floor",
 }
 BASELINES = ["grpc-floor", "grpc-redis-floor", "redis", "twemproxy"]
+# The fixed-rate cell: the issue's latency and cost targets are at this rate.
+RATE = 1000
+RATE_TARGETS = ["prism/bench-redis", "redis", "twemproxy", "grpc-redis-floor", "prism/bench-memstore", "grpc-floor"]
 PACKAGES = ["prism-bench", "prism-proxy"] + [f"prism-plugin-{b}" for b in PRISM]
+BIN = RELEASE
 
 
 def free_port() -> int:
@@ -130,7 +137,7 @@ def write_twemproxy_config(work: Path, port: int) -> Path:
 
 
 def bench(args: list[str], out: Path) -> dict:
-    cmd = [str(RELEASE / "prism-bench"), "run", *args, "--json", str(out)]
+    cmd = [str(BIN / "prism-bench"), "run", *args, "--json", str(out)]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
@@ -231,8 +238,89 @@ def runs_of(runs: list[dict], target: str, workload: str, conc: int) -> list[flo
             and m["concurrency"] == conc]
 
 
-def write_doc(main: dict, sweep: dict | None, scan: dict | None, commands: list[str], created: str) -> None:
+def ratio(m: dict | None, base: dict | None) -> str:
+    if not m or not base or base["throughput"] <= 0:
+        return ""
+    return f"{100 * m['throughput'] / base['throughput']:.0f}%"
+
+
+MB = 1_000_000 / (1024 * 1024)  # MiB per MB: the memory target is in MB
+
+
+def process(m: dict, name: str) -> dict | None:
+    return next((p for p in m.get("processes", []) if p["name"] == name), None)
+
+
+def rate_rows(rate: dict) -> tuple[list[str], dict]:
+    """The fixed-rate table, and the figures the targets need."""
+    s = rate["summary"]
+    lines = [
+        "| target | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | send lag p50 / p99 µs | server CPU s/s | RSS MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for t in rate["targets"]:
+        m = cell(s, t, "get", rate["plan"]["concurrency"][0])
+        if m is None:
+            continue
+        lag = m.get("send_lag_us") or {}
+        cpu = "-" if m["server_cpu_seconds"] is None else f"{m['server_cpu_seconds'] / m['elapsed_seconds']:.3f}"
+        if t.startswith("prism/"):
+            # The proxy and the plugin serving this namespace; the other
+            # plugins the bench proxy runs are idle here.
+            plugin = "prism-plugin-" + t.removeprefix("prism/bench-")
+            procs = [p for p in (process(m, "prism-proxy"), process(m, plugin)) if p]
+            cpu = " + ".join(f"{p['cpu_per_second']:.3f}" for p in procs) + " (proxy + plugin)"
+            rss = " / ".join(f"{p['peak_rss_mib']:.1f}" for p in procs) + " (peak)"
+        else:
+            rss = "-" if m["server_peak_rss_mib"] is None else f"{m['server_peak_rss_mib']:.1f} (peak)"
+        lat = m["latency_us"]
+        lines.append(
+            f"| {t} | {fmt_ops(m['throughput'])} | {lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['p999']} | "
+            f"{lag.get('p50', '-')} / {lag.get('p99', '-')} | {cpu} | {rss} | {sum(m['errors'].values())} |"
+        )
+    return lines, {t: cell(s, t, "get", rate["plan"]["concurrency"][0]) for t in rate["targets"]}
+
+
+def target_rows(main: dict, rate: dict | None) -> list[str]:
+    s = main["summary"]
+    lines = [
+        "| target | goal | measured | met |",
+        "|---|---|---:|---|",
+    ]
+
+    def row(what: str, goal: str, measured: str, met: bool) -> None:
+        lines.append(f"| {what} | {goal} | {measured} | {'yes' if met else '**no**'} |")
+
+    for backend, floor in (("memstore", "grpc-floor"), ("redis", "grpc-redis-floor")):
+        m = cell(s, f"prism/bench-{backend}", "get", 64)
+        f = cell(s, floor, "get", 64)
+        if m and f and f["throughput"] > 0:
+            r = m["throughput"] / f["throughput"]
+            row(f"Throughput, get at 64 in flight: Prism → {backend} plugin", f"≥ 70% of {floor}",
+                f"{100 * r:.0f}% ({fmt_ops(m['throughput'])} / {fmt_ops(f['throughput'])})", r >= 0.7)
+    if rate:
+        c = rate["plan"]["concurrency"][0]
+        prism, redis = cell(rate["summary"], "prism/bench-redis", "get", c), cell(rate["summary"], "redis", "get", c)
+        if prism and redis:
+            added = (prism["latency_us"]["p50"] - redis["latency_us"]["p50"]) / 1000
+            row(f"Latency at {RATE:,} get/s: p50 added over direct Redis", "≤ 0.2 ms",
+                f"{added:.3f} ms ({prism['latency_us']['p50']} − {redis['latency_us']['p50']} µs)", added <= 0.2)
+            p99 = prism["latency_us"]["p99"] / 1000
+            row(f"Latency at {RATE:,} get/s: p99 end to end, Prism → redis", "< 1.5 ms", f"{p99:.3f} ms", p99 < 1.5)
+            procs = [process(prism, "prism-proxy"), process(prism, "prism-plugin-redis")]
+            if all(procs):
+                cpu = sum(p["cpu_per_second"] for p in procs)
+                row(f"Cost at {RATE:,} get/s: CPU of proxy + redis plugin", "< 0.1 CPU-s/s",
+                    f"{cpu:.3f} ({procs[0]['cpu_per_second']:.3f} + {procs[1]['cpu_per_second']:.3f})", cpu < 0.1)
+                for p in procs:
+                    mb = p["peak_rss_mib"] / MB
+                    row(f"Cost at {RATE:,} get/s: peak RSS of {p['name']}", "< 50 MB", f"{mb:.1f} MB", mb < 50)
+    return lines
+
+
+def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) -> None:
     today = datetime.date.today().isoformat()
+    main, sweep, scan, rate = (results.get(n) for n in ("main", "sweep", "scan", "rate"))
     s = main["summary"]
     lines = [
         "---",
@@ -253,69 +341,74 @@ def write_doc(main: dict, sweep: dict | None, scan: dict | None, commands: list[
         "the least any gRPC gateway can cost on this machine; Prism adds a second gRPC hop (proxy to plugin over",
         "a Unix socket) on top of them. Transport choices: [ADR-007](../adr/007-plugin-transport-performance.md).",
         "",
+        "## Where it stands",
+        "",
+        "The targets of issue #7, measured in the run below (benchmark goals, not test assertions):",
+        "",
+        *target_rows(main, rate),
+        "",
         "## How it was measured",
         "",
         f"- Machine: {main['cores']} cores; the load generator, proxy, plugins and",
         "  servers all on loopback on the same machine. Single runs of one cell vary by 10–40% here (see the",
         "  `runs` column); only ratios measured in the same run are compared, and the median run is reported.",
-        "- `vs floor`: Prism on an in-process store (memstore, sqlite) against `grpc-floor`, on a networked",
-        "  backend (redis, postgres) against `grpc-redis-floor`. For PostgreSQL that is the closest floor there",
-        "  is, not a like-for-like one: its figures are bound by the database's round trips and fsyncs.",
+        "- Ratios: each row's throughput against each baseline of the same run. The floor that matches a Prism",
+        "  row is `grpc-floor` for an in-process store (memstore, sqlite) and `grpc-redis-floor` for a networked",
+        "  one (redis, postgres); for PostgreSQL that is the closest floor there is, not a like-for-like one.",
         f"- Closed loop, {main['plan']['value_size']}-byte values, {main['plan']['key_space']:,} keys preloaded, "
         f"{main['plan']['connections']} client connection(s);",
         f"  warm-up {main['plan']['warmup_seconds']:g} s, then {stop_text(main['plan']['stop'])} per measurement; each cell "
         f"measured {main['plan']['repeat']} times, interleaved across targets, and the median run reported.",
+        "- Open loop (the fixed-rate table): a pacer thread releases each request at its intended start",
+        "  (OS sleep, then a short spin, so neither a 1 ms timer tick nor a busy worker shifts the schedule), and",
+        "  latency is measured from that intended start, so a stall shows in the latency of every request it",
+        "  delays (no coordinated omission). `send lag` is how late requests left after their intended start:",
+        "  it is part of every target's latency, the load generator's share.",
         "- Release builds. Server CPU is the CPU time of the server process tree (the proxy and its plugins; the",
         "  floor process; redis-server; nutcracker) over the measurement, as a share of one core; RSS is the sum",
-        "  of the processes' peak resident sets.",
+        "  of the processes' peak resident sets. The bench proxy runs four plugins; the fixed-rate table names",
+        "  the proxy and the plugin that serves the namespace apart (from `/proc`, per process).",
         "",
         "Commands (run by `uv run tooling/bench_report.py`):",
         "",
         "```sh",
-        *commands,
+        *commands.values(),
         "```",
         "",
         "## At 64 requests in flight",
         "",
-        "| workload | target | ops/s (median) | runs | p50 µs | p99 µs | p99.9 µs | vs floor | server CPU % | peak RSS MiB | errors |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "Throughput against each baseline of the same run (the `vs` columns), closed loop.",
+        "",
+        "| workload | target | ops/s (median) | runs | p50 µs | p99 µs | p99.9 µs | vs grpc-floor | vs grpc-redis-floor "
+        "| vs redis | vs twemproxy | server CPU % | peak RSS MiB | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    targets = main["targets"]
     for workload in main["plan"]["workloads"]:
-        for t in targets:
+        for t in main["targets"]:
             m = cell(s, t, workload, 64)
             if m is None:
                 continue
-            floor = None
-            if t.startswith("prism/bench-"):
-                floor = PRISM.get(t.removeprefix("prism/bench-"))
-            ratio = ""
-            if floor and (f := cell(s, floor, workload, 64)) and f["throughput"] > 0:
-                ratio = f"{100 * m['throughput'] / f['throughput']:.0f}% of {floor}"
+            vs = [ratio(m, cell(s, b, workload, 64)) if b != t else "" for b in BASELINES]
             runs = ", ".join(f"{x / 1000:.1f}k" for x in runs_of(main["runs"], t, workload, 64))
             errors = sum(m["errors"].values())
             cpu = "-" if m["server_cpu_percent"] is None else f"{m['server_cpu_percent']:.0f}"
             rss = "-" if m["server_peak_rss_mib"] is None else f"{m['server_peak_rss_mib']:.0f}"
             lines.append(
                 f"| {workload} | {t} | {fmt_ops(m['throughput'])} | {runs} | {m['latency_us']['p50']} | "
-                f"{m['latency_us']['p99']} | {m['latency_us']['p999']} | {ratio} | {cpu} | {rss} | {errors} |"
+                f"{m['latency_us']['p99']} | {m['latency_us']['p999']} | {' | '.join(vs)} | {cpu} | {rss} | {errors} |"
             )
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "The issue set two targets for throughput at 64 in flight, against the floors measured in the same run:",
-        "",
-        "| target | goal | measured (get) | met |",
-        "|---|---|---:|---|",
-    ]
-    for backend, floor in (("memstore", "grpc-floor"), ("redis", "grpc-redis-floor")):
-        m = cell(s, f"prism/bench-{backend}", "get", 64)
-        f = cell(s, floor, "get", 64)
-        if m and f and f["throughput"] > 0:
-            r = m["throughput"] / f["throughput"]
-            lines.append(f"| Prism → {backend} plugin | ≥ 70% of {floor} | {100 * r:.0f}% "
-                         f"({fmt_ops(m['throughput'])} / {fmt_ops(f['throughput'])}) | {'yes' if r >= 0.7 else 'no'} |")
+    if rate:
+        table, _ = rate_rows(rate)
+        lines += [
+            "",
+            f"## At {RATE:,} requests per second",
+            "",
+            f"Get, open loop at {RATE:,} requests/s (up to {rate['plan']['concurrency'][0]} in flight), "
+            f"{stop_text(rate['plan']['stop'])} per measurement, median of {rate['plan']['repeat']} runs by p50. "
+            "Measured first, on a freshly started proxy, so peak memory is that of this load.",
+            "",
+            *table,
+        ]
     if sweep:
         lines += [
             "",
@@ -354,8 +447,8 @@ def write_doc(main: dict, sweep: dict | None, scan: dict | None, commands: list[
         "  microseconds of CPU per request, an HTTP/2 unary call tens. twemproxy shows what a RESP proxy costs.",
         "- Prism makes two gRPC hops (client → proxy → plugin) where the floors make one, so the interesting",
         "  figure is the ratio to the floor of the same backend, not the absolute number.",
-        "- At 1 in flight the second hop shows as latency (compare the p50 of Prism and its floor); at 64 in",
-        "  flight the machine is CPU bound and the multiplexed plugin hop (ADR-007) costs little throughput.",
+        "- At 1 in flight and at a fixed low rate the second hop shows as latency (compare the p50 of Prism and",
+        "  its floor); at 64 in flight the machine is CPU bound and every process's CPU per request counts.",
         "- On 2 cores the load generator, the proxy and the plugin compete for the same CPU: the client's own",
         "  cost is part of every figure, equally for every target.",
         "",
@@ -373,39 +466,57 @@ def created_date() -> str:
     return datetime.date.today().isoformat()
 
 
+def check_smoke(results: dict[str, dict]) -> None:
+    """Every measured request of every run answered, none failed."""
+    bad = []
+    for name, r in results.items():
+        for m in r["runs"]:
+            if m["errors"] or m["ok"] == 0:
+                bad.append(f"{name}: {m['target']} {m['workload']}: ok {m['ok']}, errors {m['errors']}")
+    if bad:
+        sys.exit("prism-bench smoke failed:\n  " + "\n  ".join(bad))
+    runs = sum(len(r["runs"]) for r in results.values())
+    print(f"prism-bench smoke: {runs} runs, 0 errors; JSON in {OUT_DIR.relative_to(ROOT)}/")
+
+
 def main() -> None:
+    global BIN, OUT_DIR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--quick", action="store_true", help="short single runs (to try the script)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="debug build, about a second per cell, fail on any error, write no report (CI)")
     ap.add_argument("--duration", default=None, help="measurement length per cell (default 3s, quick 1s)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per headline cell (default 3, quick 1)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the last run's JSON")
     opts = ap.parse_args()
-    duration = opts.duration or ("1s" if opts.quick else "3s")
-    repeat = opts.repeat or (1 if opts.quick else 3)
-    warmup = "500ms" if opts.quick else "1s"
+    short = opts.quick or opts.smoke
+    duration = opts.duration or ("1s" if short else "3s")
+    repeat = opts.repeat or (1 if short else 3)
+    warmup = "300ms" if opts.smoke else "500ms" if opts.quick else "1s"
+    if opts.smoke:
+        BIN = TARGET_DIR / "debug"
+        OUT_DIR = ROOT / "target" / "bench-smoke"
 
     if opts.report_only:
-        main_r, sweep_r, scan_r = (json.loads((OUT_DIR / f"{n}.json").read_text()) for n in ("main", "sweep", "scan"))
+        results = {n: json.loads((OUT_DIR / f"{n}.json").read_text()) for n in ("main", "sweep", "scan", "rate")}
         commands = json.loads((OUT_DIR / "commands.json").read_text())
-        svg_plot(sweep_r["summary"] + [m for m in main_r["summary"] if m["workload"] == "get"], PLOT)
-        write_doc(main_r, sweep_r, scan_r, commands, created_date())
-        print(f"wrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
+        write_outputs(results, commands)
         return
 
     if not opts.no_build:
-        cmd = ["cargo", "build", "--release"] + [a for p in PACKAGES for a in ("-p", p)]
+        profile = [] if opts.smoke else ["--release"]
+        cmd = ["cargo", "build", "--locked", *profile] + [a for p in PACKAGES for a in ("-p", p)]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     for p in PACKAGES:
-        if not (RELEASE / p).exists():
-            sys.exit(f"missing {RELEASE / p}; run without --no-build")
+        if not (BIN / p).exists():
+            sys.exit(f"missing {BIN / p}; run without --no-build")
     nutcracker = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
     if not Path(nutcracker).exists():
         sys.exit("nutcracker not found: apt-get install -y nutcracker")
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    created = created_date()
 
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
@@ -413,7 +524,7 @@ def main() -> None:
         try:
             proxy_port, tw_port = free_port(), free_port()
             proxy_cfg = write_proxy_config(work, proxy_port)
-            proxy = subprocess.Popen([str(RELEASE / "prism-proxy"), "--config", str(proxy_cfg)], cwd=work,
+            proxy = subprocess.Popen([str(BIN / "prism-proxy"), "--config", str(proxy_cfg)], cwd=work,
                                      stdin=subprocess.DEVNULL)
             procs.append(proxy)
             tw = subprocess.Popen([nutcracker, "-c", str(write_twemproxy_config(work, tw_port)),
@@ -427,19 +538,31 @@ def main() -> None:
             common = [
                 "--prism", f"127.0.0.1:{proxy_port}", "--prism-pid", str(proxy.pid),
                 "--redis", REDIS_URL, "--twemproxy", f"127.0.0.1:{tw_port}", "--twemproxy-pid", str(tw.pid),
-                "--value-size", "100", "--key-space", "10000", "--warmup", warmup, "--duration", duration,
+                "--value-size", "100", "--key-space", "1000" if opts.smoke else "10000", "--warmup", warmup,
                 "--no-progress",
             ]
             if (rp := pid_of("redis-server")) is not None:
                 common += ["--redis-pid", str(rp)]
             all_targets = prism_targets + [a for b in BASELINES for a in ("-t", b)]
 
-            main_args = [*all_targets, "-w", "get,put,mixed", "-c", "64", "--repeat", str(repeat), *common]
-            sweep_args = [*all_targets, "-w", "get", "-c", "1,4,16", *common]
-            scan_args = [*prism_targets, "-t", "grpc-floor", "-w", "scan", "-c", "64", *common]
-            main_r = bench(main_args, OUT_DIR / "main.json")
-            sweep_r = bench(sweep_args, OUT_DIR / "sweep.json")
-            scan_r = bench(scan_args, OUT_DIR / "scan.json")
+            # The fixed-rate cell runs first, on a freshly started proxy, so
+            # its peak memory is that of serving 1,000 requests/s and not of
+            # the saturating runs after it.
+            rate_targets = [a for t in RATE_TARGETS for a in ("-t", t)]
+            plans = {
+                "rate": [*rate_targets, "-w", "get", "-c", "16", "--rate", str(RATE), "--repeat", str(repeat),
+                         *common, "--duration", "2s" if short else "10s"],
+                "main": [*all_targets, "-w", "get,put,mixed", "-c", "64", "--repeat", str(repeat), *common,
+                         "--duration", duration],
+                "sweep": [*all_targets, "-w", "get", "-c", "1,4,16", *common, "--duration", duration],
+                "scan": [*prism_targets, "-t", "grpc-floor", "-w", "scan", "-c", "64", *common,
+                         "--duration", duration],
+            }
+            if opts.smoke:
+                # Every target and workload once, and the open loop; the
+                # sweep adds nothing a smoke test needs.
+                del plans["sweep"]
+            results = {name: bench(args, OUT_DIR / f"{name}.json") for name, args in plans.items()}
         finally:
             for p in procs:
                 p.terminate()
@@ -448,6 +571,10 @@ def main() -> None:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+    if opts.smoke:
+        check_smoke(results)
+        return
 
     def shown(a: list[str]) -> str:
         # Ports and pids change every run; show the shape of the command.
@@ -461,10 +588,15 @@ def main() -> None:
             out.append(x)
         return "prism-bench run " + " ".join(out).replace(str(proxy_port), "PORT").replace(str(tw_port), "TWPORT")
 
-    commands = [shown(main_args), shown(sweep_args), shown(scan_args)]
+    commands = {name: shown(args) for name, args in plans.items()}
     (OUT_DIR / "commands.json").write_text(json.dumps(commands))
+    write_outputs(results, commands)
+
+
+def write_outputs(results: dict[str, dict], commands: dict[str, str]) -> None:
+    main_r, sweep_r = results["main"], results["sweep"]
     svg_plot(sweep_r["summary"] + [m for m in main_r["summary"] if m["workload"] == "get"], PLOT)
-    write_doc(main_r, sweep_r, scan_r, commands, created)
+    write_doc(results, commands, created_date())
     print(f"wrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
 
 

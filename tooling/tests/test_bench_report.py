@@ -1,0 +1,83 @@
+"""Tests of tooling/bench_report.py: the targets table and the smoke check read prism-bench's JSON right."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bench_report as br  # noqa: E402
+
+
+def measurement(target: str, throughput: float, p50: int, p99: int, *, concurrency: int = 64,
+                processes: list[dict] | None = None, errors: dict | None = None, ok: int = 100) -> dict:
+    return {
+        "target": target,
+        "workload": "get",
+        "concurrency": concurrency,
+        "throughput": throughput,
+        "latency_us": {"p50": p50, "p90": p99, "p99": p99, "p999": p99, "max": p99},
+        "processes": processes or [],
+        "errors": errors or {},
+        "ok": ok,
+        "elapsed_seconds": 10.0,
+        "server_cpu_seconds": None,
+        "server_peak_rss_mib": None,
+    }
+
+
+def proc(name: str, cpu: float, peak_mib: float) -> dict:
+    return {"name": name, "pid": 1, "cpu_per_second": cpu, "peak_rss_mib": peak_mib, "rss_mib": peak_mib}
+
+
+def test_targets_compare_against_the_same_runs_floors() -> None:
+    main = {"summary": [
+        measurement("prism/bench-memstore", 7_500, 1, 1),
+        measurement("grpc-floor", 10_000, 1, 1),
+        measurement("prism/bench-redis", 6_000, 1, 1),
+        measurement("grpc-redis-floor", 10_000, 1, 1),
+    ]}
+    rows = br.target_rows(main, None)
+    memstore = next(r for r in rows if "memstore" in r)
+    redis = next(r for r in rows if "redis plugin" in r)
+    assert "75% (7,500 / 10,000)" in memstore and memstore.endswith("| yes |")
+    assert "60%" in redis and redis.endswith("| **no** |")
+
+
+def test_rate_targets_use_the_proxy_and_the_serving_plugin() -> None:
+    rate = {
+        "plan": {"concurrency": [16]},
+        "targets": ["prism/bench-redis", "redis"],
+        "summary": [
+            measurement("prism/bench-redis", 1000, 300, 1400, concurrency=16, processes=[
+                proc("prism-proxy", 0.06, 20.0),
+                proc("prism-plugin-memstore", 0.5, 500.0),  # idle in this cell; must not count
+                proc("prism-plugin-redis", 0.03, 60.0),
+            ]),
+            measurement("redis", 1000, 150, 400, concurrency=16),
+        ],
+    }
+    rows = br.target_rows({"summary": []}, rate)
+    added = next(r for r in rows if "p50 added" in r)
+    assert "0.150 ms (300 − 150 µs)" in added and added.endswith("| yes |")
+    assert next(r for r in rows if "p99 end to end" in r).endswith("| yes |")
+    cpu = next(r for r in rows if "CPU of proxy" in r)
+    assert "0.090 (0.060 + 0.030)" in cpu and cpu.endswith("| yes |")
+    # 60 MiB is 62.9 MB: over the 50 MB goal.
+    plugin_rss = next(r for r in rows if "peak RSS of prism-plugin-redis" in r)
+    assert "62.9 MB" in plugin_rss and plugin_rss.endswith("| **no** |")
+    assert next(r for r in rows if "peak RSS of prism-proxy" in r).endswith("| yes |")
+    assert not any("memstore" in r for r in rows)
+
+
+def test_smoke_fails_on_any_error_or_empty_run(capsys: pytest.CaptureFixture[str]) -> None:
+    good = {"runs": [measurement("redis", 1, 1, 1)]}
+    br.check_smoke({"main": good})
+    assert "0 errors" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="UNAVAILABLE"):
+        br.check_smoke({"main": good, "rate": {"runs": [measurement("x", 1, 1, 1, errors={"UNAVAILABLE": 2})]}})
+    with pytest.raises(SystemExit, match="ok 0"):
+        br.check_smoke({"main": {"runs": [measurement("x", 0, 1, 1, ok=0)]}})
