@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use prism_plugin_nats::Nats;
 use prism_plugin_sdk::PluginServer;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    PluginServer::<Nats>::new().keyvalue().run().await
+fn main() -> ExitCode {
+    PluginServer::<Nats>::new().keyvalue().main()
 }

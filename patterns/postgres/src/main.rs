@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use prism_plugin_postgres::Postgres;
 use prism_plugin_sdk::PluginServer;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    PluginServer::<Postgres>::new().keyvalue().timeseries().graph().run().await
+fn main() -> ExitCode {
+    PluginServer::<Postgres>::new().keyvalue().timeseries().graph().main()
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use prism_plugin_redis::Redis;
 use prism_plugin_sdk::PluginServer;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    PluginServer::<Redis>::new().keyvalue().timeseries().run().await
+fn main() -> ExitCode {
+    PluginServer::<Redis>::new().keyvalue().timeseries().main()
 }

@@ -2,12 +2,13 @@
 //!
 //! A plugin is a process that stores data for the proxy. Its author
 //! implements [`Backend`] (lifecycle) and a pattern trait such as
-//! [`KeyValueStore`], then calls [`PluginServer::run`]:
+//! [`KeyValueStore`], then calls [`PluginServer::main`] from its `main`
+//! (it builds the runtime; [`PluginServer::run`] runs on the caller's):
 //!
 //! ```no_run
 //! # use prism_plugin_sdk::{PluginServer, KeyValueStore};
-//! # async fn main_of<MyStore: KeyValueStore>() -> std::process::ExitCode {
-//! PluginServer::<MyStore>::new().keyvalue().run().await
+//! # fn main_of<MyStore: KeyValueStore>() -> std::process::ExitCode {
+//! PluginServer::<MyStore>::new().keyvalue().main()
 //! # }
 //! ```
 //!

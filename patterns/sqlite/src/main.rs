@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use prism_plugin_sdk::PluginServer;
 use prism_plugin_sqlite::Sqlite;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    PluginServer::<Sqlite>::new().keyvalue().timeseries().graph().run().await
+fn main() -> ExitCode {
+    PluginServer::<Sqlite>::new().keyvalue().timeseries().graph().main()
 }
