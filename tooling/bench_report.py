@@ -305,8 +305,14 @@ def target_rows(main: dict, rate: dict | None) -> list[str]:
             added = (prism["latency_us"]["p50"] - redis["latency_us"]["p50"]) / 1000
             row(f"Latency at {RATE:,} get/s: p50 added over direct Redis", "≤ 0.2 ms",
                 f"{added:.3f} ms ({prism['latency_us']['p50']} − {redis['latency_us']['p50']} µs)", added <= 0.2)
-            p99 = prism["latency_us"]["p99"] / 1000
-            row(f"Latency at {RATE:,} get/s: p99 end to end, Prism → redis", "< 1.5 ms", f"{p99:.3f} ms", p99 < 1.5)
+            # The median run is chosen by p50; p99 varies more between runs,
+            # so its goal is judged on the median of every run's p99.
+            p99s = sorted(m["latency_us"]["p99"] for m in rate.get("runs", [prism])
+                          if m["target"] == "prism/bench-redis" and m["concurrency"] == c) or [prism["latency_us"]["p99"]]
+            p99 = p99s[(len(p99s) - 1) // 2] / 1000
+            shown = ", ".join(f"{x / 1000:.2f}" for x in p99s)
+            row(f"Latency at {RATE:,} get/s: p99 end to end, Prism → redis", "< 1.5 ms",
+                f"{p99:.3f} ms (median of runs: {shown} ms)", p99 < 1.5)
             procs = [process(prism, "prism-proxy"), process(prism, "prism-plugin-redis")]
             if all(procs):
                 cpu = sum(p["cpu_per_second"] for p in procs)
