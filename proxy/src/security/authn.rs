@@ -5,23 +5,25 @@
 use std::sync::Arc;
 
 use http::Request;
-use rustls_pki_types::CertificateDer;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 
+use super::Principal;
 use super::jwt::JwtVerifier;
-use super::{Principal, tls};
+use super::tls::{ClientIdentity, PeerInfo};
 use crate::config::Require;
 
 /// What a request carries to prove who sent it.
 pub struct Credentials {
-    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The verified client certificate's identities, parsed when the
+    /// connection was established.
+    pub client: Option<Arc<ClientIdentity>>,
     pub authorization: Option<http::HeaderValue>,
 }
 
 impl Credentials {
     pub fn of<B>(request: &Request<B>) -> Self {
         Self {
-            certs: request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs()),
+            client: request.extensions().get::<PeerInfo>().and_then(|i| i.client.clone()),
             authorization: request.headers().get(http::header::AUTHORIZATION).cloned(),
         }
     }
@@ -62,11 +64,9 @@ impl Authenticator {
             return Ok(self.anonymous.clone());
         }
         let mut principal = Principal::default();
-        // rustls has verified the chain against tls.client_ca already.
-        if let Some(leaf) = credentials.certs.as_ref().and_then(|c| c.first()) {
-            let (spiffe, dns) = tls::identities(leaf);
-            principal.spiffe_ids = spiffe;
-            principal.dns_names = dns;
+        if let Some(client) = &credentials.client {
+            principal.spiffe_ids.clone_from(&client.spiffe_ids);
+            principal.dns_names.clone_from(&client.dns_names);
             principal.mtls = true;
         }
         if let Some(value) = &credentials.authorization {
@@ -101,7 +101,7 @@ impl Authenticator {
 pub fn peer<B>(request: &Request<B>) -> Option<std::net::SocketAddr> {
     request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|i| i.get_ref().remote_addr())
+        .get::<PeerInfo>()
+        .map(|i| i.remote)
         .or_else(|| request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr))
 }

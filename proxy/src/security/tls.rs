@@ -1,8 +1,11 @@
 //! TLS for the client listener: certificates from PEM files, optional or
 //! required client certificates, reload on change, and the accept loop.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -10,11 +13,13 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
 
 use crate::config::{ClientAuth, TlsConfig};
 use crate::security::audit::{Audit, Record};
@@ -124,7 +129,7 @@ impl Reloading {
         listener: TcpListener,
         audit: Audit,
         stop: CancellationToken,
-    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    ) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -149,7 +154,7 @@ impl Reloading {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
+                            let _ = tx.send(Ok(PeerStream::new(stream, peer))).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -167,21 +172,95 @@ impl Reloading {
     }
 }
 
+/// The identities of a verified client certificate.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// URI SANs that are SPIFFE ids.
+    pub spiffe_ids: Vec<String>,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+}
+
 /// The SPIFFE ids (URI SANs) and DNS names (DNS SANs) of a client
 /// certificate.
-pub fn identities(cert: &CertificateDer<'_>) -> (Vec<String>, Vec<String>) {
+pub fn identities(cert: &CertificateDer<'_>) -> ClientIdentity {
     use x509_parser::extensions::GeneralName;
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return (Vec::new(), Vec::new()) };
-    let mut spiffe = Vec::new();
-    let mut dns = Vec::new();
+    let mut out = ClientIdentity::default();
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return out };
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
-                GeneralName::URI(uri) if uri.starts_with("spiffe://") => spiffe.push((*uri).to_owned()),
-                GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+                GeneralName::URI(uri) if uri.starts_with("spiffe://") => out.spiffe_ids.push((*uri).to_owned()),
+                GeneralName::DNSName(name) => out.dns_names.push((*name).to_owned()),
                 _ => {}
             }
         }
     }
-    (spiffe, dns)
+    out
+}
+
+/// Who is at the other end of a TLS connection. Read once, when the
+/// handshake completes; every request on the connection shares it, so the
+/// client certificate is parsed once per connection, not per request.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// `None` when the client sent no certificate.
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+/// An established TLS connection with its [`PeerInfo`], which tonic puts
+/// into every request's extensions.
+pub struct PeerStream {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl PeerStream {
+    fn new(inner: TlsStream<TcpStream>, remote: SocketAddr) -> Self {
+        // rustls has verified the chain against tls.client_ca already.
+        let leaf = inner.get_ref().1.peer_certificates().and_then(<[_]>::first);
+        let client = leaf.map(|cert| Arc::new(identities(cert)));
+        Self { inner, info: PeerInfo { remote, client } }
+    }
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
