@@ -251,8 +251,8 @@ def process(m: dict, name: str) -> dict | None:
     return next((p for p in m.get("processes", []) if p["name"] == name), None)
 
 
-def rate_rows(rate: dict) -> tuple[list[str], dict]:
-    """The fixed-rate table, and the figures the targets need."""
+def rate_rows(rate: dict) -> list[str]:
+    """The fixed-rate table."""
     s = rate["summary"]
     lines = [
         "| target | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | send lag p50 / p99 µs | server CPU s/s | RSS MiB | errors |",
@@ -278,7 +278,7 @@ def rate_rows(rate: dict) -> tuple[list[str], dict]:
             f"| {t} | {fmt_ops(m['throughput'])} | {lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['p999']} | "
             f"{lag.get('p50', '-')} / {lag.get('p99', '-')} | {cpu} | {rss} | {sum(m['errors'].values())} |"
         )
-    return lines, {t: cell(s, t, "get", rate["plan"]["concurrency"][0]) for t in rate["targets"]}
+    return lines
 
 
 def target_rows(main: dict, rate: dict | None) -> list[str]:
@@ -404,7 +404,7 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
                 f"{m['latency_us']['p99']} | {m['latency_us']['p999']} | {' | '.join(vs)} | {cpu} | {rss} | {errors} |"
             )
     if rate:
-        table, _ = rate_rows(rate)
+        table = rate_rows(rate)
         lines += [
             "",
             f"## At {RATE:,} requests per second",

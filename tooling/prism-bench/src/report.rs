@@ -8,6 +8,13 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use crate::args::Plan;
 use crate::run::Measurement;
 
+fn new_table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(header);
+    table
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub tool: &'static str,
@@ -62,9 +69,7 @@ impl Report {
     }
 
     pub fn table(&self) -> String {
-        let mut table = Table::new();
-        table.load_style(UTF8_FULL_CONDENSED);
-        table.set_header(vec![
+        let mut table = new_table(vec![
             "target",
             "workload",
             "in flight",
@@ -119,9 +124,7 @@ impl Report {
         if rows.is_empty() {
             return None;
         }
-        let mut table = Table::new();
-        table.load_style(UTF8_FULL_CONDENSED);
-        table.set_header(vec!["target", "workload", "in flight", "lag p50 µs", "lag p99 µs", "lag max µs"]);
+        let mut table = new_table(vec!["target", "workload", "in flight", "lag p50 µs", "lag p99 µs", "lag max µs"]);
         for (m, lag) in rows {
             let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
             table.add_row(vec![
@@ -140,9 +143,8 @@ impl Report {
         if self.summary.iter().all(|m| m.processes.is_empty()) {
             return None;
         }
-        let mut table = Table::new();
-        table.load_style(UTF8_FULL_CONDENSED);
-        table.set_header(vec!["target", "workload", "in flight", "process", "CPU s/s", "RSS MiB", "peak RSS MiB"]);
+        let mut table =
+            new_table(vec!["target", "workload", "in flight", "process", "CPU s/s", "RSS MiB", "peak RSS MiB"]);
         for m in &self.summary {
             for p in &m.processes {
                 let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);

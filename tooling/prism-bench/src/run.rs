@@ -348,7 +348,10 @@ struct Phase {
 
 /// Open loop: request numbers, each released by the pacer at its intended
 /// start. Workers take turns waiting on the receiver.
-type Due = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<u64>>>;
+struct Due {
+    schedule: Schedule,
+    next: tokio::sync::Mutex<mpsc::UnboundedReceiver<u64>>,
+}
 
 /// How much of a wait is spun rather than slept: `nanosleep` wakes up to
 /// the thread's timer slack (50 µs by default) late, and tokio's timer has
@@ -395,7 +398,7 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, HIST_MAX_US)
 }
 
-async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Due>) -> anyhow::Result<WorkerResult> {
+async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Arc<Due>>) -> anyhow::Result<WorkerResult> {
     let mut rng = Rng::new(seed);
     let mut out =
         WorkerResult { hist: histogram()?, lag: histogram()?, ok: 0, errors: BTreeMap::new(), last: Duration::ZERO };
@@ -403,15 +406,15 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Due>) 
         if phase.stop.load(Ordering::Relaxed) {
             break;
         }
-        let intended = match (&due, &phase.schedule) {
-            (Some(due), Some(schedule)) => {
-                let next = due.lock().await.recv().await;
+        let intended = match &due {
+            Some(due) => {
+                let next = due.next.lock().await.recv().await;
                 let Some(i) = next else { break };
-                let at = schedule.offset(i);
+                let at = due.schedule.offset(i);
                 out.lag.saturating_record(micros(phase.start.elapsed().saturating_sub(at)));
                 at
             }
-            _ => {
+            None => {
                 let i = phase.next.fetch_add(1, Ordering::Relaxed);
                 if phase.requests.is_some_and(|n| i >= n) {
                     break;
@@ -530,7 +533,7 @@ async fn run_phase(
         let (tx, rx) = mpsc::unbounded_channel();
         let pacer = phase.clone();
         std::thread::spawn(move || pace(&pacer, schedule, &tx));
-        Arc::new(tokio::sync::Mutex::new(rx))
+        Arc::new(Due { schedule, next: tokio::sync::Mutex::new(rx) })
     });
     for w in 0..concurrency {
         let conn = target.conns[w % target.conns.len()].clone();
