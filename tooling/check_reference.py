@@ -2,7 +2,7 @@
 """Check the config and namespace reference pages against the Rust structs.
 
 The proxy config (proxy/src/config.rs) and the namespace spec
-(proxy/src/namespace/spec.rs) are serde structs; their `pub` fields are what
+(proxy/namespace/src/spec.rs) are serde structs; their `pub` fields are what
 an operator can write. This script reads those structs (field names, serde
 renames, `skip`, `flatten`, `rename_all`), walks them from the root struct to
 build every field path (`limits.max_key_bytes`, `plugins.<name>.command`,
@@ -19,7 +19,7 @@ first column holds the field path as inline code.
 
 It also checks what is not a struct field:
 
-- reserved fields: a field that proxy/src/namespace/validate.rs knows (its
+- reserved fields: a field that proxy/namespace/src/validate.rs knows (its
   `*_FIELDS` lists) but spec.rs does not have is refused as "not available";
   the page must name it (`spec.schema`) and must not list it as a field. A
   field that spec.rs has but validate.rs does not know is an error too (the
@@ -57,10 +57,10 @@ class Target:
 
 TARGETS = [
     Target(ROOT / "proxy/src/config.rs", "Config", ROOT / "docs-cms/reference/proxy-config.md"),
-    Target(ROOT / "proxy/src/namespace/spec.rs", "NamespaceDoc", ROOT / "docs-cms/reference/namespace-spec.md"),
+    Target(ROOT / "proxy/namespace/src/spec.rs", "NamespaceDoc", ROOT / "docs-cms/reference/namespace-spec.md"),
 ]
 NAMESPACE = TARGETS[1]
-VALIDATE_RS = ROOT / "proxy/src/namespace/validate.rs"
+VALIDATE_RS = ROOT / "proxy/namespace/src/validate.rs"
 SELECT_RS = ROOT / "proxy/src/control/select.rs"
 
 

@@ -9,6 +9,20 @@
 /// Encoded `FileDescriptorSet` of every Prism proto (with imports and options).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prism_descriptor.bin"));
 
+/// An error and its causes on one line (`a: b: c`). Transport errors (tonic,
+/// hyper, io) hide the useful part, such as "connection refused", in their
+/// sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub mod keyvalue {
     pub mod v1 {
         tonic::include_proto!("prism.keyvalue.v1");

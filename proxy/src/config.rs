@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration;
+use prism_namespace::duration;
+pub use prism_namespace::is_dns_label;
 
 /// The whole proxy configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -633,7 +634,7 @@ impl Config {
             errors.push("auth: set auth.jwt or tls.client_ca; without either nobody can authenticate".to_owned());
         }
         for (i, selector) in auth.admins.iter().enumerate() {
-            if let Err(why) = crate::namespace::validate::check_selector(selector) {
+            if let Err(why) = prism_namespace::validate::check_selector(selector) {
                 errors.push(format!("auth.admins[{i}]: {why}"));
             }
         }
@@ -675,17 +676,6 @@ impl Config {
             }
         }
     }
-}
-
-/// DNS-label names: lowercase letters, digits and `-`, starting with a
-/// letter, not ending with `-`, at most 63 characters.
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase()
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && !name.ends_with('-')
 }
 
 #[cfg(test)]

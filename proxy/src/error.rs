@@ -53,18 +53,7 @@ pub enum ProxyError {
     Internal(String),
 }
 
-/// An error and its causes on one line (`a: b: c`); transport errors hide
-/// the useful part in their sources.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use prism_proto::error_chain;
 
 impl From<ProxyError> for Status {
     fn from(err: ProxyError) -> Self {

@@ -9,7 +9,6 @@ pub mod api;
 pub mod config;
 pub mod context;
 pub mod control;
-pub mod duration;
 pub mod error;
 pub mod gateway;
 pub mod logging;

@@ -293,3 +293,23 @@ fn prismctl_timeseries_and_graph() {
     assert!(text(&out.stderr).contains("max_depth"), "{}", text(&out.stderr));
     assert_eq!(ok(&["graph", "delete-vertex", "social", "bob"]).trim(), "deleted with 2 edge(s)");
 }
+
+/// prismctl is an operator's tool: it must not link the proxy and its
+/// server-side dependencies (PostgreSQL driver, file watcher, JWT
+/// verification), only the small crate with the namespace document.
+#[test]
+fn prismctl_does_not_link_the_proxy() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["tree", "--offline", "--locked", "-p", "prismctl", "-e", "normal,build", "--prefix", "none"])
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo tree failed: {}", text(&out.stderr));
+    let tree = text(&out.stdout);
+    assert!(tree.contains("prism-namespace"), "prismctl should use prism-namespace:\n{tree}");
+    for banned in ["prism-proxy ", "tokio-postgres ", "notify ", "jsonwebtoken "] {
+        assert!(!tree.lines().any(|l| l.starts_with(banned)), "prismctl depends on {banned}:\n{tree}");
+    }
+}

@@ -74,16 +74,6 @@ fn missing_file_names_the_path() {
 }
 
 #[test]
-fn dns_labels() {
-    for ok in ["a", "memstore", "redis-2", &"a".repeat(63)] {
-        assert!(is_dns_label(ok), "{ok}");
-    }
-    for bad in ["", "A", "1abc", "a_b", "a-", &"a".repeat(64), "café"] {
-        assert!(!is_dns_label(bad), "{bad}");
-    }
-}
-
-#[test]
 fn postgres_registry() {
     let c =
         Config::parse("registry:\n  postgres: {url: 'postgres://x@h/db'}\nplugins:\n  m: {command: [x]}\n").unwrap();

@@ -105,9 +105,10 @@ impl Client {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         }
-        endpoint.connect().await.map_err(|e| {
-            anyhow::anyhow!("cannot connect to {}: {}", self.endpoint, prism_proxy::error::error_chain(&e))
-        })
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", self.endpoint, prism_proto::error_chain(&e)))
     }
 
     /// A request with the call deadline set.

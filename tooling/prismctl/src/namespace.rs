@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
+use prism_namespace::NamespaceDoc;
 use prism_proto::admin::v1::admin_service_client::AdminServiceClient;
 use prism_proto::admin::v1::plan::Action;
 use prism_proto::admin::v1::{
     ApplyNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest, NamespaceInfo, Plan,
 };
-use prism_proxy::namespace::NamespaceDoc;
 use serde_json::json;
 use tonic_types::StatusExt;
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate;
-use super::yaml::{self, Node, SpecError};
 use crate::duration;
+use crate::validate;
+use crate::yaml::{self, Node, SpecError};
 use serde_saphyr::Spanned;
 
 /// One namespace file.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::yaml::{Node, SpecError};
-use crate::config::is_dns_label;
 use crate::duration;
+use crate::is_dns_label;
+use crate::yaml::{Node, SpecError};
 
 /// Top-level fields of a namespace document.
 pub const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
@@ -318,7 +318,7 @@ pub fn check(root: &Spanned<Node>) -> Vec<SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::namespace::yaml::parse;
+    use crate::yaml::parse;
 
     fn errors(text: &str) -> Vec<String> {
         check(&parse(text).unwrap()).into_iter().map(|e| e.to_string()).collect()

@@ -1,11 +1,10 @@
-//! Namespaces: the YAML spec teams write, and loading them from a directory.
+//! Namespaces: the YAML spec teams write (the `prism-namespace` crate, shared
+//! with `prismctl`), and loading them from a directory.
 
-mod spec;
-pub mod validate;
-pub mod yaml;
-
-pub use spec::{Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind};
-pub use yaml::SpecError;
+pub use prism_namespace::{
+    Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind, SpecError, validate,
+    yaml,
+};
 
 use std::path::{Path, PathBuf};
 
