@@ -23,6 +23,8 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+pub mod wire;
+
 pub mod keyvalue {
     pub mod v1 {
         tonic::include_proto!("prism.keyvalue.v1");

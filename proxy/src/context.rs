@@ -27,7 +27,7 @@ use crate::security::authn::{self, Authenticator, Credentials};
 
 /// Header carrying the request id, read from the client when valid and
 /// always returned.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: &str = prism_proto::wire::metadata::REQUEST_ID;
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone)]

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use prism_proto::plugin::v1::graph_backend_client::GraphBackendClient;
 use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
 use prism_proto::plugin::v1::time_series_backend_client::TimeSeriesBackendClient;
-use tokio::net::UnixStream;
+use prism_proto::wire::{self, MAX_MESSAGE_BYTES, Target, flags};
 use tokio::process::{Child, ChildStdin, Command};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// The plugin to test: its binary and its `config:` block.
 #[derive(Debug, Clone)]
@@ -32,42 +31,34 @@ pub struct PluginProcess {
     _dir: tempfile::TempDir,
 }
 
-const MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
-
 impl PluginProcess {
     /// Starts the binary with `--socket` and connects to it.
     pub async fn start(binary: &Path) -> Result<Self, String> {
         let dir = tempfile::Builder::new().prefix("prism-conf-").tempdir().map_err(|e| e.to_string())?;
         let socket = dir.path().join("plugin.sock");
         let mut child = Command::new(binary)
-            .arg("--socket")
+            .arg(flags::long(flags::SOCKET))
             .arg(&socket)
-            .arg("--exit-on-stdin-eof")
+            .arg(flags::long(flags::EXIT_ON_STDIN_EOF))
             // Plugin logs at info would bury the report; PRISM_LOG overrides.
-            .env("PRISM_LOG", std::env::var("PRISM_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .env(flags::LOG_ENV, std::env::var(flags::LOG_ENV).unwrap_or_else(|_| "warn".to_owned()))
             .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let stdin = child.stdin.take();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("{} did not create its socket within 20s", binary.display()));
+        tokio::select! {
+            ready = wire::wait_accepting(&socket, Duration::from_secs(20)) => {
+                ready.map_err(|e| format!("{} does not accept on its socket: {e}", binary.display()))?;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("{} exited at start: {status}", binary.display()));
+            status = child.wait() => {
+                return Err(format!("{} exited at start: {}", binary.display(),
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string())));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let path = socket.clone();
-        let channel = Endpoint::from_static("http://plugin.local")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }))
+        let channel = wire::connect(&Target::Unix(socket), Duration::from_secs(5))
             .await
-            .map_err(|e| format!("cannot connect to the plugin: {e}"))?;
+            .map_err(|e| format!("cannot connect to the plugin: {}", prism_proto::error_chain(&e)))?;
         Ok(Self { child, stdin, channel, _dir: dir })
     }
 
@@ -77,20 +68,20 @@ impl PluginProcess {
 
     pub fn keyvalue(&self) -> KeyValueBackendClient<Channel> {
         KeyValueBackendClient::new(self.channel.clone())
-            .max_decoding_message_size(MESSAGE_LIMIT)
-            .max_encoding_message_size(MESSAGE_LIMIT)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     pub fn timeseries(&self) -> TimeSeriesBackendClient<Channel> {
         TimeSeriesBackendClient::new(self.channel.clone())
-            .max_decoding_message_size(MESSAGE_LIMIT)
-            .max_encoding_message_size(MESSAGE_LIMIT)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     pub fn graph(&self) -> GraphBackendClient<Channel> {
         GraphBackendClient::new(self.channel.clone())
-            .max_decoding_message_size(MESSAGE_LIMIT)
-            .max_encoding_message_size(MESSAGE_LIMIT)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Stops the process the way the proxy does (close stdin), killing it

@@ -27,7 +27,6 @@ pub mod retention;
 mod serve;
 mod state;
 mod timeseries;
-mod transport;
 
 pub use backend::{
     Backend, BucketStats, Direction, Edge, EdgePage, Event, EventPage, GraphStore, KeyValueStore, Namespace, PutOp,
@@ -37,6 +36,6 @@ pub use error::{PluginError, PluginResult};
 pub use graph::{DEFAULT_TRAVERSE_RESULTS, MAX_TRAVERSE_DEPTH, MAX_TRAVERSE_RESULTS};
 pub use keyvalue::{DEFAULT_SCAN_PAGE, MAX_BATCH_ITEMS, MAX_SCAN_PAGE};
 pub use prism_proto as proto;
+pub use prism_proto::wire::MAX_MESSAGE_BYTES;
 pub use serve::PluginServer;
 pub use timeseries::{DEFAULT_PAGE_ITEMS, MAX_APPEND_EVENTS, MAX_BUCKETS, MAX_PAGE_ITEMS, retention_cutoff};
-pub use transport::MAX_MESSAGE_BYTES;

@@ -21,32 +21,32 @@ use crate::keyvalue::KeyValueService;
 use crate::lifecycle::LifecycleService;
 use crate::state::PluginState;
 use crate::timeseries::TimeSeriesService;
-use crate::transport;
+use prism_proto::wire::{self, MAX_MESSAGE_BYTES, flags};
 
 /// Command line of every plugin binary.
 #[derive(Debug, Parser)]
 #[command(version, about = "A Prism backend plugin. Started by prism-proxy, or run on a TCP address as a container.")]
 struct PluginArgs {
     /// Serve on this Unix socket (how prism-proxy starts `command:` plugins).
-    #[arg(long, env = "PRISM_PLUGIN_SOCKET", conflicts_with = "listen", required_unless_present = "listen")]
+    #[arg(long = flags::SOCKET, env = flags::SOCKET_ENV, conflicts_with = "listen", required_unless_present = "listen")]
     socket: Option<PathBuf>,
     /// Serve on this TCP address (container mode; the proxy reaches it
     /// through an `address:` plugin entry).
-    #[arg(long, env = "PRISM_PLUGIN_LISTEN")]
+    #[arg(long = flags::LISTEN, env = flags::LISTEN_ENV)]
     listen: Option<SocketAddr>,
     /// Stop when standard input closes. The proxy holds the other end of the
     /// pipe, so a plugin never outlives a proxy that died without cleaning up.
-    #[arg(long)]
+    #[arg(long = flags::EXIT_ON_STDIN_EOF)]
     exit_on_stdin_eof: bool,
     /// Log format on standard error.
-    #[arg(long, env = "PRISM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = flags::LOG_FORMAT, env = flags::LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Threads that run the plugin's tasks (with [`PluginServer::main`]).
     /// 1, the default, runs everything on one thread: the calls of a
     /// multiplexed stream and the backend client then never cross threads,
     /// which measured faster on small machines (ADR-007). More threads let
     /// an in-process store use more cores.
-    #[arg(long, env = "PRISM_PLUGIN_WORKER_THREADS", default_value_t = 1,
+    #[arg(long = flags::WORKER_THREADS, env = flags::WORKER_THREADS_ENV, default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: u16,
 }
@@ -134,7 +134,7 @@ impl<B: Backend> PluginServer<B> {
 
     async fn serve(self, args: PluginArgs) -> Result<(), Box<dyn std::error::Error>> {
         let shutdown = shutdown_signal(args.exit_on_stdin_eof);
-        let mut server = transport::server_builder();
+        let mut server = wire::plugin_server();
         let router = server.add_routes(self.routes.routes());
         if let Some(path) = args.socket {
             // A socket file left by a crashed process would make bind fail.
@@ -163,8 +163,8 @@ impl<B: KeyValueStore> PluginServer<B> {
     /// Serves the KeyValue pattern.
     pub fn keyvalue(mut self) -> Self {
         let service = KeyValueBackendServer::new(KeyValueService { state: self.state.clone() })
-            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.routes.add_service(service);
         self
     }
@@ -174,8 +174,8 @@ impl<B: TimeSeriesStore> PluginServer<B> {
     /// Serves the TimeSeries pattern.
     pub fn timeseries(mut self) -> Self {
         let service = TimeSeriesBackendServer::new(TimeSeriesService { state: self.state.clone() })
-            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.routes.add_service(service);
         self
     }
@@ -185,15 +185,15 @@ impl<B: GraphStore> PluginServer<B> {
     /// Serves the Graph pattern.
     pub fn graph(mut self) -> Self {
         let service = GraphBackendServer::new(GraphService { state: self.state.clone() })
-            .max_decoding_message_size(transport::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(transport::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.routes.add_service(service);
         self
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(flags::LOG_ENV)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {

@@ -23,11 +23,10 @@ use prism_proto::plugin::v1::{Capabilities, InitializeResponse};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use prism_proto::wire::MAX_MESSAGE_BYTES;
+
 use crate::config::PluginConfig;
 use crate::error::ProxyError;
-
-/// Largest message exchanged with a plugin; above every client limit.
-pub(crate) const PLUGIN_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A live, initialized connection to a plugin process.
 #[derive(Debug)]
@@ -178,8 +177,8 @@ impl Plugin {
             (_, Some(mux)) => KeyValueCaller::Multiplexed(mux),
             (channel, None) => KeyValueCaller::Unary(
                 KeyValueBackendClient::new(channel)
-                    .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
-                    .max_encoding_message_size(PLUGIN_MESSAGE_BYTES),
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
             ),
         })
     }
@@ -188,16 +187,16 @@ impl Plugin {
     pub fn timeseries(&self) -> Result<TimeSeriesBackendClient<Channel>, ProxyError> {
         let conn = self.connection()?;
         Ok(TimeSeriesBackendClient::new(conn.pool.channel())
-            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
-            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A Graph client on the next pooled connection.
     pub fn graph(&self) -> Result<GraphBackendClient<Channel>, ProxyError> {
         let conn = self.connection()?;
         Ok(GraphBackendClient::new(conn.pool.channel())
-            .max_decoding_message_size(PLUGIN_MESSAGE_BYTES)
-            .max_encoding_message_size(PLUGIN_MESSAGE_BYTES))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A Lifecycle client on the next pooled connection.

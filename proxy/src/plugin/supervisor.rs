@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Phase, Plugin, Pool, Target};
 use crate::config::{LogFormat, PluginTransport};
-use crate::error::error_chain;
+use prism_proto::error_chain;
+use prism_proto::wire::{self, flags};
 
 /// The namespaces a plugin must have prepared, given its name.
 pub type NamespaceSource = Arc<dyn Fn(&str) -> Vec<NamespaceSettings> + Send + Sync>;
@@ -208,12 +209,12 @@ impl Supervisor {
         let program = resolve_program(program);
         let mut child = Command::new(&program)
             .args(args)
-            .arg("--socket")
+            .arg(flags::long(flags::SOCKET))
             .arg(socket)
             // The plugin exits when this pipe closes, so it never outlives
             // the proxy, even one killed with SIGKILL.
-            .arg("--exit-on-stdin-eof")
-            .env("PRISM_LOG_FORMAT", self.log_format.as_str())
+            .arg(flags::long(flags::EXIT_ON_STDIN_EOF))
+            .env(flags::LOG_FORMAT_ENV, self.log_format.as_str())
             .envs(&plugin.config().env)
             .current_dir(&self.work_dir)
             .stdin(Stdio::piped())
@@ -231,16 +232,16 @@ impl Supervisor {
     /// the monitor retries.
     async fn establish(&self, plugin: &Plugin, target: Target, pid: Option<u32>) -> Result<Arc<Connection>, String> {
         let size = plugin.config().pool_size;
-        let pool = loop {
-            match Pool::connect(&target, size, Duration::from_secs(2)).await {
-                Ok(pool) => break pool,
-                // The process may not have bound its socket yet.
-                Err(_) if matches!(&target, Target::Unix(p) if !p.exists()) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => return Err(format!("cannot connect to {target}: {}", error_chain(&e))),
-            }
-        };
+        if let Target::Unix(socket) = &target {
+            // A process just started: wait until it accepts, not only until
+            // its socket file exists (the start timeout bounds the wait).
+            wire::wait_accepting(socket, plugin.config().start_timeout)
+                .await
+                .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        }
+        let pool = Pool::connect(&target, size, Duration::from_secs(2))
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {}", error_chain(&e)))?;
         let mut lifecycle = LifecycleClient::new(pool.channel());
         let info = lifecycle
             .initialize(InitializeRequest {
@@ -261,7 +262,7 @@ impl Supervisor {
         tracing::info!(plugin = plugin.name(), backend = %info.backend, version = %info.version, %target, "plugin initialized");
         let mut pool = pool;
         if plugin.config().transport == PluginTransport::Multiplex {
-            pool.open_streams(super::PLUGIN_MESSAGE_BYTES).await;
+            pool.open_streams(prism_proto::wire::MAX_MESSAGE_BYTES).await;
         }
         let conn = Arc::new(Connection { pool, info, pid, target });
         // Under the prepare lock: a route published meanwhile is either in
