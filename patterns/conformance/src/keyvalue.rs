@@ -1,119 +1,50 @@
-//! The KeyValue checks, the lifecycle checks, and the run (the TimeSeries
-//! and Graph checks are in submodules).
+//! The KeyValue checks: every call, versions, limits, isolation, TTL,
+//! compare-and-set and scans, each capability as declared or refused.
 
-use std::future::Future;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prism_proto::keyvalue::v1::{
-    BatchGetRequest, BatchPutRequest, DeleteRequest, GetRequest, PutItem, PutRequest, ScanRequest,
-};
-use prism_proto::plugin::v1::{
-    Capabilities, Consistency, DescribeNamespaceRequest, DropNamespaceRequest, Durability, HealthRequest,
-    InitializeRequest, InitializeResponse, NamespaceSettings, Pattern, PrepareNamespaceRequest, ProtocolVersion,
-    health_response,
-};
+use prism_proto::keyvalue::v1::{BatchGetRequest, BatchPutRequest, DeleteRequest, GetRequest, PutItem, ScanRequest};
 use tonic::{Code, Status};
 
-use crate::{CheckResult, Declared, Outcome, PluginProcess, Report, Subject};
+use crate::runner::{Check, Recorder, Suite, expect_code, put_req, show, shown};
 
-type Check = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
-            return Err(format!($($arg)+));
-        }
-    };
-}
-
-// After the macro, so that the submodules can use it.
-mod graph;
-mod timeseries;
-
-fn show(status: &Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
-}
-
-/// Expects a call to fail with `code`.
-fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, what: &str) -> Check {
-    match result {
-        Err(s) if s.code() == code => Ok(()),
-        Err(s) => Err(format!("{what}: expected {code:?}, got {}", show(&s))),
-        Ok(v) => Err(format!("{what}: expected {code:?}, got success {v:?}")),
-    }
-}
-
-/// A key as shown in a failure message: long keys are cut.
-fn shown(key: &str) -> String {
-    if key.chars().count() <= 40 {
-        format!("{key:?}")
+/// Runs the KeyValue checks, each as declared or refused.
+pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder) {
+    r.claimed("kv.put_get", "basic", suite.put_get()).await;
+    r.claimed("kv.missing", "basic", suite.missing()).await;
+    r.claimed("kv.delete", "basic", suite.delete_existing()).await;
+    r.claimed("kv.empty_results", "basic", suite.empty_results()).await;
+    r.claimed("kv.batch", "batch", suite.batch()).await;
+    r.claimed("kv.overwrite", "versions", suite.overwrite()).await;
+    r.claimed("kv.versions_never_reused", "versions", suite.versions_never_reused()).await;
+    r.claimed("kv.binary_values", "values", suite.binary_values()).await;
+    r.claimed("kv.value_limit", "limits", suite.value_limit()).await;
+    r.claimed("kv.key_limit", "limits", suite.key_limit()).await;
+    r.claimed("kv.isolation", "isolation", suite.isolation()).await;
+    if suite.caps.ttl {
+        r.claimed("kv.ttl_expiry", "ttl", suite.ttl_expiry()).await;
+        r.claimed("kv.ttl_cleared_by_overwrite", "ttl", suite.ttl_cleared_by_overwrite()).await;
     } else {
-        format!("{:?}... ({} bytes)", key.chars().take(20).collect::<String>(), key.len())
+        r.refused("kv.ttl_refused", "ttl", suite.ttl_refused()).await;
     }
-}
-
-fn put_req(ns: &str, key: &str, value: &[u8]) -> PutRequest {
-    PutRequest { namespace: ns.into(), key: key.into(), value: Bytes::copy_from_slice(value), ..Default::default() }
-}
-
-struct Suite<'a> {
-    subject: &'a Subject,
-    plugin: PluginProcess,
-    caps: Capabilities,
-    run_id: String,
-    next: AtomicU32,
-    created: Mutex<Vec<String>>,
-}
-
-async fn initialize(plugin: &PluginProcess, subject: &Subject) -> Result<InitializeResponse, String> {
-    plugin
-        .lifecycle()
-        .initialize(InitializeRequest {
-            protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
-            instance: format!("conformance-{}", subject.name),
-            config_json: subject.config.to_string(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| format!("Initialize failed: {}", show(&s)))
+    if suite.caps.cas {
+        r.claimed("kv.cas", "cas", suite.cas()).await;
+        r.claimed("kv.cas_concurrent", "cas", suite.cas_concurrent()).await;
+    } else {
+        r.refused("kv.cas_refused", "cas", suite.cas_refused()).await;
+    }
+    if suite.caps.scan {
+        r.claimed("kv.scan_order", "scan", suite.scan_order()).await;
+        r.claimed("kv.scan_prefix", "scan", suite.scan_prefix()).await;
+        r.claimed("kv.scan_paging", "scan", suite.scan_paging()).await;
+    } else {
+        r.refused("kv.scan_refused", "scan", suite.scan_refused()).await;
+    }
 }
 
 impl Suite<'_> {
-    /// A fresh, prepared namespace, named uniquely for this run.
-    async fn namespace(&self) -> Result<String, String> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let name = format!("conf-{}-{n}", self.run_id);
-        self.prepare(&name).await?;
-        Ok(name)
-    }
-
-    async fn prepare(&self, name: &str) -> Check {
-        self.prepare_with(name, Pattern::Keyvalue, 0).await
-    }
-
-    async fn prepare_with(&self, name: &str, pattern: Pattern, retention_seconds: u64) -> Check {
-        let settings = NamespaceSettings {
-            name: name.to_owned(),
-            pattern: pattern as i32,
-            max_value_bytes: self.caps.max_value_bytes,
-            retention_seconds,
-        };
-        self.plugin
-            .lifecycle()
-            .prepare_namespace(PrepareNamespaceRequest { settings: Some(settings) })
-            .await
-            .map_err(|s| format!("PrepareNamespace {name}: {}", show(&s)))?;
-        let mut created = self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !created.iter().any(|c| c == name) {
-            created.push(name.to_owned());
-        }
-        Ok(())
-    }
-
-    async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<u64, String> {
+    pub(crate) async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<u64, String> {
         self.plugin
             .keyvalue()
             .put(put_req(ns, key, value))
@@ -122,7 +53,7 @@ impl Suite<'_> {
             .map_err(|s| format!("Put {}: {}", shown(key), show(&s)))
     }
 
-    async fn get(&self, ns: &str, key: &str) -> Result<Option<(Bytes, u64)>, String> {
+    pub(crate) async fn get(&self, ns: &str, key: &str) -> Result<Option<(Bytes, u64)>, String> {
         let r = self
             .plugin
             .keyvalue()
@@ -133,7 +64,7 @@ impl Suite<'_> {
         Ok(r.found.then_some((r.value, r.version)))
     }
 
-    async fn delete(&self, ns: &str, key: &str, if_version: Option<u64>) -> Result<bool, Status> {
+    pub(crate) async fn delete(&self, ns: &str, key: &str, if_version: Option<u64>) -> Result<bool, Status> {
         self.plugin
             .keyvalue()
             .delete(DeleteRequest { namespace: ns.into(), key: key.into(), if_version })
@@ -142,7 +73,7 @@ impl Suite<'_> {
     }
 
     /// Every key under `prefix`, following page tokens.
-    async fn scan_keys(&self, ns: &str, prefix: &str, page_size: u32) -> Result<Vec<String>, String> {
+    pub(crate) async fn scan_keys(&self, ns: &str, prefix: &str, page_size: u32) -> Result<Vec<String>, String> {
         let mut keys = Vec::new();
         let mut token = String::new();
         for _ in 0..10_000 {
@@ -166,101 +97,6 @@ impl Suite<'_> {
         }
         Err("scan did not end after 10000 pages".to_owned())
     }
-
-    // === lifecycle ===
-
-    async fn health(&self) -> Check {
-        let r = self.plugin.lifecycle().health(HealthRequest {}).await.map_err(|s| show(&s))?.into_inner();
-        ensure!(r.status == health_response::Status::Serving as i32, "Health is {} ({})", r.status, r.message);
-        Ok(())
-    }
-
-    async fn initialize_again(&self) -> Check {
-        let again = initialize(&self.plugin, self.subject).await?;
-        ensure!(again.capabilities.as_ref() == Some(&self.caps), "a repeated Initialize changed the capabilities");
-        let mut other = self.subject.config.clone();
-        if let Some(map) = other.as_object_mut() {
-            map.insert("conformance_probe".into(), true.into());
-        }
-        let result = self
-            .plugin
-            .lifecycle()
-            .initialize(InitializeRequest {
-                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
-                instance: "conformance".into(),
-                config_json: other.to_string(),
-            })
-            .await;
-        expect_code(result, Code::FailedPrecondition, "Initialize with another config")
-    }
-
-    async fn protocol_version(&self) -> Check {
-        let result = self
-            .plugin
-            .lifecycle()
-            .initialize(InitializeRequest {
-                protocol_version: 2,
-                instance: "conformance".into(),
-                config_json: self.subject.config.to_string(),
-            })
-            .await;
-        expect_code(result, Code::FailedPrecondition, "Initialize with protocol version 2")
-    }
-
-    async fn unprepared_namespace(&self) -> Check {
-        let name = format!("conf-{}-never-prepared", self.run_id);
-        let result = self.plugin.keyvalue().get(GetRequest { namespace: name.clone(), key: "k".into() }).await;
-        expect_code(result, Code::FailedPrecondition, "Get in a namespace never prepared")?;
-        let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
-        expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
-    }
-
-    async fn drop_namespace(&self) -> Check {
-        let ns = self.namespace().await?;
-        self.put(&ns, "k", b"v").await?;
-        self.plugin
-            .lifecycle()
-            .drop_namespace(DropNamespaceRequest { namespace: ns.clone() })
-            .await
-            .map_err(|s| format!("DropNamespace: {}", show(&s)))?;
-        let result = self.plugin.keyvalue().get(GetRequest { namespace: ns.clone(), key: "k".into() }).await;
-        expect_code(result, Code::FailedPrecondition, "Get after DropNamespace")?;
-        self.prepare(&ns).await?;
-        ensure!(self.get(&ns, "k").await?.is_none(), "data survived DropNamespace");
-        // Dropping twice is fine.
-        for _ in 0..2 {
-            self.plugin
-                .lifecycle()
-                .drop_namespace(DropNamespaceRequest { namespace: ns.clone() })
-                .await
-                .map_err(|s| format!("DropNamespace again: {}", show(&s)))?;
-        }
-        Ok(())
-    }
-
-    /// DescribeNamespace must say whether a namespace holds data: the
-    /// proxy refuses to delete (and orphan) one that does.
-    async fn describe_namespace(&self) -> Check {
-        let ns = self.namespace().await?;
-        let holds = |ns: String| async move {
-            self.plugin
-                .lifecycle()
-                .describe_namespace(DescribeNamespaceRequest { namespace: ns })
-                .await
-                .map(|r| r.into_inner().holds_data)
-                .map_err(|s| format!("DescribeNamespace: {}", show(&s)))
-        };
-        ensure!(!holds(ns.clone()).await?, "a fresh namespace is said to hold data");
-        self.put(&ns, "k", b"v").await?;
-        ensure!(holds(ns.clone()).await?, "a namespace with a key is said to hold no data");
-        let other = self.namespace().await?;
-        ensure!(!holds(other).await?, "another namespace's key counts as data here");
-        // After deleting every key the answer may stay true: a backend that
-        // keeps history (NATS) still stores the old values.
-        Ok(())
-    }
-
-    // === basic calls ===
 
     async fn put_get(&self) -> Check {
         let ns = self.namespace().await?;
@@ -769,177 +605,4 @@ impl Suite<'_> {
         let result = self.plugin.keyvalue().scan(ScanRequest { namespace: ns, ..Default::default() }).await;
         expect_code(result, Code::Unimplemented, "Scan")
     }
-
-    // === durability ===
-
-    /// Writes, restarts the plugin process, and reads back. Replaces
-    /// `self.plugin` with the new process.
-    async fn restart_durability(&mut self) -> Check {
-        let ns = self.namespace().await?;
-        let mut written = Vec::new();
-        for i in 0..5 {
-            let key = format!("durable/{i}");
-            written.push((key.clone(), self.put(&ns, &key, format!("value-{i}").as_bytes()).await?));
-        }
-        let newest = written.iter().map(|(_, v)| *v).max().unwrap_or(0);
-        let patterns = self.patterns_before_restart().await?;
-        let old = std::mem::replace(&mut self.plugin, PluginProcess::start(&self.subject.binary).await?);
-        old.stop().await?;
-        initialize(&self.plugin, self.subject).await?;
-        self.prepare(&ns).await?;
-        for (i, (key, version)) in written.iter().enumerate() {
-            let got = self.get(&ns, key).await?;
-            let want = (Bytes::from(format!("value-{i}")), *version);
-            ensure!(got.as_ref() == Some(&want), "after a restart {key:?} reads {got:?}, expected {want:?}");
-        }
-        let after = self.put(&ns, "durable/new", b"v").await?;
-        ensure!(after > newest, "after a restart a write got version {after}, not above {newest}: versions reused");
-        self.patterns_after_restart(patterns).await
-    }
-
-    async fn cleanup(&self) {
-        let names = self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        for name in names {
-            let _ = self.plugin.lifecycle().drop_namespace(DropNamespaceRequest { namespace: name }).await;
-        }
-    }
-}
-
-struct Recorder {
-    checks: Vec<CheckResult>,
-}
-
-impl Recorder {
-    /// Runs a check of a declared capability (or of the core contract).
-    async fn claimed(&mut self, id: &'static str, capability: &'static str, check: impl Future<Output = Check>) {
-        let started = Instant::now();
-        let result = check.await;
-        let (outcome, detail) = match result {
-            Ok(()) => (Outcome::Pass, String::new()),
-            Err(e) => (Outcome::Fail, e),
-        };
-        self.push(id, capability, outcome, detail, started);
-    }
-
-    /// Runs the refusal check of an undeclared capability.
-    async fn refused(&mut self, id: &'static str, capability: &'static str, check: impl Future<Output = Check>) {
-        let started = Instant::now();
-        let (outcome, detail) = match check.await {
-            Ok(()) => (Outcome::NotClaimed, "not declared; refused with UNIMPLEMENTED".to_owned()),
-            Err(e) => (Outcome::Fail, format!("not declared, but not refused cleanly: {e}")),
-        };
-        self.push(id, capability, outcome, detail, started);
-    }
-
-    fn push(&mut self, id: &'static str, capability: &'static str, outcome: Outcome, detail: String, started: Instant) {
-        let millis = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-        self.checks.push(CheckResult { id, capability, outcome, detail, millis });
-    }
-}
-
-pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
-    let plugin = PluginProcess::start(&subject.binary).await?;
-    let init = initialize(&plugin, subject).await?;
-    let caps = init.capabilities.clone().unwrap_or_default();
-    if !caps.patterns.contains(&(Pattern::Keyvalue as i32)) {
-        return Err(format!("{} does not declare the KeyValue pattern", subject.name));
-    }
-    let declared = Declared {
-        backend: init.backend.clone(),
-        version: init.version.clone(),
-        ttl: caps.ttl,
-        cas: caps.cas,
-        scan: caps.scan,
-        durable: caps.durability == Durability::Durable as i32,
-        strong: caps.consistency == Consistency::Strong as i32,
-        max_key_bytes: caps.max_key_bytes,
-        max_value_bytes: caps.max_value_bytes,
-        timeseries: caps.patterns.contains(&(Pattern::Timeseries as i32)),
-        graph: caps.patterns.contains(&(Pattern::Graph as i32)),
-        retention: caps.retention,
-    };
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let mut suite = Suite { subject, plugin, caps, run_id, next: AtomicU32::new(0), created: Mutex::new(Vec::new()) };
-    let mut r = Recorder { checks: Vec::new() };
-
-    r.claimed("lifecycle.health", "lifecycle", suite.health()).await;
-    r.claimed("lifecycle.initialize_again", "lifecycle", suite.initialize_again()).await;
-    r.claimed("lifecycle.protocol_version", "lifecycle", suite.protocol_version()).await;
-    r.claimed("lifecycle.unprepared_namespace", "lifecycle", suite.unprepared_namespace()).await;
-    r.claimed("lifecycle.drop_namespace", "lifecycle", suite.drop_namespace()).await;
-    r.claimed("lifecycle.describe_namespace", "lifecycle", suite.describe_namespace()).await;
-    r.claimed("kv.put_get", "basic", suite.put_get()).await;
-    r.claimed("kv.missing", "basic", suite.missing()).await;
-    r.claimed("kv.delete", "basic", suite.delete_existing()).await;
-    r.claimed("kv.empty_results", "basic", suite.empty_results()).await;
-    r.claimed("kv.batch", "batch", suite.batch()).await;
-    r.claimed("kv.overwrite", "versions", suite.overwrite()).await;
-    r.claimed("kv.versions_never_reused", "versions", suite.versions_never_reused()).await;
-    r.claimed("kv.binary_values", "values", suite.binary_values()).await;
-    r.claimed("kv.value_limit", "limits", suite.value_limit()).await;
-    r.claimed("kv.key_limit", "limits", suite.key_limit()).await;
-    r.claimed("kv.isolation", "isolation", suite.isolation()).await;
-    if suite.caps.ttl {
-        r.claimed("kv.ttl_expiry", "ttl", suite.ttl_expiry()).await;
-        r.claimed("kv.ttl_cleared_by_overwrite", "ttl", suite.ttl_cleared_by_overwrite()).await;
-    } else {
-        r.refused("kv.ttl_refused", "ttl", suite.ttl_refused()).await;
-    }
-    if suite.caps.cas {
-        r.claimed("kv.cas", "cas", suite.cas()).await;
-        r.claimed("kv.cas_concurrent", "cas", suite.cas_concurrent()).await;
-    } else {
-        r.refused("kv.cas_refused", "cas", suite.cas_refused()).await;
-    }
-    if suite.caps.scan {
-        r.claimed("kv.scan_order", "scan", suite.scan_order()).await;
-        r.claimed("kv.scan_prefix", "scan", suite.scan_prefix()).await;
-        r.claimed("kv.scan_paging", "scan", suite.scan_paging()).await;
-    } else {
-        r.refused("kv.scan_refused", "scan", suite.scan_refused()).await;
-    }
-    if declared.timeseries {
-        r.claimed("ts.append_idempotent", "timeseries", suite.ts_append_idempotent()).await;
-        r.claimed("ts.query_paging", "timeseries", suite.ts_query_paging()).await;
-        r.claimed("ts.aggregate", "timeseries", suite.ts_aggregate()).await;
-        r.claimed("ts.bad_input", "timeseries", suite.ts_bad_input()).await;
-        r.claimed("ts.isolation", "timeseries", suite.ts_isolation()).await;
-    } else {
-        r.refused("ts.refused", "timeseries", suite.ts_refused()).await;
-    }
-    if declared.timeseries && declared.retention {
-        r.claimed("ts.retention", "retention", suite.ts_retention()).await;
-    } else {
-        r.refused("ts.retention_refused", "retention", suite.ts_retention_refused()).await;
-    }
-    if declared.graph {
-        r.claimed("graph.vertices_edges", "graph", suite.graph_vertices_edges()).await;
-        r.claimed("graph.neighbors_paging", "graph", suite.graph_neighbors_paging()).await;
-        r.claimed("graph.traverse_bounded", "graph", suite.graph_traverse_bounded()).await;
-        r.claimed("graph.isolation", "graph", suite.graph_isolation()).await;
-    } else {
-        r.refused("graph.refused", "graph", suite.graph_refused()).await;
-    }
-    if declared.durable {
-        let started = Instant::now();
-        let result = suite.restart_durability().await;
-        let (outcome, detail) = match result {
-            Ok(()) => (Outcome::Pass, String::new()),
-            Err(e) => (Outcome::Fail, e),
-        };
-        r.push("durability.restart", "durability", outcome, detail, started);
-    } else {
-        r.push(
-            "durability.restart",
-            "durability",
-            Outcome::NotClaimed,
-            "declared ephemeral; data is not expected to survive a restart".to_owned(),
-            Instant::now(),
-        );
-    }
-
-    suite.cleanup().await;
-    let subject_name = subject.name.clone();
-    suite.plugin.stop().await?;
-    Ok(Report { subject: subject_name, declared, checks: r.checks })
 }

@@ -14,8 +14,23 @@
 //! never silently ignored. Run it from the command line with
 //! `prism-conformance --plugin PATH --config JSON`, or from Rust with [`run`].
 
+/// Fails the check with a message unless the condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+// After the macro, so that every check module can use it. One module per
+// pattern, plus the lifecycle checks and the runner they share.
+mod graph;
 mod keyvalue;
+mod lifecycle;
 mod process;
+mod runner;
+mod timeseries;
 
 pub use process::{PluginProcess, Subject};
 
@@ -97,5 +112,5 @@ impl Report {
 /// Namespaces are named uniquely per run and dropped at the end, so runs
 /// can share a real server with other runs and other data.
 pub async fn run(subject: &Subject) -> Result<Report, String> {
-    keyvalue::run(subject).await
+    runner::run(subject).await
 }

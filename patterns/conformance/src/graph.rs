@@ -7,7 +7,20 @@ use prism_proto::graph::v1::{
 use prism_proto::plugin::v1::Pattern;
 use tonic::Code;
 
-use super::{Check, Suite, expect_code, show};
+use crate::Declared;
+use crate::runner::{Check, Recorder, Suite, expect_code, show};
+
+/// Runs the Graph checks, each as declared or refused.
+pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder, declared: &Declared) {
+    if declared.graph {
+        r.claimed("graph.vertices_edges", "graph", suite.graph_vertices_edges()).await;
+        r.claimed("graph.neighbors_paging", "graph", suite.graph_neighbors_paging()).await;
+        r.claimed("graph.traverse_bounded", "graph", suite.graph_traverse_bounded()).await;
+        r.claimed("graph.isolation", "graph", suite.graph_isolation()).await;
+    } else {
+        r.refused("graph.refused", "graph", suite.graph_refused()).await;
+    }
+}
 
 fn neighbors(ns: &str, id: &str, direction: Direction, label: &str, limit: u32) -> NeighborsRequest {
     NeighborsRequest {
@@ -33,10 +46,7 @@ fn traverse(ns: &str, start: &str, max_depth: i32, limit: u32) -> TraverseReques
 
 impl Suite<'_> {
     async fn graph_namespace(&self) -> Result<String, String> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("conf-{}-{n}", self.run_id);
-        self.prepare_with(&name, Pattern::Graph, 0).await?;
-        Ok(name)
+        self.namespace_of(Pattern::Graph, 0).await
     }
 
     async fn vertex(&self, ns: &str, id: &str) -> Result<bool, String> {
@@ -242,11 +252,11 @@ impl Suite<'_> {
     }
 
     /// TimeSeries and Graph data written before a restart.
-    pub(super) async fn patterns_before_restart(&self) -> Result<(Option<String>, Option<String>), String> {
+    pub(crate) async fn patterns_before_restart(&self) -> Result<(Option<String>, Option<String>), String> {
         Ok((self.ts_before_restart().await?, self.graph_before_restart().await?))
     }
 
-    pub(super) async fn patterns_after_restart(&self, (ts, graph): (Option<String>, Option<String>)) -> Check {
+    pub(crate) async fn patterns_after_restart(&self, (ts, graph): (Option<String>, Option<String>)) -> Check {
         self.ts_after_restart(ts).await?;
         self.graph_after_restart(graph).await
     }

@@ -6,7 +6,26 @@ use prism_proto::plugin::v1::{DescribeNamespaceRequest, Pattern};
 use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
 use tonic::Code;
 
-use super::{Check, Suite, expect_code, show};
+use crate::Declared;
+use crate::runner::{Check, Recorder, Suite, expect_code, show};
+
+/// Runs the TimeSeries checks, each as declared or refused.
+pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder, declared: &Declared) {
+    if declared.timeseries {
+        r.claimed("ts.append_idempotent", "timeseries", suite.ts_append_idempotent()).await;
+        r.claimed("ts.query_paging", "timeseries", suite.ts_query_paging()).await;
+        r.claimed("ts.aggregate", "timeseries", suite.ts_aggregate()).await;
+        r.claimed("ts.bad_input", "timeseries", suite.ts_bad_input()).await;
+        r.claimed("ts.isolation", "timeseries", suite.ts_isolation()).await;
+    } else {
+        r.refused("ts.refused", "timeseries", suite.ts_refused()).await;
+    }
+    if declared.timeseries && declared.retention {
+        r.claimed("ts.retention", "retention", suite.ts_retention()).await;
+    } else {
+        r.refused("ts.retention_refused", "retention", suite.ts_retention_refused()).await;
+    }
+}
 
 /// A fixed origin, so buckets do not depend on the clock.
 const BASE: i64 = 1_700_000_000_000;
@@ -35,10 +54,7 @@ fn query(ns: &str, series: &str, start: i64, end: i64, descending: bool, limit: 
 impl Suite<'_> {
     /// A fresh TimeSeries namespace, with a retention when `retention > 0`.
     async fn ts_namespace(&self, retention_seconds: u64) -> Result<String, String> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("conf-{}-{n}", self.run_id);
-        self.prepare_with(&name, Pattern::Timeseries, retention_seconds).await?;
-        Ok(name)
+        self.namespace_of(Pattern::Timeseries, retention_seconds).await
     }
 
     async fn append(&self, ns: &str, series: &str, events: Vec<Event>) -> Result<(u64, u64, u64), String> {

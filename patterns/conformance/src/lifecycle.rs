@@ -1,0 +1,164 @@
+//! The lifecycle checks (Initialize, Health, namespaces) and durability
+//! across a restart of the plugin process.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use prism_proto::keyvalue::v1::GetRequest;
+use prism_proto::plugin::v1::{
+    DescribeNamespaceRequest, DropNamespaceRequest, HealthRequest, InitializeRequest, ProtocolVersion, health_response,
+};
+use tonic::Code;
+
+use crate::runner::{Check, Recorder, Suite, expect_code, initialize, put_req, show};
+use crate::{Declared, Outcome, PluginProcess};
+
+/// Runs the lifecycle checks, each as declared or refused.
+pub(crate) async fn checks(suite: &mut Suite<'_>, r: &mut Recorder) {
+    r.claimed("lifecycle.health", "lifecycle", suite.health()).await;
+    r.claimed("lifecycle.initialize_again", "lifecycle", suite.initialize_again()).await;
+    r.claimed("lifecycle.protocol_version", "lifecycle", suite.protocol_version()).await;
+    r.claimed("lifecycle.unprepared_namespace", "lifecycle", suite.unprepared_namespace()).await;
+    r.claimed("lifecycle.drop_namespace", "lifecycle", suite.drop_namespace()).await;
+    r.claimed("lifecycle.describe_namespace", "lifecycle", suite.describe_namespace()).await;
+}
+
+/// Writes, restarts the plugin and reads back, when the plugin declares
+/// durable storage.
+pub(crate) async fn durability(suite: &mut Suite<'_>, r: &mut Recorder, declared: &Declared) {
+    if declared.durable {
+        let started = Instant::now();
+        let result = suite.restart_durability().await;
+        let (outcome, detail) = match result {
+            Ok(()) => (Outcome::Pass, String::new()),
+            Err(e) => (Outcome::Fail, e),
+        };
+        r.push("durability.restart", "durability", outcome, detail, started);
+    } else {
+        r.push(
+            "durability.restart",
+            "durability",
+            Outcome::NotClaimed,
+            "declared ephemeral; data is not expected to survive a restart".to_owned(),
+            Instant::now(),
+        );
+    }
+}
+
+impl Suite<'_> {
+    async fn health(&self) -> Check {
+        let r = self.plugin.lifecycle().health(HealthRequest {}).await.map_err(|s| show(&s))?.into_inner();
+        ensure!(r.status == health_response::Status::Serving as i32, "Health is {} ({})", r.status, r.message);
+        Ok(())
+    }
+
+    async fn initialize_again(&self) -> Check {
+        let again = initialize(&self.plugin, self.subject).await?;
+        ensure!(again.capabilities.as_ref() == Some(&self.caps), "a repeated Initialize changed the capabilities");
+        let mut other = self.subject.config.clone();
+        if let Some(map) = other.as_object_mut() {
+            map.insert("conformance_probe".into(), true.into());
+        }
+        let result = self
+            .plugin
+            .lifecycle()
+            .initialize(InitializeRequest {
+                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+                instance: "conformance".into(),
+                config_json: other.to_string(),
+            })
+            .await;
+        expect_code(result, Code::FailedPrecondition, "Initialize with another config")
+    }
+
+    async fn protocol_version(&self) -> Check {
+        let result = self
+            .plugin
+            .lifecycle()
+            .initialize(InitializeRequest {
+                protocol_version: 2,
+                instance: "conformance".into(),
+                config_json: self.subject.config.to_string(),
+            })
+            .await;
+        expect_code(result, Code::FailedPrecondition, "Initialize with protocol version 2")
+    }
+
+    async fn unprepared_namespace(&self) -> Check {
+        let name = format!("conf-{}-never-prepared", self.run_id);
+        let result = self.plugin.keyvalue().get(GetRequest { namespace: name.clone(), key: "k".into() }).await;
+        expect_code(result, Code::FailedPrecondition, "Get in a namespace never prepared")?;
+        let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
+        expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
+    }
+
+    async fn drop_namespace(&self) -> Check {
+        let ns = self.namespace().await?;
+        self.put(&ns, "k", b"v").await?;
+        self.plugin
+            .lifecycle()
+            .drop_namespace(DropNamespaceRequest { namespace: ns.clone() })
+            .await
+            .map_err(|s| format!("DropNamespace: {}", show(&s)))?;
+        let result = self.plugin.keyvalue().get(GetRequest { namespace: ns.clone(), key: "k".into() }).await;
+        expect_code(result, Code::FailedPrecondition, "Get after DropNamespace")?;
+        self.prepare(&ns).await?;
+        ensure!(self.get(&ns, "k").await?.is_none(), "data survived DropNamespace");
+        // Dropping twice is fine.
+        for _ in 0..2 {
+            self.plugin
+                .lifecycle()
+                .drop_namespace(DropNamespaceRequest { namespace: ns.clone() })
+                .await
+                .map_err(|s| format!("DropNamespace again: {}", show(&s)))?;
+        }
+        Ok(())
+    }
+
+    /// DescribeNamespace must say whether a namespace holds data: the
+    /// proxy refuses to delete (and orphan) one that does.
+    async fn describe_namespace(&self) -> Check {
+        let ns = self.namespace().await?;
+        let holds = |ns: String| async move {
+            self.plugin
+                .lifecycle()
+                .describe_namespace(DescribeNamespaceRequest { namespace: ns })
+                .await
+                .map(|r| r.into_inner().holds_data)
+                .map_err(|s| format!("DescribeNamespace: {}", show(&s)))
+        };
+        ensure!(!holds(ns.clone()).await?, "a fresh namespace is said to hold data");
+        self.put(&ns, "k", b"v").await?;
+        ensure!(holds(ns.clone()).await?, "a namespace with a key is said to hold no data");
+        let other = self.namespace().await?;
+        ensure!(!holds(other).await?, "another namespace's key counts as data here");
+        // After deleting every key the answer may stay true: a backend that
+        // keeps history (NATS) still stores the old values.
+        Ok(())
+    }
+
+    /// Writes, restarts the plugin process, and reads back. Replaces
+    /// `self.plugin` with the new process.
+    async fn restart_durability(&mut self) -> Check {
+        let ns = self.namespace().await?;
+        let mut written = Vec::new();
+        for i in 0..5 {
+            let key = format!("durable/{i}");
+            written.push((key.clone(), self.put(&ns, &key, format!("value-{i}").as_bytes()).await?));
+        }
+        let newest = written.iter().map(|(_, v)| *v).max().unwrap_or(0);
+        let patterns = self.patterns_before_restart().await?;
+        let old = std::mem::replace(&mut self.plugin, PluginProcess::start(&self.subject.binary).await?);
+        old.stop().await?;
+        initialize(&self.plugin, self.subject).await?;
+        self.prepare(&ns).await?;
+        for (i, (key, version)) in written.iter().enumerate() {
+            let got = self.get(&ns, key).await?;
+            let want = (Bytes::from(format!("value-{i}")), *version);
+            ensure!(got.as_ref() == Some(&want), "after a restart {key:?} reads {got:?}, expected {want:?}");
+        }
+        let after = self.put(&ns, "durable/new", b"v").await?;
+        ensure!(after > newest, "after a restart a write got version {after}, not above {newest}: versions reused");
+        self.patterns_after_restart(patterns).await
+    }
+}
