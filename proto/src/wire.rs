@@ -37,6 +37,29 @@ pub mod metadata {
     pub const TRACESTATE: &str = "tracestate";
 }
 
+/// Parses a `grpc-timeout` header value: digits followed by a unit (H, M,
+/// S, m, u, n), as the gRPC over HTTP/2 spec defines it. The proxy reads a
+/// client's deadline from it, and a plugin the proxy's remaining deadline.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The command line the proxy starts a `command:` plugin with, and the
 /// environment that sets the same options (a plugin container is configured
 /// through the environment).
@@ -166,6 +189,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = wait_accepting(&dir.path().join("never.sock"), Duration::from_millis(100)).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn grpc_timeout_values() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
+        for bad in ["", "m", "10", "10x", "-5S", "+5S", "1234567890S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::namespace::SpecError;
+use crate::security::authn::AuthError;
+use crate::security::jwt::JwtError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -89,6 +91,12 @@ impl From<ProxyError> for Status {
 }
 
 impl ProxyError {
+    /// The error as a whole gRPC response, for the layers in front of the
+    /// services (they answer without a service).
+    pub fn into_http(self) -> http::Response<tonic::body::Body> {
+        Status::from(self).into_http()
+    }
+
     /// Maps a status returned by plugin `plugin` to the proxy's error.
     ///
     /// Statuses the plugin SDK produces on purpose keep their meaning and
@@ -99,11 +107,18 @@ impl ProxyError {
         if is_transport_failure(status) {
             return match status.code() {
                 Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),
-                _ => Self::Unavailable(format!("plugin {plugin} is unavailable (connection lost)")),
+                _ => Self::plugin_connection_lost(plugin),
             };
         }
-        let msg = status.message().to_owned();
-        match status.code() {
+        Self::from_plugin_reply(plugin, status.code() as i32, status.message())
+    }
+
+    /// Maps the error a plugin answered a call with (a unary call's status,
+    /// or the `CallError` of a multiplexed one, which carries the same code
+    /// and message) to the proxy's error.
+    pub fn from_plugin_reply(plugin: &str, code: i32, message: &str) -> Self {
+        let msg = message.to_owned();
+        match Code::from_i32(code) {
             Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(msg),
             Code::Aborted => Self::Conflict(msg),
             Code::NotFound => Self::NotFound(msg),
@@ -113,10 +128,37 @@ impl ProxyError {
             Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),
             Code::Unavailable => Self::Unavailable(format!("backend of plugin {plugin} is unavailable: {msg}")),
             // The stream was reset or cancelled on the wire: the plugin went away.
-            Code::Unknown | Code::Cancelled => {
-                Self::Unavailable(format!("plugin {plugin} is unavailable (connection lost)"))
-            }
+            Code::Unknown | Code::Cancelled => Self::plugin_connection_lost(plugin),
             code => Self::Internal(format!("plugin {plugin} answered {code:?}: {msg}")),
+        }
+    }
+
+    /// The connection (or multiplexed stream) to a plugin broke under a
+    /// call: the plugin died or is restarting.
+    pub fn plugin_connection_lost(plugin: &str) -> Self {
+        Self::Unavailable(format!("plugin {plugin} is unavailable (connection lost)"))
+    }
+
+    /// A call's deadline passed while it waited for `plugin`.
+    pub fn plugin_deadline(plugin: &str, waited: std::time::Duration) -> Self {
+        Self::DeadlineExceeded(format!("deadline exceeded after {} ms waiting for plugin {plugin}", waited.as_millis()))
+    }
+}
+
+impl From<AuthError> for ProxyError {
+    fn from(err: AuthError) -> Self {
+        match &err {
+            // The caller's token may be fine: the proxy cannot check it now.
+            // A retry may work, so this is UNAVAILABLE, not UNAUTHENTICATED;
+            // the cause (which URL, what failed) goes to the log only.
+            AuthError::Token(JwtError::KeysUnavailable(cause)) => {
+                tracing::warn!(error = %cause, "cannot check a bearer token: the issuer's signing keys are unavailable");
+                Self::Unavailable(
+                    "cannot check the bearer token: the issuer's signing keys could not be fetched; retry later"
+                        .to_owned(),
+                )
+            }
+            _ => Self::Unauthenticated(err.to_string()),
         }
     }
 }

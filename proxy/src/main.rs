@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prism_proxy::config::Config;
-use prism_proxy::{logging, namespace, server};
+use prism_proxy::startup::{self, Options, StartError};
+use prism_proxy::{logging, server};
 
 /// Exit code for a configuration the proxy refuses (as clap uses for usage
 /// errors).
@@ -17,8 +18,9 @@ struct Cli {
     /// Proxy configuration file (YAML).
     #[arg(long, short, env = "PRISM_CONFIG")]
     config: PathBuf,
-    /// Check the configuration and namespace files, print the result, and
-    /// exit without serving.
+    /// Check the configuration as start would (certificates, keys, the
+    /// audit sink, the JWKS source, the registry) and plan every namespace
+    /// without changing anything; print the result and exit.
     #[arg(long)]
     check: bool,
     /// Serve a non-loopback address without client authentication. Anyone
@@ -37,44 +39,38 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if cli.check {
-        return check(&config);
-    }
-    logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let options = Options { allow_insecure_remote: cli.allow_insecure_remote };
+    let builder = if cli.check {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        logging::init(&config.log);
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("prism-proxy: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, cli.allow_insecure_remote, server::shutdown_signal())) {
+    if cli.check {
+        let accepted = runtime.block_on(startup::check(&config, options));
+        return if accepted { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONFIG) };
+    }
+    match runtime.block_on(start(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "prism-proxy failed");
+            eprintln!("prism-proxy: {err}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(config: &Config) -> ExitCode {
-    let Some(dir) = &config.namespaces_dir else {
-        println!("ok    config (namespaces are in the PostgreSQL registry, not checked here)");
-        return ExitCode::SUCCESS;
-    };
-    match namespace::load_dir(dir) {
-        Err(err) => {
-            eprintln!("prism-proxy: cannot read {}: {err}", dir.display());
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Ok(loaded) => {
-            for (file, doc) in &loaded.namespaces {
-                println!("ok    {} ({})", doc.metadata.name, file.display());
-            }
-            for err in &loaded.errors {
-                println!("error {err}");
-            }
-            if loaded.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONFIG) }
-        }
-    }
+async fn start(config: Config, options: Options) -> Result<(), StartError> {
+    startup::check_listen(&config, options, config.listen)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    server::run(config, options, listener, server::shutdown_signal()).await
 }

@@ -1,21 +1,21 @@
 //! Assembling and running the proxy.
 //!
-//! The request path, outermost first:
-//!   1. TCP listener, with TLS (and client certificates) when configured;
-//!      handshakes run off the accept loop (`security::tls`).
-//!   2. `ContextLayer`: request id, deadline, concurrency limit, and who is
-//!      calling (certificate, bearer token): it refuses unauthenticated
-//!      calls and writes the audit record when a call ends. It sits
-//!      outermost so that every call, even a rejected one, is counted,
-//!      audited and carries an id.
-//!   3. The gRPC router: health, reflection, the admin service, and the
-//!      pattern services.
-//!   4. The pattern service: authorization and namespace lookup
-//!      (`Gateway::authorize`), validation, then the plugin call under the
-//!      request's deadline (`api::call_plugin`).
+//! The request path, outermost first (see [`serve`], where it is built):
+//!
+//!  1. **Listener**: TCP, with TLS (and client certificates) when
+//!     configured; handshakes run off the accept loop (`security::tls`).
+//!  2. **Concurrency limit** (`layer::limit`): a call beyond
+//!     `limits.max_concurrent_requests` is refused at once.
+//!  3. **Request context** (`layer::context`): request id and deadline.
+//!  4. **Audit** (`layer::audit`): the record written when the call ends.
+//!  5. **Authentication** (`layer::authn`): who is calling.
+//!  6. **Services**: health and reflection; the Admin API
+//!     (`control::admin`); the pattern services (`api`), whose every call
+//!     goes through one `forward` step: authorize → validate → call the
+//!     plugin (`plugin`, under the deadline, over a pooled connection) →
+//!     map errors (`error`, the one place errors become gRPC codes).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prism_proto::admin::v1::admin_service_server::AdminServiceServer;
@@ -27,119 +27,80 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tower::ServiceBuilder;
 
-use crate::api::admin::AdminApi;
+use crate::api::DataPlane;
 use crate::api::graph::GraphApi;
 use crate::api::keyvalue::KeyValueApi;
 use crate::api::timeseries::TimeSeriesApi;
 use crate::config::Config;
-use crate::config::Require;
-use crate::context::ContextLayer;
 use crate::control::Controller;
-use crate::control::registry::Registry;
-use crate::gateway::Gateway;
-use crate::plugin::Supervisor;
+use crate::control::admin::AdminApi;
+use crate::health;
+use crate::layer::audit::AuditLayer;
+use crate::layer::authn::AuthnLayer;
+use crate::layer::context::ContextLayer;
+use crate::layer::limit::ConcurrencyLimitLayer;
+use crate::plugin::{self, Plugins, Supervisor};
+use crate::routes::Routes;
+use crate::security::admin::AdminPolicy;
 use crate::security::audit::Audit;
 use crate::security::authn::Authenticator;
-use crate::security::jwt::JwtVerifier;
 use crate::security::tls;
+use crate::startup::{self, Options, StartError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(
-        "refusing to listen on {0}: client authentication is not configured (dev mode), so the proxy only serves loopback addresses (127.0.0.1, ::1); configure tls.client_ca or auth.jwt, or start with --allow-insecure-remote"
-    )]
-    NotLoopback(SocketAddr),
-    #[error("tls: {0}")]
-    Tls(String),
-    #[error("{0}")]
-    Auth(String),
-    #[error("{0}")]
-    Audit(String),
-    #[error("no namespace registry configured (namespaces_dir or registry.postgres)")]
-    NoRegistry,
-    #[error("namespace registry: {0}")]
-    Registry(String),
-    #[error("cannot create the plugin socket directory: {0}")]
-    SocketDir(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    #[error("server task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-/// Runs the proxy until `shutdown` resolves, then stops accepting, lets
-/// in-flight calls finish (up to `shutdown_grace`), and drains and stops
-/// every plugin.
+/// Runs the proxy on `listener` until `shutdown` resolves, then stops
+/// accepting, lets in-flight calls finish (up to `shutdown_grace`), and
+/// drains and stops every plugin. `config.listen` is not used: the caller
+/// bound the listener (tests bind `127.0.0.1:0` and run it in-process).
 pub async fn run(
     config: Config,
-    allow_insecure_remote: bool,
+    options: Options,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     // reqwest (JWKS fetches) uses the process-wide provider; one backend.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let loaded = startup::load(&config, options, addr).map_err(StartError::Refused)?;
     if !config.authenticates() {
-        if !config.listen.ip().is_loopback() {
-            if !allow_insecure_remote {
-                return Err(StartError::NotLoopback(config.listen));
-            }
-            tracing::error!(
-                listen = %config.listen,
-                "INSECURE: no client authentication on a non-loopback address (--allow-insecure-remote); anyone who can reach it may read, write and administer every namespace"
-            );
-        } else {
+        if addr.ip().is_loopback() {
             tracing::warn!(
                 tls = config.tls.is_some(),
                 "DEV MODE: no client authentication; every caller may do everything; serving loopback only"
             );
+        } else {
+            tracing::error!(
+                listen = %addr,
+                "INSECURE: no client authentication on a non-loopback address (--allow-insecure-remote); anyone who can reach it may read, write and administer every namespace"
+            );
         }
     }
-    let authenticator = Arc::new(match &config.auth {
-        Some(auth) if config.authenticates() => Authenticator::new(
-            true,
-            auth.require,
-            match &auth.jwt {
-                Some(jwt) => Some(JwtVerifier::new(jwt.clone()).await.map_err(StartError::Auth)?),
-                None => None,
-            },
-        ),
-        // Client certificates alone.
-        None if config.authenticates() => Authenticator::new(true, Require::Mtls, None),
-        _ => Authenticator::dev(),
-    });
-    let audit = Audit::start(&config.audit.sink).await.map_err(StartError::Audit)?;
-    let tls = config.tls.clone().map(tls::Reloading::new).transpose().map_err(StartError::Tls)?;
+    let authenticator = Arc::new(startup::authenticator(&config).await?);
+    let audit = Audit::start(&config.audit.sink).await?;
 
     let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
-    let registry = match (&config.namespaces_dir, &config.registry) {
-        (Some(dir), _) => Registry::Directory(dir.clone()),
-        (None, Some(r)) => Registry::postgres(r.postgres.clone()),
-        (None, None) => return Err(StartError::NoRegistry),
-    };
-    let gateway = Arc::new(Gateway::new(config));
+    let routes = Arc::new(Routes::default());
+    let plugins = Arc::new(plugin::plugins(&config.plugins));
 
     let stop = CancellationToken::new();
-    let source = gateway.clone();
+    let source = routes.clone();
     let supervisor = Arc::new(Supervisor {
         socket_dir: socket_dir.path().to_owned(),
-        work_dir: gateway.config.base_dir.clone(),
+        work_dir: config.base_dir.clone(),
         namespaces: Arc::new(move |plugin: &str| source.namespaces_of(plugin)),
-        log_format: gateway.config.log.format,
+        log_format: config.log.format,
         stop: stop.clone(),
     });
     let mut supervisors = JoinSet::new();
-    for plugin in gateway.plugins.values() {
+    for plugin in plugins.values() {
         supervisors.spawn(supervisor.clone().run(plugin.clone()));
     }
 
     // Open the listener once plugins are up (or their start timeout passed),
     // so the first calls do not fail just because the proxy is young.
     let mut waits = JoinSet::new();
-    for plugin in gateway.plugins.values().cloned() {
+    for plugin in plugins.values().cloned() {
         waits.spawn(async move {
             let ready = plugin.wait_connected(plugin.config().start_timeout).await;
             (plugin, ready)
@@ -153,15 +114,15 @@ pub async fn run(
 
     // Namespaces are planned once the plugins have declared what they can
     // do. A registry that cannot be read now is retried by the watcher.
-    let controller = Arc::new(Controller::new(gateway.clone(), registry, false));
+    let controller = Arc::new(Controller::new(routes.clone(), plugins.clone(), loaded.registry, &config));
     tracing::info!(registry = %controller.registry().describe(), "loading namespaces");
     if let Err(e) = controller.reconcile().await {
         tracing::error!(error = %e, "cannot load namespaces yet; retrying on the next registry change");
     }
     let watcher = controller.watch().map_err(|e| StartError::Registry(e.to_string()))?;
 
-    let security = Security { authenticator, audit, tls };
-    let result = serve(&gateway, &controller, security, &stop, shutdown).await;
+    let parts = Parts { config: &config, routes, plugins, controller, authenticator, audit, tls: loaded.tls };
+    let result = serve(parts, listener, &stop, shutdown).await;
 
     watcher.abort();
     stop.cancel();
@@ -171,25 +132,30 @@ pub async fn run(
     result
 }
 
-struct Security {
+/// What the request path is built from.
+struct Parts<'a> {
+    config: &'a Config,
+    routes: Arc<Routes>,
+    plugins: Arc<Plugins>,
+    controller: Arc<Controller>,
     authenticator: Arc<Authenticator>,
     audit: Audit,
     tls: Option<Arc<tls::Reloading>>,
 }
 
+/// Builds the request path and serves it until `shutdown`.
 async fn serve(
-    gateway: &Arc<Gateway>,
-    controller: &Arc<Controller>,
-    security: Security,
+    parts: Parts<'_>,
+    listener: TcpListener,
     stop: &CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let config = &gateway.config;
+    let Parts { config, routes, plugins, controller, authenticator, audit, tls } = parts;
     let limits = &config.limits;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KeyValueServiceServer<KeyValueApi>>().await;
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    let health_watch = tokio::spawn(health::watch(health.clone(), routes.clone(), plugins.clone()));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -198,46 +164,52 @@ async fn serve(
         .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let admin = AdminServiceServer::new(AdminApi::new(gateway.clone(), controller.clone()));
-    let keyvalue = KeyValueServiceServer::new(KeyValueApi::new(gateway.clone()))
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
+    let admin = AdminApi::new(routes.clone(), plugins, controller, AdminPolicy::new(config.auth.as_ref()));
+    let namespaces = routes.snapshot().len();
+    let plane = DataPlane::new(routes, limits.clone());
 
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-
+    let layers = ServiceBuilder::new()
+        // Outermost, so an overloaded proxy refuses a call before it
+        // spends anything on it.
+        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        // Next, so every later stage and every log line of the call has its
+        // request id and deadline.
+        .layer(ContextLayer::new(limits.request_timeout))
+        // Outside authentication, so refused calls are recorded too.
+        .layer(AuditLayer::new(audit.clone()))
+        // Last before the services, so no service sees an unauthenticated
+        // call.
+        .layer(AuthnLayer::new(authenticator))
+        .into_inner();
+    let max = limits.max_message_bytes;
     let router = Server::builder()
-        .layer(ContextLayer::new(
-            limits.max_concurrent_requests,
-            limits.request_timeout,
-            security.authenticator.clone(),
-            security.audit.clone(),
-        ))
+        .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(admin)
-        .add_service(keyvalue)
+        .add_service(AdminServiceServer::new(admin))
         .add_service(
-            TimeSeriesServiceServer::new(TimeSeriesApi::new(gateway.clone()))
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
+            KeyValueServiceServer::new(KeyValueApi::new(plane.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(
-            GraphServiceServer::new(GraphApi::new(gateway.clone()))
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
+            TimeSeriesServiceServer::new(TimeSeriesApi::new(plane.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            GraphServiceServer::new(GraphApi::new(plane)).max_decoding_message_size(max).max_encoding_message_size(max),
         );
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
         let _ = stopped.await;
     };
-    let mut server = match &security.tls {
+    let mut server = match &tls {
         Some(tls) => {
             tokio::spawn(tls.clone().watch(stop.clone()));
-            let incoming = tls.clone().incoming(listener, security.audit.clone(), stop.clone());
+            let incoming = tls.clone().incoming(listener, audit, stop.clone());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
@@ -245,11 +217,12 @@ async fn serve(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
-    tracing::info!(%addr, tls = security.tls.is_some(), namespaces = gateway.routes().len(), "listening");
+    tracing::info!(%addr, tls = tls.is_some(), namespaces, "listening");
 
     tokio::select! {
         () = shutdown => {}
         ended = &mut server => {
+            health_watch.abort();
             // The server only ends by itself on an error.
             return match ended {
                 Ok(result) => result.map_err(StartError::from),
@@ -258,8 +231,8 @@ async fn serve(
         }
     }
     tracing::info!("shutting down: no new calls; waiting for in-flight calls");
-    health.set_not_serving::<KeyValueServiceServer<KeyValueApi>>().await;
-    health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
+    health_watch.abort();
+    health::shutting_down(&health).await;
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, &mut server).await {
         Ok(Ok(result)) => result?,

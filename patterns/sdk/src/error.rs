@@ -30,6 +30,9 @@ pub enum PluginError {
     /// The backend cannot be reached right now; the call may be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// The call did not finish within the deadline the proxy sent.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything else. Logged in full by the SDK; the caller only learns that
     /// an internal error happened.
     #[error("{0}")]
@@ -66,6 +69,7 @@ impl From<PluginError> for Status {
             PluginError::Unimplemented(m) => Status::new(Code::Unimplemented, m),
             PluginError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
             PluginError::Unavailable(m) => Status::new(Code::Unavailable, m),
+            PluginError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m),
             PluginError::Internal(m) => {
                 // The detail goes to the plugin's log, not over the wire.
                 tracing::error!(error = %m, "internal plugin error");

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::{KeyValueStore, Namespace, PutOp};
+use crate::call::within_deadline;
 use crate::cursor;
 use crate::error::PluginError;
 use crate::state::PluginState;
@@ -110,18 +111,32 @@ fn put_op<S>(
 /// bound.
 const MULTIPLEX_BUFFER: usize = 1024;
 
-/// Runs one multiplexed call through the same checks as its unary twin.
+/// Runs one multiplexed call through the same checks as its unary twin,
+/// in its span and under its deadline.
 async fn dispatch<B: KeyValueStore>(service: &KeyValueService<B>, call: KeyValueCall) -> KeyValueReply {
     use key_value_call::Request as Call;
     use key_value_reply::Reply;
+    let options = call.options.as_ref();
     let reply = match call.request {
-        Some(Call::Put(r)) => service.put(Request::new(r)).await.map(|r| Reply::Put(r.into_inner())),
-        Some(Call::Get(r)) => service.get(Request::new(r)).await.map(|r| Reply::Get(r.into_inner())),
-        Some(Call::Delete(r)) => service.delete(Request::new(r)).await.map(|r| Reply::Delete(r.into_inner())),
-        Some(Call::BatchGet(r)) => service.batch_get(Request::new(r)).await.map(|r| Reply::BatchGet(r.into_inner())),
-        Some(Call::BatchPut(r)) => service.batch_put(Request::new(r)).await.map(|r| Reply::BatchPut(r.into_inner())),
-        Some(Call::Scan(r)) => service.scan(Request::new(r)).await.map(|r| Reply::Scan(r.into_inner())),
-        None => Err(Status::invalid_argument("multiplexed call without a request")),
+        Some(Call::Put(r)) => {
+            within_deadline("Put", options, service.put(Request::new(r))).await.map(|r| Reply::Put(r.into_inner()))
+        }
+        Some(Call::Get(r)) => {
+            within_deadline("Get", options, service.get(Request::new(r))).await.map(|r| Reply::Get(r.into_inner()))
+        }
+        Some(Call::Delete(r)) => within_deadline("Delete", options, service.delete(Request::new(r)))
+            .await
+            .map(|r| Reply::Delete(r.into_inner())),
+        Some(Call::BatchGet(r)) => within_deadline("BatchGet", options, service.batch_get(Request::new(r)))
+            .await
+            .map(|r| Reply::BatchGet(r.into_inner())),
+        Some(Call::BatchPut(r)) => within_deadline("BatchPut", options, service.batch_put(Request::new(r)))
+            .await
+            .map(|r| Reply::BatchPut(r.into_inner())),
+        Some(Call::Scan(r)) => {
+            within_deadline("Scan", options, service.scan(Request::new(r))).await.map(|r| Reply::Scan(r.into_inner()))
+        }
+        None => Err(PluginError::InvalidArgument("multiplexed call without a request".to_owned()).into()),
     };
     let reply = reply.unwrap_or_else(|status| {
         Reply::Error(CallError { code: status.code() as i32, message: status.message().to_owned() })

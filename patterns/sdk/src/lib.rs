@@ -17,6 +17,7 @@
 //! refusal of calls that need a capability the plugin does not declare.
 
 mod backend;
+mod call;
 pub mod cursor;
 mod error;
 mod graph;

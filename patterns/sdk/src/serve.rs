@@ -16,6 +16,7 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
 use crate::backend::{Backend, GraphStore, KeyValueStore, TimeSeriesStore};
+use crate::call::CallLayer;
 use crate::graph::GraphService;
 use crate::keyvalue::KeyValueService;
 use crate::lifecycle::LifecycleService;
@@ -134,7 +135,7 @@ impl<B: Backend> PluginServer<B> {
 
     async fn serve(self, args: PluginArgs) -> Result<(), Box<dyn std::error::Error>> {
         let shutdown = shutdown_signal(args.exit_on_stdin_eof);
-        let mut server = wire::plugin_server();
+        let mut server = wire::plugin_server().layer(CallLayer);
         let router = server.add_routes(self.routes.routes());
         if let Some(path) = args.socket {
             // A socket file left by a crashed process would make bind fail.

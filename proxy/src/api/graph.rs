@@ -1,8 +1,7 @@
-//! `prism.graph.v1.GraphService`: validate against the proxy's limits, then
-//! forward to the namespace's plugin, which runs traversals in bounded
-//! batches (see the plugin SDK).
-
-use std::sync::Arc;
+//! `prism.graph.v1.GraphService`: each call validated against the proxy's
+//! limits, then forwarded to the namespace's plugin (see
+//! [`DataPlane::forward`]), which runs traversals in bounded batches (see
+//! the plugin SDK).
 
 use prism_proto::graph::v1::graph_service_server::GraphService;
 use prism_proto::graph::v1::{
@@ -12,30 +11,18 @@ use prism_proto::graph::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{call_plugin, check_name};
-use crate::context::RequestContext;
+use super::{DataPlane, check_name, page_size};
 use crate::error::ProxyError;
-use crate::gateway::{Gateway, Route};
-use crate::namespace::PatternKind;
-use crate::security::Right;
+use crate::plugin::unary;
+use crate::routes::Route;
 
 pub struct GraphApi {
-    gateway: Arc<Gateway>,
+    plane: DataPlane,
 }
 
 impl GraphApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
-    }
-
-    fn route(
-        &self,
-        ctx: &RequestContext,
-        namespace: &str,
-        right: Right,
-        vertex: &str,
-    ) -> Result<Arc<Route>, ProxyError> {
-        self.gateway.authorize(ctx, namespace, PatternKind::Graph, right, &[vertex])
+    pub fn new(plane: DataPlane) -> Self {
+        Self { plane }
     }
 }
 
@@ -54,101 +41,122 @@ fn check_properties<'a>(
     Ok(())
 }
 
+data_call!(PutVertexRequest => PutVertexResponse, Graph, Write,
+    keys(r) (Some(r.id.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.put_vertex(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "id", &r.id)?;
+        check_properties(route, r.properties.iter())?;
+        Ok(None)
+    }
+);
+
+data_call!(GetVertexRequest => GetVertexResponse, Graph, Read,
+    keys(r) (Some(r.id.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.get_vertex(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "id", &r.id)?;
+        Ok(None)
+    }
+);
+
+data_call!(DeleteVertexRequest => DeleteVertexResponse, Graph, Write,
+    keys(r) (Some(r.id.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.delete_vertex(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "id", &r.id)?;
+        Ok(None)
+    }
+);
+
+data_call!(PutEdgeRequest => PutEdgeResponse, Graph, Write,
+    keys(r) (Some(r.from.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.put_edge(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "from", &r.from)?;
+        check_name(route, "to", &r.to)?;
+        check_name(route, "label", &r.label)?;
+        check_properties(route, r.properties.iter())?;
+        Ok(None)
+    }
+);
+
+data_call!(DeleteEdgeRequest => DeleteEdgeResponse, Graph, Write,
+    keys(r) (Some(r.from.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.delete_edge(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "from", &r.from)?;
+        check_name(route, "to", &r.to)?;
+        check_name(route, "label", &r.label)?;
+        Ok(None)
+    }
+);
+
+data_call!(NeighborsRequest => NeighborsResponse, Graph, Read,
+    keys(r) (Some(r.id.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.neighbors(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "id", &r.id)?;
+        r.limit = page_size(r.limit, limits);
+        Ok(None)
+    }
+);
+
+data_call!(TraverseRequest => TraverseResponse, Graph, Read,
+    keys(r) (Some(r.start.as_str()), 1),
+    send(r, plugin, options) unary(plugin.name(), plugin.graph()?.traverse(options.request(r))).await,
+    validate(r, route, limits) {
+        check_name(route, "start", &r.start)?;
+        if r.max_depth < 1 {
+            return Err(ProxyError::InvalidArgument(format!("max_depth is {}, must be at least 1", r.max_depth)));
+        }
+        // The proxy's page limit caps a traversal too: a request above it is
+        // refused rather than silently cut, so the caller knows the answer
+        // would not be complete.
+        let max = limits.max_page_size;
+        match r.limit {
+            0 => r.limit = limits.default_page_size,
+            n if n > max => {
+                return Err(ProxyError::InvalidArgument(format!(
+                    "limit is {n}, over the traversal limit of {max} vertices"
+                )));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+);
+
 #[tonic::async_trait]
 impl GraphService for GraphApi {
     async fn put_vertex(&self, request: Request<PutVertexRequest>) -> Result<Response<PutVertexResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &req.id)?;
-        check_name(&route, "id", &req.id)?;
-        check_properties(&route, req.properties.iter())?;
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.put_vertex(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn get_vertex(&self, request: Request<GetVertexRequest>) -> Result<Response<GetVertexResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &req.id)?;
-        check_name(&route, "id", &req.id)?;
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.get_vertex(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn delete_vertex(
         &self,
         request: Request<DeleteVertexRequest>,
     ) -> Result<Response<DeleteVertexResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &req.id)?;
-        check_name(&route, "id", &req.id)?;
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.delete_vertex(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn put_edge(&self, request: Request<PutEdgeRequest>) -> Result<Response<PutEdgeResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &req.from)?;
-        check_name(&route, "from", &req.from)?;
-        check_name(&route, "to", &req.to)?;
-        check_name(&route, "label", &req.label)?;
-        check_properties(&route, req.properties.iter())?;
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.put_edge(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn delete_edge(&self, request: Request<DeleteEdgeRequest>) -> Result<Response<DeleteEdgeResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &req.from)?;
-        check_name(&route, "from", &req.from)?;
-        check_name(&route, "to", &req.to)?;
-        check_name(&route, "label", &req.label)?;
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.delete_edge(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn neighbors(&self, request: Request<NeighborsRequest>) -> Result<Response<NeighborsResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let mut req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &req.id)?;
-        check_name(&route, "id", &req.id)?;
-        let limits = &self.gateway.config.limits;
-        req.limit = match req.limit {
-            0 => limits.default_page_size,
-            n => n.min(limits.max_page_size),
-        };
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.neighbors(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let mut req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &req.start)?;
-        check_name(&route, "start", &req.start)?;
-        if req.max_depth < 1 {
-            return Err(
-                ProxyError::InvalidArgument(format!("max_depth is {}, must be at least 1", req.max_depth)).into()
-            );
-        }
-        // The proxy's page limit caps a traversal too: a request above it is
-        // refused rather than silently cut, so the caller knows the answer
-        // would not be complete.
-        let max = self.gateway.config.limits.max_page_size;
-        match req.limit {
-            0 => req.limit = self.gateway.config.limits.default_page_size,
-            n if n > max => {
-                return Err(ProxyError::InvalidArgument(format!(
-                    "limit is {n}, over the traversal limit of {max} vertices"
-                ))
-                .into());
-            }
-            _ => {}
-        }
-        let mut client = route.plugin.graph()?;
-        Ok(Response::new(call_plugin(&ctx, &route.plugin, client.traverse(ctx.outbound(req))).await?))
+        self.plane.forward(request).await
     }
 }

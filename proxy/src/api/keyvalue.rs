@@ -1,7 +1,6 @@
-//! `prism.keyvalue.v1.KeyValueService`: validate against the namespace's
-//! limits, then forward to the namespace's plugin.
-
-use std::sync::Arc;
+//! `prism.keyvalue.v1.KeyValueService`: each call validated against the
+//! namespace's limits, then forwarded to the namespace's plugin (see
+//! [`DataPlane::forward`]).
 
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueService;
 use prism_proto::keyvalue::v1::{
@@ -10,40 +9,19 @@ use prism_proto::keyvalue::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{call_plugin, check_name};
+use super::{DataPlane, at_item, check_name, page_size};
 use crate::config::Limits;
-use crate::context::RequestContext;
 use crate::error::ProxyError;
-use crate::gateway::{Gateway, Route};
-use crate::namespace::PatternKind;
-use crate::security::Right;
+use crate::routes::Route;
 
 pub struct KeyValueApi {
-    gateway: Arc<Gateway>,
+    plane: DataPlane,
 }
 
 impl KeyValueApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+    pub fn new(plane: DataPlane) -> Self {
+        Self { plane }
     }
-
-    fn limits(&self) -> &Limits {
-        &self.gateway.config.limits
-    }
-
-    fn route(
-        &self,
-        ctx: &RequestContext,
-        namespace: &str,
-        right: Right,
-        keys: &[&str],
-    ) -> Result<Arc<Route>, ProxyError> {
-        self.gateway.authorize(ctx, namespace, PatternKind::Keyvalue, right, keys)
-    }
-}
-
-fn check_key(route: &Route, key: &str) -> Result<(), ProxyError> {
-    check_name(route, "key", key)
 }
 
 fn check_value(route: &Route, value: &[u8]) -> Result<(), ProxyError> {
@@ -71,101 +49,108 @@ fn check_batch(limits: &Limits, len: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// A write without a TTL gets the namespace's (`spec.needs.ttl`).
+fn default_ttl(route: &Route, ttl_seconds: &mut u64) {
+    if *ttl_seconds == 0 {
+        *ttl_seconds = route.default_ttl_seconds;
+    }
+}
+
+data_call!(PutRequest => PutResponse, Keyvalue, Write,
+    keys(r) (Some(r.key.as_str()), 1),
+    send(r, plugin, options) plugin.keyvalue()?.put(options, r).await,
+    validate(r, route, limits) {
+        check_name(route, "key", &r.key)?;
+        check_value(route, &r.value)?;
+        default_ttl(route, &mut r.ttl_seconds);
+        Ok(None)
+    }
+);
+
+data_call!(GetRequest => GetResponse, Keyvalue, Read,
+    keys(r) (Some(r.key.as_str()), 1),
+    send(r, plugin, options) plugin.keyvalue()?.get(options, r).await,
+    validate(r, route, limits) {
+        check_name(route, "key", &r.key)?;
+        Ok(None)
+    }
+);
+
+data_call!(DeleteRequest => DeleteResponse, Keyvalue, Write,
+    keys(r) (Some(r.key.as_str()), 1),
+    send(r, plugin, options) plugin.keyvalue()?.delete(options, r).await,
+    validate(r, route, limits) {
+        check_name(route, "key", &r.key)?;
+        Ok(None)
+    }
+);
+
+data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, Read,
+    keys(r) (r.keys.first().map(String::as_str), r.keys.len()),
+    send(r, plugin, options) plugin.keyvalue()?.batch_get(options, r).await,
+    validate(r, route, limits) {
+        check_batch(limits, r.keys.len())?;
+        for key in &r.keys {
+            check_name(route, "key", key)?;
+        }
+        Ok(r.keys.is_empty().then(BatchGetResponse::default))
+    }
+);
+
+data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, Write,
+    keys(r) (r.items.first().map(|i| i.key.as_str()), r.items.len()),
+    send(r, plugin, options) plugin.keyvalue()?.batch_put(options, r).await,
+    validate(r, route, limits) {
+        check_batch(limits, r.items.len())?;
+        for (i, item) in r.items.iter_mut().enumerate() {
+            check_name(route, "key", &item.key)
+                .and_then(|()| check_value(route, &item.value))
+                .map_err(|e| at_item(i, e, "items"))?;
+            default_ttl(route, &mut item.ttl_seconds);
+        }
+        Ok(r.items.is_empty().then(BatchPutResponse::default))
+    }
+);
+
+data_call!(ScanRequest => ScanResponse, Keyvalue, Read,
+    keys(_r) (None, 0),
+    send(r, plugin, options) plugin.keyvalue()?.scan(options, r).await,
+    validate(r, route, limits) {
+        if r.prefix.len() > route.max_key_bytes {
+            return Err(ProxyError::InvalidArgument(format!(
+                "prefix is {} bytes, over the key limit of {} bytes",
+                r.prefix.len(),
+                route.max_key_bytes
+            )));
+        }
+        r.page_size = page_size(r.page_size, limits);
+        Ok(None)
+    }
+);
+
 #[tonic::async_trait]
 impl KeyValueService for KeyValueApi {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let mut req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &[&req.key])?;
-        check_key(&route, &req.key)?;
-        check_value(&route, &req.value)?;
-        if req.ttl_seconds == 0 {
-            req.ttl_seconds = route.default_ttl_seconds;
-        }
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.put(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &[&req.key])?;
-        check_key(&route, &req.key)?;
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.get(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &[&req.key])?;
-        check_key(&route, &req.key)?;
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.delete(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 
     async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let req = request.into_inner();
-        let keys: Vec<&str> = req.keys.iter().map(String::as_str).collect();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &keys)?;
-        check_batch(self.limits(), req.keys.len())?;
-        for key in &req.keys {
-            check_key(&route, key)?;
-        }
-        if req.keys.is_empty() {
-            return Ok(Response::new(BatchGetResponse::default()));
-        }
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_get(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 
     async fn batch_put(&self, request: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let mut req = request.into_inner();
-        let keys: Vec<&str> = req.items.iter().map(|i| i.key.as_str()).collect();
-        let route = self.route(&ctx, &req.namespace, Right::Write, &keys)?;
-        check_batch(self.limits(), req.items.len())?;
-        for (i, item) in req.items.iter_mut().enumerate() {
-            check_key(&route, &item.key).and_then(|()| check_value(&route, &item.value)).map_err(|e| match e {
-                ProxyError::InvalidArgument(m) => ProxyError::InvalidArgument(format!("items[{i}]: {m}")),
-                other => other,
-            })?;
-            if item.ttl_seconds == 0 {
-                item.ttl_seconds = route.default_ttl_seconds;
-            }
-        }
-        if req.items.is_empty() {
-            return Ok(Response::new(BatchPutResponse::default()));
-        }
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.batch_put(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let ctx = RequestContext::of(&request)?;
-        let mut req = request.into_inner();
-        let route = self.route(&ctx, &req.namespace, Right::Read, &[])?;
-        if req.prefix.len() > route.max_key_bytes {
-            return Err(ProxyError::InvalidArgument(format!(
-                "prefix is {} bytes, over the key limit of {} bytes",
-                req.prefix.len(),
-                route.max_key_bytes
-            ))
-            .into());
-        }
-        let limits = self.limits();
-        req.page_size = match req.page_size {
-            0 => limits.default_page_size,
-            n => n.min(limits.max_page_size),
-        };
-        let client = route.plugin.keyvalue()?;
-        let response = call_plugin(&ctx, &route.plugin, client.scan(&ctx, req)).await?;
-        Ok(Response::new(response))
+        self.plane.forward(request).await
     }
 }

@@ -1,21 +1,150 @@
-//! The client-facing pattern services.
+//! The data plane: the KeyValue, TimeSeries and Graph services. Every one
+//! of their calls goes through [`DataPlane::forward`]; each RPC only says,
+//! through [`DataCall`], what it needs (pattern, right, keys), how it is
+//! validated and which plugin call carries it.
 
-pub mod admin;
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::config::Limits;
+use crate::context::RequestContext;
+use crate::error::ProxyError;
+use crate::namespace::PatternKind;
+use crate::plugin::{CallOptions, Plugin};
+use crate::routes::{Route, Routes};
+use crate::security::Right;
+
+/// What the data plane needs from the proxy: the route table and the
+/// request limits. Cheap to clone; every pattern service holds one.
+#[derive(Clone)]
+pub struct DataPlane {
+    routes: Arc<Routes>,
+    limits: Arc<Limits>,
+}
+
+/// One data RPC, as [`DataPlane::forward`] drives it. Implemented by each
+/// request message of the public pattern APIs.
+pub trait DataCall: Send + Sized + 'static {
+    type Reply: Send + 'static;
+    /// The pattern whose namespaces this call may use.
+    const PATTERN: PatternKind;
+    /// The right the caller needs on the namespace.
+    const RIGHT: Right;
+
+    fn namespace(&self) -> &str;
+
+    /// The first key (or series, or vertex) the call touches and how many
+    /// it touches, for the audit record (which keeps only a hash).
+    fn keys(&self) -> (Option<&str>, usize);
+
+    /// Checks the request against the namespace's and the proxy's limits
+    /// and fills in defaults (a page size, the namespace's TTL). May answer
+    /// without a plugin call (an empty batch).
+    fn validate(&mut self, route: &Route, limits: &Limits) -> Result<Option<Self::Reply>, ProxyError>;
+
+    /// The plugin call that carries the request.
+    fn send(
+        self,
+        plugin: &Plugin,
+        options: &CallOptions,
+    ) -> impl Future<Output = Result<Self::Reply, ProxyError>> + Send;
+}
+
+/// Implements [`DataCall`] for a request message: the reply, pattern and
+/// right, the keys the audit record names, the plugin call, and the
+/// validation (which returns `Ok(None)` to go on to the plugin).
+macro_rules! data_call {
+    (
+        $request:ty => $reply:ty, $pattern:ident, $right:ident,
+        keys($k:ident) $keys:expr,
+        send($s:ident, $plugin:ident, $options:ident) $send:expr,
+        validate($this:ident, $route:ident, $limits:ident) $validate:block
+    ) => {
+        impl $crate::api::DataCall for $request {
+            type Reply = $reply;
+            const PATTERN: $crate::namespace::PatternKind = $crate::namespace::PatternKind::$pattern;
+            const RIGHT: $crate::security::Right = $crate::security::Right::$right;
+
+            fn namespace(&self) -> &str {
+                &self.namespace
+            }
+
+            fn keys(&self) -> (Option<&str>, usize) {
+                let $k = self;
+                $keys
+            }
+
+            #[allow(unused_variables)]
+            fn validate(
+                &mut self,
+                $route: &$crate::routes::Route,
+                $limits: &$crate::config::Limits,
+            ) -> Result<Option<$reply>, $crate::error::ProxyError> {
+                let $this = self;
+                $validate
+            }
+
+            async fn send(
+                self,
+                $plugin: &$crate::plugin::Plugin,
+                $options: &$crate::plugin::CallOptions,
+            ) -> Result<$reply, $crate::error::ProxyError> {
+                let $s = self;
+                $send
+            }
+        }
+    };
+}
+
+// After the macro, so that they can use it.
 pub mod graph;
 pub mod keyvalue;
 pub mod timeseries;
 
-use std::future::Future;
+impl DataPlane {
+    pub fn new(routes: Arc<Routes>, limits: Limits) -> Self {
+        Self { routes, limits: Arc::new(limits) }
+    }
 
-use tonic::{Response, Status};
+    /// Serves one data call: **authorize → validate → call the plugin →
+    /// map errors**.
+    ///
+    /// 1. *Authorize*: the namespace's route, if the caller holds the
+    ///    call's right on it (noting the namespace, right and key hash for
+    ///    the audit record).
+    /// 2. *Validate* against the limits, before any plugin sees the call.
+    /// 3. *Call the plugin* under the request's deadline, with the call
+    ///    options (deadline, request id, trace context) the plugin honours
+    ///    on both transports.
+    /// 4. *Map errors*: every failure is a `ProxyError`, turned into a gRPC
+    ///    status in one place (`crate::error`).
+    ///
+    /// This is where the capabilities that act on each data call plug in,
+    /// and in this order: PII handling transforms the validated request
+    /// (field encryption of writes) before step 3 and the reply (masking of
+    /// reads by the caller's rights) after it; the shadow tee hands the
+    /// acknowledged write (or a sampled read and its answer) to the
+    /// namespace's shadow queue after step 3, never waiting on it; the
+    /// per-call span and metrics wrap step 3 (the plugin hop) and the whole.
+    pub async fn forward<C: DataCall>(&self, mut request: Request<C>) -> Result<Response<C::Reply>, Status> {
+        let ctx = RequestContext::take(&mut request)?;
+        let mut call = request.into_inner();
+        let route = self.routes.authorize(&ctx, call.namespace(), C::PATTERN, C::RIGHT, call.keys())?;
+        if let Some(reply) = call.validate(&route, &self.limits)? {
+            return Ok(Response::new(reply));
+        }
+        let options = ctx.call_options();
+        let reply = tokio::time::timeout_at(ctx.deadline, call.send(&route.plugin, &options))
+            .await
+            .map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))??;
+        Ok(Response::new(reply))
+    }
+}
 
-use crate::context::RequestContext;
-use crate::error::ProxyError;
-use crate::gateway::Route;
-use crate::plugin::Plugin;
-
-/// Checks a required name (a series, an event id, a vertex id or an edge
-/// label) against the proxy's key limit.
+/// Checks a required name (a key, a series, an event id, a vertex id or an
+/// edge label) against the proxy's key limit.
 pub(crate) fn check_name(route: &Route, what: &str, name: &str) -> Result<(), ProxyError> {
     if name.is_empty() {
         return Err(ProxyError::InvalidArgument(format!("{what} must not be empty")));
@@ -30,19 +159,19 @@ pub(crate) fn check_name(route: &Route, what: &str, name: &str) -> Result<(), Pr
     Ok(())
 }
 
-/// Runs one plugin call under the request's deadline and maps its failure.
-pub(crate) async fn call_plugin<T>(
-    ctx: &RequestContext,
-    plugin: &Plugin,
-    call: impl Future<Output = Result<Response<T>, Status>>,
-) -> Result<T, ProxyError> {
-    match tokio::time::timeout_at(ctx.deadline, call).await {
-        Err(_) => Err(ProxyError::DeadlineExceeded(format!(
-            "deadline exceeded after {} ms waiting for plugin {}",
-            ctx.started.elapsed().as_millis(),
-            plugin.name()
-        ))),
-        Ok(Err(status)) => Err(ProxyError::from_plugin(plugin.name(), &status)),
-        Ok(Ok(response)) => Ok(response.into_inner()),
+/// A page size the client left at 0 gets the default; a larger one than
+/// the proxy serves is lowered to its limit.
+pub(crate) fn page_size(asked: u32, limits: &Limits) -> u32 {
+    match asked {
+        0 => limits.default_page_size,
+        n => n.min(limits.max_page_size),
+    }
+}
+
+/// Prefixes an item's position to a validation error of a batch.
+pub(crate) fn at_item(i: usize, err: ProxyError, what: &str) -> ProxyError {
+    match err {
+        ProxyError::InvalidArgument(m) => ProxyError::InvalidArgument(format!("{what}[{i}]: {m}")),
+        other => other,
     }
 }

@@ -8,6 +8,7 @@
 //! publishes a new route table: requests already running keep the route
 //! they started with.
 
+pub mod admin;
 pub mod registry;
 pub mod select;
 
@@ -20,11 +21,12 @@ use prism_proto::plugin::v1::{DescribeNamespaceRequest, DropNamespaceRequest, Pr
 use serde_saphyr::Spanned;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::config::{Config, Limits};
 use crate::error::ProxyError;
-use crate::gateway::{Gateway, Route};
 use crate::namespace::yaml::Node;
 use crate::namespace::{NamespaceDoc, PatternKind, SpecError};
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, Plugins};
+use crate::routes::{Route, Routes};
 use registry::{Registry, Stored};
 use select::Offer;
 
@@ -35,9 +37,12 @@ pub struct Planned {
 }
 
 pub struct Controller {
-    gateway: Arc<Gateway>,
+    routes: Arc<Routes>,
+    plugins: Arc<Plugins>,
     registry: Registry,
     lock: Mutex<()>,
+    limits: Limits,
+    default_backend: Option<String>,
     /// Whether access rules are enforced (false in dev mode).
     auth_enabled: bool,
 }
@@ -58,8 +63,19 @@ fn summarize(errors: &[SpecError]) -> String {
 }
 
 impl Controller {
-    pub fn new(gateway: Arc<Gateway>, registry: Registry, auth_enabled: bool) -> Self {
-        Self { gateway, registry, lock: Mutex::new(()), auth_enabled }
+    /// A controller of `routes`, over `plugins`, with what it needs of the
+    /// proxy's `config`: the limits routes get, the default backend, and
+    /// whether callers are authenticated (so access rules are enforced).
+    pub fn new(routes: Arc<Routes>, plugins: Arc<Plugins>, registry: Registry, config: &Config) -> Self {
+        Self {
+            routes,
+            plugins,
+            registry,
+            lock: Mutex::new(()),
+            limits: config.limits.clone(),
+            default_backend: config.default_backend.clone(),
+            auth_enabled: config.authenticates(),
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -68,8 +84,7 @@ impl Controller {
 
     /// Plugins whose capabilities are known, for selection.
     fn offers(&self) -> Vec<Offer> {
-        self.gateway
-            .plugins
+        self.plugins
             .values()
             .filter_map(|p| {
                 let info = p.known()?;
@@ -90,87 +105,7 @@ impl Controller {
     ) -> Result<Planned, Vec<SpecError>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let spec = &doc.spec;
-        let limits = &self.gateway.config.limits;
-
-        let chosen: Option<(Arc<Plugin>, String)> = match &spec.backend {
-            Some(name) => match self.gateway.plugins.get(name) {
-                None => {
-                    errors.push(SpecError::at(
-                        tree,
-                        "spec.backend",
-                        format!(
-                            "{name:?} is not a plugin of this proxy (it has: {})",
-                            self.gateway.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                    None
-                }
-                Some(plugin) => {
-                    match plugin.known().and_then(|i| i.capabilities.clone().map(|c| (i.backend.clone(), c))) {
-                        Some((kind, caps)) => {
-                            for (path, why) in select::unmet(spec.pattern, &spec.needs, &caps) {
-                                errors.push(SpecError::at(tree, path, format!("plugin {name} ({kind}) {why}")));
-                            }
-                        }
-                        None => warnings.push(format!(
-                            "plugin {name} has not started yet, so the needs could not be checked against it"
-                        )),
-                    }
-                    Some((plugin.clone(), "named by spec.backend".to_owned()))
-                }
-            },
-            None => {
-                match select::choose(
-                    spec.pattern,
-                    &spec.needs,
-                    &self.offers(),
-                    self.gateway.config.default_backend.as_deref(),
-                ) {
-                    Ok((offer, reason)) => Some((offer.plugin, reason)),
-                    Err(why) => {
-                        errors.push(SpecError::at(
-                            tree,
-                            "spec.needs",
-                            format!("no backend can serve this namespace: {why}"),
-                        ));
-                        None
-                    }
-                }
-            }
-        };
-
-        if let Some(max) = spec.needs.max_value_bytes
-            && max > limits.max_value_bytes as u64
-        {
-            errors.push(SpecError::at(
-                tree,
-                "spec.needs.max_value_bytes",
-                format!(
-                    "{max} is above the proxy's limit of {} bytes (limits.max_value_bytes)",
-                    limits.max_value_bytes
-                ),
-            ));
-        }
-        if spec.needs.retention.is_some() && spec.pattern != PatternKind::Timeseries {
-            errors.push(SpecError::at(
-                tree,
-                "spec.needs.retention",
-                format!(
-                    "retention applies to timeseries namespaces, not {}{}",
-                    spec.pattern.as_str(),
-                    if spec.pattern == PatternKind::Keyvalue {
-                        "; a keyvalue namespace expires values with ttl"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-        if spec.access.is_some() && !self.auth_enabled {
-            warnings.push("spec.access is not enforced: the proxy runs without authentication (dev mode)".to_owned());
-        }
-
+        let chosen = self.check(&doc, tree, &mut errors, &mut warnings);
         let Some((plugin, reason)) = chosen else { return Err(errors) };
         if !errors.is_empty() {
             return Err(errors);
@@ -206,8 +141,120 @@ impl Controller {
             diff,
             warnings,
         };
-        let route = self.gateway.route_for(doc, yaml.to_owned(), source, plugin, reason);
+        let route = Route::new(doc, yaml.to_owned(), source, plugin, reason, &self.limits);
         Ok(Planned { plan, route })
+    }
+
+    /// Checks a document against the proxy: its backend exists and meets
+    /// its needs (when the plugin's capabilities are known), the limits,
+    /// the fields that only some patterns have. Returns the plugin chosen
+    /// and why, and adds every problem to `errors` and every caveat to
+    /// `warnings`.
+    fn check(
+        &self,
+        doc: &NamespaceDoc,
+        tree: &Spanned<Node>,
+        errors: &mut Vec<SpecError>,
+        warnings: &mut Vec<String>,
+    ) -> Option<(Arc<Plugin>, String)> {
+        let spec = &doc.spec;
+        let limits = &self.limits;
+
+        let chosen: Option<(Arc<Plugin>, String)> = match &spec.backend {
+            Some(name) => match self.plugins.get(name) {
+                None => {
+                    errors.push(SpecError::at(
+                        tree,
+                        "spec.backend",
+                        format!(
+                            "{name:?} is not a plugin of this proxy (it has: {})",
+                            self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                    None
+                }
+                Some(plugin) => {
+                    match plugin.known().and_then(|i| i.capabilities.clone().map(|c| (i.backend.clone(), c))) {
+                        Some((kind, caps)) => {
+                            for (path, why) in select::unmet(spec.pattern, &spec.needs, &caps) {
+                                errors.push(SpecError::at(tree, path, format!("plugin {name} ({kind}) {why}")));
+                            }
+                        }
+                        None => warnings.push(format!(
+                            "plugin {name} has not started yet, so the needs could not be checked against it"
+                        )),
+                    }
+                    Some((plugin.clone(), "named by spec.backend".to_owned()))
+                }
+            },
+            None => match select::choose(spec.pattern, &spec.needs, &self.offers(), self.default_backend.as_deref()) {
+                Ok((offer, reason)) => Some((offer.plugin, reason)),
+                Err(why) => {
+                    errors.push(SpecError::at(
+                        tree,
+                        "spec.needs",
+                        format!("no backend can serve this namespace: {why}"),
+                    ));
+                    None
+                }
+            },
+        };
+
+        if let Some(max) = spec.needs.max_value_bytes
+            && max > limits.max_value_bytes as u64
+        {
+            errors.push(SpecError::at(
+                tree,
+                "spec.needs.max_value_bytes",
+                format!(
+                    "{max} is above the proxy's limit of {} bytes (limits.max_value_bytes)",
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+        if spec.needs.retention.is_some() && spec.pattern != PatternKind::Timeseries {
+            errors.push(SpecError::at(
+                tree,
+                "spec.needs.retention",
+                format!(
+                    "retention applies to timeseries namespaces, not {}{}",
+                    spec.pattern.as_str(),
+                    if spec.pattern == PatternKind::Keyvalue {
+                        "; a keyvalue namespace expires values with ttl"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        if spec.access.is_some() && !self.auth_enabled {
+            warnings.push("spec.access is not enforced: the proxy runs without authentication (dev mode)".to_owned());
+        }
+        chosen
+    }
+
+    /// Plans a document without changing anything, for `prism-proxy
+    /// --check`, where no plugin has started: a named backend must exist,
+    /// and one to be chosen is chosen at start, from the capabilities the
+    /// plugins declare then. Returns the plan's warnings, or every error.
+    pub fn dry_check(&self, yaml: &str) -> Result<(String, String, Vec<String>), Vec<SpecError>> {
+        let (doc, tree) = NamespaceDoc::parse_with_tree(yaml)?;
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let backend = if doc.spec.backend.is_none() && self.offers().is_empty() {
+            // The selection needs the plugins' capabilities; they are known
+            // once the plugins run.
+            let mut ignored = Vec::new();
+            self.check(&doc, &tree, &mut ignored, &mut warnings);
+            errors.extend(ignored.into_iter().filter(|e| e.path != "spec.needs"));
+            "chosen at start from the plugins' capabilities".to_owned()
+        } else {
+            match self.check(&doc, &tree, &mut errors, &mut warnings) {
+                Some((plugin, _)) => format!("plugin {}", plugin.name()),
+                None => String::new(),
+            }
+        };
+        if errors.is_empty() { Ok((doc.name().to_owned(), backend, warnings)) } else { Err(errors) }
     }
 
     /// Makes a route live: prepared on its plugin, then published. Under
@@ -225,13 +272,13 @@ impl Controller {
             }
         }
         let name = route.name().to_owned();
-        self.gateway.set_route(&name, Some(route));
+        self.routes.set(&name, Some(route));
     }
 
     /// Waits until no request holds `route` any more (the caller's clone
     /// aside), at most one request timeout: requests never run longer.
     async fn drain(&self, route: &Arc<Route>) {
-        let deadline = tokio::time::Instant::now() + self.gateway.config.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         while Arc::strong_count(route) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -260,7 +307,7 @@ impl Controller {
     ) -> Result<(Plan, bool), ProxyError> {
         let _changes = self.lock.lock().await;
         let (doc, tree) = NamespaceDoc::parse_with_tree(yaml).map_err(ProxyError::InvalidSpec)?;
-        let current = self.gateway.routes().get(doc.name()).cloned();
+        let current = self.routes.snapshot().get(doc.name()).cloned();
         may_change(doc.name(), current.as_deref())?;
         let source = current.as_ref().map(|c| c.source.clone()).unwrap_or_default();
         let planned = self.plan_doc(doc, &tree, yaml, source, current.as_ref()).map_err(ProxyError::InvalidSpec)?;
@@ -301,7 +348,7 @@ impl Controller {
         may_change: impl FnOnce(&str, Option<&Route>) -> Result<(), ProxyError>,
     ) -> Result<bool, ProxyError> {
         let _changes = self.lock.lock().await;
-        let current = self.gateway.routes().get(name).cloned();
+        let current = self.routes.snapshot().get(name).cloned();
         may_change(name, current.as_deref())?;
         let route = current.ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
         if !purge_data && !force {
@@ -320,7 +367,7 @@ impl Controller {
         // Unroute first so new requests get NOT_FOUND, and let the ones in
         // flight finish before the plugin forgets the namespace; purging
         // under them would fail them with an error they cannot act on.
-        self.gateway.set_route(name, None);
+        self.routes.set(name, None);
         if purge_data {
             self.drain(&route).await;
             let purged = async {
@@ -332,7 +379,7 @@ impl Controller {
             };
             if let Err(e) = purged.await {
                 // Nothing has changed: serve it again; the call can be retried.
-                self.gateway.set_route(name, Some(route));
+                self.routes.set(name, Some(route));
                 return Err(e);
             }
         }
@@ -351,7 +398,7 @@ impl Controller {
     pub async fn reconcile(&self) -> Result<Reconciled, ProxyError> {
         let snapshot = self.registry.load().await?;
         let _changes = self.lock.lock().await;
-        let table = self.gateway.routes();
+        let table = self.routes.snapshot();
         let mut report = Reconciled::default();
         let mut seen: HashMap<String, String> = HashMap::new();
         let mut keep_sources: Vec<String> = Vec::new();
@@ -409,7 +456,7 @@ impl Controller {
             self.activate(route).await;
         }
         for name in &report.removed {
-            self.gateway.set_route(name, None);
+            self.routes.set(name, None);
         }
         for (source, why) in &report.rejected {
             tracing::error!(%source, error = %why, "namespace document skipped");
@@ -419,7 +466,7 @@ impl Controller {
                 added = ?report.added,
                 updated = ?report.updated,
                 removed = ?report.removed,
-                namespaces = self.gateway.routes().len(),
+                namespaces = self.routes.snapshot().len(),
                 "namespaces reloaded"
             );
         }

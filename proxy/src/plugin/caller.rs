@@ -1,6 +1,10 @@
-//! One KeyValue call to a plugin, over the multiplexed stream when the
-//! connection has one and as a unary call otherwise.
+//! Calls to a plugin's pattern services. KeyValue calls travel over the
+//! multiplexed stream when the connection has one and as unary calls
+//! otherwise; TimeSeries and Graph calls are unary. Either way a call
+//! carries its [`CallOptions`], and its failure comes back as the proxy's
+//! error, mapped in `crate::error`.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use prism_proto::keyvalue::v1::{
@@ -12,35 +16,45 @@ use prism_proto::plugin::v1::{key_value_call, key_value_reply};
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use super::mux::{Mux, plugin_status};
-use crate::context::RequestContext;
+use super::mux::Mux;
+use super::options::CallOptions;
+use crate::error::ProxyError;
 
-pub enum KeyValueCaller {
-    Multiplexed(Arc<Mux>),
-    Unary(KeyValueBackendClient<Channel>),
+/// Maps the answer of a unary call to plugin `plugin`.
+pub async fn unary<T>(plugin: &str, call: impl Future<Output = Result<Response<T>, Status>>) -> Result<T, ProxyError> {
+    call.await.map(Response::into_inner).map_err(|status| ProxyError::from_plugin(plugin, &status))
+}
+
+pub enum KeyValueCaller<'a> {
+    Multiplexed(&'a str, Arc<Mux>),
+    Unary(&'a str, KeyValueBackendClient<Channel>),
 }
 
 macro_rules! call {
     ($name:ident, $request:ty, $response:ty, $variant:ident) => {
-        pub async fn $name(self, ctx: &RequestContext, request: $request) -> Result<Response<$response>, Status> {
+        pub async fn $name(self, options: &CallOptions, request: $request) -> Result<$response, ProxyError> {
             match self {
-                Self::Unary(mut client) => client.$name(ctx.outbound(request)).await,
-                // The proxy's own deadline bounds the wait (`call_plugin`);
-                // the request id is not sent, as plugins do not log per call.
-                Self::Multiplexed(mux) => match mux.call(key_value_call::Request::$variant(request)).await? {
-                    key_value_reply::Reply::$variant(response) => Ok(Response::new(response)),
-                    key_value_reply::Reply::Error(e) => Err(plugin_status(e.code, e.message)),
-                    _ => Err(plugin_status(
-                        tonic::Code::Internal as i32,
-                        format!("the plugin answered {} with another call's reply", stringify!($name)),
-                    )),
-                },
+                Self::Unary(plugin, mut client) => unary(plugin, client.$name(options.request(request))).await,
+                Self::Multiplexed(plugin, mux) => {
+                    let call = key_value_call::Request::$variant(request);
+                    match mux.call(call, options.to_proto()).await {
+                        Ok(key_value_reply::Reply::$variant(response)) => Ok(response),
+                        Ok(key_value_reply::Reply::Error(e)) => {
+                            Err(ProxyError::from_plugin_reply(plugin, e.code, &e.message))
+                        }
+                        Ok(_) => Err(ProxyError::Internal(format!(
+                            "plugin {plugin} answered {} with another call's reply",
+                            stringify!($name)
+                        ))),
+                        Err(_closed) => Err(ProxyError::plugin_connection_lost(plugin)),
+                    }
+                }
             }
         }
     };
 }
 
-impl KeyValueCaller {
+impl KeyValueCaller<'_> {
     call!(put, PutRequest, PutResponse, Put);
     call!(get, GetRequest, GetResponse, Get);
     call!(delete, DeleteRequest, DeleteResponse, Delete);

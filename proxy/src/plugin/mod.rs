@@ -1,15 +1,20 @@
 //! Backend plugins as the proxy sees them: a handle per plugin that the
-//! request path reads without locks, kept current by a supervisor task.
+//! request path reads without locks, kept current by a supervisor task, and
+//! the calls made to it (which carry [`CallOptions`], never the inbound
+//! request's context).
 
 mod caller;
 mod mux;
+mod options;
 mod pool;
 mod supervisor;
 
-pub use caller::KeyValueCaller;
+pub use caller::{KeyValueCaller, unary};
+pub use options::CallOptions;
 pub use pool::{Pool, Target};
-pub use supervisor::{NamespaceSource, Supervisor};
+pub use supervisor::{NamespaceSource, StartFailure, Supervisor};
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -27,6 +32,14 @@ use prism_proto::wire::MAX_MESSAGE_BYTES;
 
 use crate::config::PluginConfig;
 use crate::error::ProxyError;
+
+/// Every configured plugin, by name. Fixed for the life of the process.
+pub type Plugins = BTreeMap<String, Arc<Plugin>>;
+
+/// The plugins of a proxy config.
+pub fn plugins(configs: &BTreeMap<String, PluginConfig>) -> Plugins {
+    configs.iter().map(|(name, pc)| (name.clone(), Arc::new(Plugin::new(name.clone(), pc.clone())))).collect()
+}
 
 /// A live, initialized connection to a plugin process.
 #[derive(Debug)]
@@ -171,11 +184,12 @@ impl Plugin {
 
     /// A KeyValue caller on the next pooled connection: its multiplexed
     /// stream if open, else a unary client.
-    pub fn keyvalue(&self) -> Result<KeyValueCaller, ProxyError> {
+    pub fn keyvalue(&self) -> Result<KeyValueCaller<'_>, ProxyError> {
         let conn = self.connection()?;
         Ok(match conn.pool.next_connection() {
-            (_, Some(mux)) => KeyValueCaller::Multiplexed(mux),
+            (_, Some(mux)) => KeyValueCaller::Multiplexed(&self.name, mux),
             (channel, None) => KeyValueCaller::Unary(
+                &self.name,
                 KeyValueBackendClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -202,6 +216,16 @@ impl Plugin {
     /// A Lifecycle client on the next pooled connection.
     pub fn lifecycle(&self) -> Result<LifecycleClient<Channel>, ProxyError> {
         Ok(LifecycleClient::new(self.connection()?.pool.channel()))
+    }
+
+    /// A receiver that wakes on every phase change, for watchers (health).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether calls can be served now: connected and its backend healthy.
+    pub fn is_serving(&self) -> bool {
+        matches!(self.phase.load().0, Phase::Ready(_))
     }
 
     /// Waits until the plugin is ready (or unhealthy but reachable), up to

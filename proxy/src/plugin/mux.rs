@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prism_proto::plugin::v1::key_value_backend_client::KeyValueBackendClient;
-use prism_proto::plugin::v1::{KeyValueCall, KeyValueReply, key_value_call, key_value_reply};
+use prism_proto::plugin::v1::{CallOptions, KeyValueCall, KeyValueReply, key_value_call, key_value_reply};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 /// Calls that may wait to be written to the stream. Beyond it callers wait,
 /// which pushes back on clients instead of queueing without bound.
@@ -65,12 +65,10 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The status a caller sees when the stream is gone: the same as a unary
-/// call on a lost connection, which the proxy reports as the plugin being
-/// unavailable.
-fn closed() -> Status {
-    Status::cancelled("multiplexed stream to the plugin closed")
-}
+/// The stream is gone (the plugin died or is restarting): the caller
+/// reports it as a lost connection, as for a unary call.
+#[derive(Debug)]
+pub struct Closed;
 
 impl Mux {
     /// Opens the stream on `channel`. Fails with UNIMPLEMENTED when the
@@ -93,7 +91,11 @@ impl Mux {
     }
 
     /// Sends one call and waits for its reply.
-    pub async fn call(&self, request: key_value_call::Request) -> Result<key_value_reply::Reply, Status> {
+    pub async fn call(
+        &self,
+        request: key_value_call::Request,
+        options: CallOptions,
+    ) -> Result<key_value_reply::Reply, Closed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, reply) = oneshot::channel();
         self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waiter);
@@ -101,16 +103,17 @@ impl Mux {
         // The reader marks the stream closed before it fails the waiters, so
         // a call registered after that sweep sees the mark here.
         if !self.is_open() {
-            return Err(closed());
+            return Err(Closed);
         }
-        if self.tx.send(KeyValueCall { id, request: Some(request) }).await.is_err() {
-            return Err(closed());
+        let call = KeyValueCall { id, request: Some(request), options: Some(options) };
+        if self.tx.send(call).await.is_err() {
+            return Err(Closed);
         }
         let reply = reply.await;
         pending.armed = false;
         match reply {
             Ok(Some(reply)) => Ok(reply),
-            Ok(None) | Err(_) => Err(closed()),
+            Ok(None) | Err(_) => Err(Closed),
         }
     }
 }
@@ -136,10 +139,4 @@ async fn read_replies(shared: Arc<Shared>, mut replies: Streaming<KeyValueReply>
     for (_, waiter) in waiters {
         let _ = waiter.send(None);
     }
-}
-
-/// The status a plugin answered a multiplexed call with, rebuilt so that
-/// the proxy maps it exactly as it maps the unary call's status.
-pub fn plugin_status(code: i32, message: String) -> Status {
-    Status::new(Code::from_i32(code), message)
 }

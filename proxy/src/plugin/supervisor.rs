@@ -51,6 +51,29 @@ pub struct Supervisor {
     pub stop: CancellationToken,
 }
 
+/// Why a plugin could not be started, connected or made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartFailure {
+    #[error("command is empty")]
+    EmptyCommand,
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: PathBuf, source: std::io::Error },
+    #[error("exited during start ({0})")]
+    Exited(String),
+    #[error("did not become ready within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("cannot connect to {target}: {source}")]
+    Socket { target: Target, source: std::io::Error },
+    #[error("cannot connect to {target}: {}", error_chain(source))]
+    Connect { target: Target, source: tonic::transport::Error },
+    #[error("initialize failed: {}", .0.message())]
+    Initialize(tonic::Status),
+    #[error("plugin speaks protocol version {0}, the proxy speaks {PROTOCOL}", PROTOCOL = ProtocolVersion::ProtocolVersion1 as i32)]
+    Protocol(i32),
+    #[error("preparing namespace {namespace} failed: {}", status.message())]
+    Prepare { namespace: String, status: tonic::Status },
+}
+
 enum Check {
     Healthy,
     Unhealthy(String),
@@ -110,7 +133,7 @@ impl Supervisor {
                 Ok(spawned) => spawned,
                 Err(reason) => {
                     tracing::error!(plugin = plugin.name(), %reason, "cannot start plugin");
-                    plugin.set_phase(Phase::Down(reason));
+                    plugin.set_phase(Phase::Down(reason.to_string()));
                     if self.pause(delays.next().unwrap_or(Duration::from_secs(1))).await {
                         return;
                     }
@@ -123,9 +146,9 @@ impl Supervisor {
             let timeout = plugin.config().start_timeout;
             let established = tokio::select! {
                 r = tokio::time::timeout(timeout, self.establish(plugin, Target::Unix(socket.clone()), pid)) => {
-                    r.unwrap_or_else(|_| Err(format!("did not become ready within {}", humantime::format_duration(timeout))))
+                    r.unwrap_or(Err(StartFailure::Timeout(timeout)))
                 }
-                status = child.wait() => Err(format!("exited during start ({})", describe_exit(status))),
+                status = child.wait() => Err(StartFailure::Exited(describe_exit(status))),
                 () = self.stop.cancelled() => {
                     stop_process(plugin, child, stdin, None).await;
                     return;
@@ -145,10 +168,10 @@ impl Supervisor {
                         Some(reason) => reason,
                     }
                 }
-                Err(reason) => {
+                Err(failure) => {
                     let _ = child.start_kill();
                     let _ = child.wait().await;
-                    reason
+                    failure.to_string()
                 }
             };
             drop(stdin);
@@ -178,7 +201,7 @@ impl Supervisor {
             let timeout = plugin.config().start_timeout;
             let established = tokio::select! {
                 r = tokio::time::timeout(timeout, self.establish(plugin, Target::Tcp(addr.clone()), None)) => {
-                    r.unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(timeout))))
+                    r.unwrap_or(Err(StartFailure::Timeout(timeout)))
                 }
                 () = self.stop.cancelled() => return,
             };
@@ -190,7 +213,7 @@ impl Supervisor {
                         Some(reason) => reason,
                     }
                 }
-                Err(reason) => reason,
+                Err(failure) => failure.to_string(),
             };
             let delay = delays.next().unwrap_or(plugin.config().restart_backoff_max);
             tracing::warn!(plugin = plugin.name(), %addr, %reason, retry_in = ?round_ms(delay), "plugin unreachable");
@@ -201,10 +224,10 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, plugin: &Plugin, socket: &Path) -> Result<(Child, Option<ChildStdin>), String> {
+    fn spawn(&self, plugin: &Plugin, socket: &Path) -> Result<(Child, Option<ChildStdin>), StartFailure> {
         let argv = plugin.config().command.as_deref().unwrap_or_default();
         let Some((program, args)) = argv.split_first() else {
-            return Err("command is empty".to_owned());
+            return Err(StartFailure::EmptyCommand);
         };
         let program = resolve_program(program);
         let mut child = Command::new(&program)
@@ -222,7 +245,7 @@ impl Supervisor {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+            .map_err(|source| StartFailure::Spawn { program: program.clone(), source })?;
         let stdin = child.stdin.take();
         Ok((child, stdin))
     }
@@ -230,18 +253,23 @@ impl Supervisor {
     /// Connects, initializes, and prepares namespaces. A namespace that
     /// cannot be prepared yet (backend down) leaves the plugin unhealthy;
     /// the monitor retries.
-    async fn establish(&self, plugin: &Plugin, target: Target, pid: Option<u32>) -> Result<Arc<Connection>, String> {
+    async fn establish(
+        &self,
+        plugin: &Plugin,
+        target: Target,
+        pid: Option<u32>,
+    ) -> Result<Arc<Connection>, StartFailure> {
         let size = plugin.config().pool_size;
         if let Target::Unix(socket) = &target {
             // A process just started: wait until it accepts, not only until
             // its socket file exists (the start timeout bounds the wait).
             wire::wait_accepting(socket, plugin.config().start_timeout)
                 .await
-                .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+                .map_err(|source| StartFailure::Socket { target: target.clone(), source })?;
         }
         let pool = Pool::connect(&target, size, Duration::from_secs(2))
             .await
-            .map_err(|e| format!("cannot connect to {target}: {}", error_chain(&e)))?;
+            .map_err(|source| StartFailure::Connect { target: target.clone(), source })?;
         let mut lifecycle = LifecycleClient::new(pool.channel());
         let info = lifecycle
             .initialize(InitializeRequest {
@@ -250,14 +278,10 @@ impl Supervisor {
                 config_json: config_json(plugin),
             })
             .await
-            .map_err(|s| format!("initialize failed: {}", s.message()))?
+            .map_err(StartFailure::Initialize)?
             .into_inner();
         if info.protocol_version != ProtocolVersion::ProtocolVersion1 as i32 {
-            return Err(format!(
-                "plugin speaks protocol version {}, the proxy speaks {}",
-                info.protocol_version,
-                ProtocolVersion::ProtocolVersion1 as i32
-            ));
+            return Err(StartFailure::Protocol(info.protocol_version));
         }
         tracing::info!(plugin = plugin.name(), backend = %info.backend, version = %info.version, %target, "plugin initialized");
         let mut pool = pool;
@@ -271,19 +295,19 @@ impl Supervisor {
         let _prepare = plugin.prepare_lock.lock().await;
         match self.prepare_all(plugin, &conn).await {
             Ok(()) => plugin.set_phase(Phase::Ready(conn.clone())),
-            Err(reason) => plugin.set_phase(Phase::Unhealthy(conn.clone(), reason)),
+            Err(failure) => plugin.set_phase(Phase::Unhealthy(conn.clone(), failure.to_string())),
         }
         Ok(conn)
     }
 
-    async fn prepare_all(&self, plugin: &Plugin, conn: &Connection) -> Result<(), String> {
+    async fn prepare_all(&self, plugin: &Plugin, conn: &Connection) -> Result<(), StartFailure> {
         let mut lifecycle = LifecycleClient::new(conn.pool.channel());
         for settings in (self.namespaces)(plugin.name()) {
-            let name = settings.name.clone();
+            let namespace = settings.name.clone();
             lifecycle
                 .prepare_namespace(PrepareNamespaceRequest { settings: Some(settings) })
                 .await
-                .map_err(|s| format!("preparing namespace {name} failed: {}", s.message()))?;
+                .map_err(|status| StartFailure::Prepare { namespace, status })?;
         }
         Ok(())
     }
@@ -334,7 +358,7 @@ impl Supervisor {
                         // initialize and prepare again; both are idempotent.
                         match self.resync(plugin, &conn).await {
                             Ok(()) => set_healthy(plugin, &conn),
-                            Err(reason) => plugin.set_phase(Phase::Unhealthy(conn.clone(), reason)),
+                            Err(failure) => plugin.set_phase(Phase::Unhealthy(conn.clone(), failure.to_string())),
                         }
                     }
                 }
@@ -369,7 +393,7 @@ impl Supervisor {
         }
     }
 
-    async fn resync(&self, plugin: &Plugin, conn: &Connection) -> Result<(), String> {
+    async fn resync(&self, plugin: &Plugin, conn: &Connection) -> Result<(), StartFailure> {
         let mut lifecycle = LifecycleClient::new(conn.pool.channel());
         lifecycle
             .initialize(InitializeRequest {
@@ -378,7 +402,7 @@ impl Supervisor {
                 config_json: config_json(plugin),
             })
             .await
-            .map_err(|s| format!("initialize failed: {}", s.message()))?;
+            .map_err(StartFailure::Initialize)?;
         let _prepare = plugin.prepare_lock.lock().await;
         self.prepare_all(plugin, conn).await
     }

@@ -2,7 +2,10 @@
 //! call or failed TLS handshake. Records name keys only by hash and never
 //! carry values.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -10,16 +13,22 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::Principal;
 use crate::config::AuditSink;
 
 /// Records waiting to be written; callers wait when it is full, so records
 /// are slowed down, never dropped.
 const QUEUE: usize = 8192;
 
-/// What a handler learned about a call, filled in as it goes and written by
-/// the layer when the call ends.
+/// What the stages of the request path learned about a call, filled in as
+/// it goes (who is calling, which namespace, what was refused) and written
+/// by the audit layer when the call ends.
 #[derive(Debug, Default, Clone)]
 pub struct Facts {
+    /// Who is calling, once authenticated.
+    pub principal: Option<Arc<Principal>>,
+    /// Why authentication refused the call.
+    pub unauthenticated: Option<String>,
     pub namespace: Option<String>,
     pub right: Option<&'static str>,
     /// SHA-256 of the (first) key, hex, first 16 bytes.
@@ -95,10 +104,9 @@ impl Record {
     }
 }
 
-/// What the context layer knows about a finished (or refused) call.
+/// What the audit layer knows about a finished (or refused) call.
 pub struct CallSummary<'a> {
     pub request_id: &'a str,
-    pub principal: Option<&'a super::Principal>,
     pub peer: Option<SocketAddr>,
     pub path: &'a str,
     pub status: tonic::Code,
@@ -106,19 +114,20 @@ pub struct CallSummary<'a> {
 }
 
 impl Record {
-    /// The record of one call: the summary, and what the handler noted.
-    pub fn call(call: &CallSummary<'_>, facts: Facts, reason_if_refused: Option<String>) -> Self {
-        let (decision, reason) = match (facts.denied, reason_if_refused) {
+    /// The record of one call: the summary, and what the stages noted.
+    pub fn call(call: &CallSummary<'_>, facts: Facts) -> Self {
+        let (decision, reason) = match (facts.denied, facts.unauthenticated) {
             (Some(why), _) | (None, Some(why)) => ("deny", Some(why)),
             (None, None) if call.status == tonic::Code::Unauthenticated => ("deny", None),
             (None, None) => ("allow", None),
         };
+        let principal = facts.principal.as_deref();
         Self {
             ts: now(),
             event: "call",
             request_id: Some(call.request_id.to_owned()),
-            principal: call.principal.map(ToString::to_string),
-            auth: call.principal.map_or("none", |p| p.method().as_str()),
+            principal: principal.map(ToString::to_string),
+            auth: principal.map_or("none", |p| p.method().as_str()),
             peer: call.peer.map(|p| p.to_string()),
             operation: Some(call.path.trim_start_matches('/').to_owned()),
             namespace: facts.namespace,
@@ -140,9 +149,37 @@ pub struct Audit {
     tx: Option<mpsc::Sender<String>>,
 }
 
+/// Why the audit log cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error("audit.sink: {path}: {source}")]
+pub struct AuditError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Checks that the audit file can be opened for appending, without
+/// creating it (for `--check`): an existing file must open for writing, a
+/// new one needs a writable directory.
+pub fn check(sink: &AuditSink) -> Result<(), AuditError> {
+    let AuditSink::File(path) = sink else { return Ok(()) };
+    let error = |source| AuditError { path: path.clone(), source };
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path).map(drop).map_err(error)
+    } else {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        tempfile::tempfile_in(dir).map(drop).map_err(error)
+    }
+}
+
+/// A record handed to the writer: at once, or once the queue has room.
+pub enum Queued {
+    Done,
+    Waiting(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
 impl Audit {
     /// Starts the writer for `sink`.
-    pub async fn start(sink: &AuditSink) -> Result<Self, String> {
+    pub async fn start(sink: &AuditSink) -> Result<Self, AuditError> {
         let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match sink {
             AuditSink::Off => return Ok(Self::default()),
             AuditSink::Stdout => Box::new(tokio::io::stdout()),
@@ -152,7 +189,7 @@ impl Audit {
                     .append(true)
                     .open(path)
                     .await
-                    .map_err(|e| format!("audit.sink: {}: {e}", path.display()))?,
+                    .map_err(|source| AuditError { path: path.clone(), source })?,
             ),
         };
         let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
@@ -187,12 +224,18 @@ impl Audit {
         }
     }
 
-    /// Queues a record, waiting while the queue is full.
-    pub async fn write_async(&self, record: Record) {
-        if let Some(tx) = &self.tx
-            && let Some(line) = line(&record)
-        {
-            let _ = tx.send(line).await;
+    /// Queues a record; when the queue is full the caller gets a future
+    /// that waits for room, so records are slowed down, never dropped.
+    pub fn queue(&self, record: &Record) -> Queued {
+        let (Some(tx), Some(line)) = (&self.tx, line(record)) else { return Queued::Done };
+        match tx.try_send(line) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Queued::Done,
+            Err(mpsc::error::TrySendError::Full(line)) => {
+                let tx = tx.clone();
+                Queued::Waiting(Box::pin(async move {
+                    let _ = tx.send(line).await;
+                }))
+            }
         }
     }
 }

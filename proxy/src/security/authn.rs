@@ -1,14 +1,16 @@
 //! Authentication of one call: the credentials it carries (client
 //! certificate, bearer token) checked and turned into a [`Principal`]. The
-//! context layer (`crate::context`) calls it once per request.
+//! authentication layer (`crate::layer::authn`) calls it once per request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Request;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::Principal;
-use super::jwt::JwtVerifier;
+use super::jwt::{JwtError, JwtVerifier};
 use super::tls::{ClientIdentity, PeerInfo};
 use crate::config::Require;
 
@@ -27,6 +29,33 @@ impl Credentials {
             authorization: request.headers().get(http::header::AUTHORIZATION).cloned(),
         }
     }
+}
+
+/// Why a call's credentials were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the authorization header is not ASCII")]
+    HeaderNotAscii,
+    #[error("the authorization header is not `Bearer <token>`")]
+    NotBearer,
+    #[error("this proxy does not accept bearer tokens (auth.jwt is not configured)")]
+    TokensNotAccepted,
+    #[error(transparent)]
+    Token(#[from] JwtError),
+    #[error("no credentials: a client certificate or a bearer token is required")]
+    NoCredentials,
+    #[error("a client certificate is required")]
+    CertificateRequired,
+    #[error("a bearer token is required")]
+    TokenRequired,
+}
+
+/// The answer of [`Authenticator::authenticate`]: at once for dev mode,
+/// open calls and client certificates; a future for a bearer token, whose
+/// signing keys may have to be fetched first.
+pub enum Authenticating {
+    Done(Result<Arc<Principal>, AuthError>),
+    Verifying(Pin<Box<dyn Future<Output = Result<Arc<Principal>, AuthError>> + Send>>),
 }
 
 /// How calls are authenticated.
@@ -56,12 +85,12 @@ impl Authenticator {
     }
 
     /// Who sent a call to `path` with `credentials`, or why it is refused.
-    pub async fn authenticate(&self, path: &str, credentials: Credentials) -> Result<Arc<Principal>, String> {
+    pub fn authenticate(self: &Arc<Self>, path: &str, credentials: Credentials) -> Authenticating {
         if !self.enabled {
-            return Ok(self.dev.clone());
+            return Authenticating::Done(Ok(self.dev.clone()));
         }
         if open(path) {
-            return Ok(self.anonymous.clone());
+            return Authenticating::Done(Ok(self.anonymous.clone()));
         }
         let mut principal = Principal::default();
         if let Some(client) = &credentials.client {
@@ -69,31 +98,46 @@ impl Authenticator {
             principal.dns_names.clone_from(&client.dns_names);
             principal.mtls = true;
         }
-        if let Some(value) = &credentials.authorization {
-            let text = value.to_str().map_err(|_| "the authorization header is not ASCII".to_owned())?;
-            let token = match text.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-                _ => return Err("the authorization header is not `Bearer <token>`".to_owned()),
-            };
-            let Some(jwt) = &self.jwt else {
-                return Err("this proxy does not accept bearer tokens (auth.jwt is not configured)".to_owned());
-            };
+        let Some(value) = credentials.authorization else {
+            return Authenticating::Done(self.require(principal));
+        };
+        let token = match bearer(&value) {
+            Ok(token) => token.to_owned(),
+            Err(e) => return Authenticating::Done(Err(e)),
+        };
+        let Some(jwt) = self.jwt.clone() else {
+            return Authenticating::Done(Err(AuthError::TokensNotAccepted));
+        };
+        let this = self.clone();
+        Authenticating::Verifying(Box::pin(async move {
             // A bad token is refused even next to a good certificate: a
             // credential that fails is never silently ignored.
-            let claims = jwt.verify(token).await?;
+            let claims = jwt.verify(&token).await?;
             principal.subject = claims.subject;
             principal.groups = claims.groups;
             principal.scopes = claims.scopes;
             principal.jwt = true;
-        }
+            this.require(principal)
+        }))
+    }
+
+    /// Whether the credentials that passed are the ones required.
+    fn require(&self, principal: Principal) -> Result<Arc<Principal>, AuthError> {
         match (self.require, principal.mtls, principal.jwt) {
-            (Require::Any, false, false) => {
-                Err("no credentials: a client certificate or a bearer token is required".into())
-            }
-            (Require::Mtls | Require::Both, false, _) => Err("a client certificate is required".into()),
-            (Require::Jwt | Require::Both, _, false) => Err("a bearer token is required".into()),
+            (Require::Any, false, false) => Err(AuthError::NoCredentials),
+            (Require::Mtls | Require::Both, false, _) => Err(AuthError::CertificateRequired),
+            (Require::Jwt | Require::Both, _, false) => Err(AuthError::TokenRequired),
             _ => Ok(Arc::new(principal)),
         }
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(value: &http::HeaderValue) -> Result<&str, AuthError> {
+    let text = value.to_str().map_err(|_| AuthError::HeaderNotAscii)?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(AuthError::NotBearer),
     }
 }
 

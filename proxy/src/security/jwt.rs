@@ -5,11 +5,12 @@
 //! refetch, at most once per `refetch_interval`, so a stream of garbage
 //! tokens cannot hammer the issuer.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -30,6 +31,50 @@ pub struct Claims {
     pub scopes: Vec<String>,
 }
 
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("token is {0} bytes, over the limit of {MAX_TOKEN_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed token: {0}")]
+    Malformed(#[source] jsonwebtoken::errors::Error),
+    #[error("algorithm {alg} is not accepted (accepted: {accepted})")]
+    Algorithm { alg: String, accepted: String },
+    #[error("token has no kid (key id)")]
+    NoKeyId,
+    /// The keys were fetched, and none has the token's `kid`.
+    #[error("unknown key id {0:?}")]
+    UnknownKeyId(String),
+    /// The keys could not be fetched, so the token cannot be checked: the
+    /// token may be valid, and a retry may succeed.
+    #[error("the issuer's signing keys could not be fetched: {0}")]
+    KeysUnavailable(#[source] Arc<KeySourceError>),
+    #[error("key {kid:?} is for {key_alg}, the token says {alg}")]
+    KeyAlgorithm { kid: String, key_alg: String, alg: String },
+    #[error("key {kid:?} is unusable: {source}")]
+    UnusableKey { kid: String, source: jsonwebtoken::errors::Error },
+    /// The signature, a time, the issuer or the audience is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why the signing keys could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySourceError {
+    #[error("auth.jwt: cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: not a JWKS: {source}")]
+    NotJwks { path: String, source: serde_json::Error },
+    #[error("{url}: {}", prism_proto::error_chain(source))]
+    Http { url: String, source: reqwest::Error },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: reqwest::StatusCode },
+    #[error("{url}: the discovery document has no jwks_uri")]
+    NoJwksUri { url: String },
+}
+
 struct Keys {
     set: JwkSet,
     fetched: Option<Instant>,
@@ -38,23 +83,36 @@ struct Keys {
 pub struct JwtVerifier {
     config: JwtConfig,
     keys: ArcSwap<Keys>,
+    /// Why the last fetch failed; cleared by a successful one. A token whose
+    /// key is missing while this is set cannot be judged.
+    last_error: ArcSwapOption<KeySourceError>,
     /// When keys were last fetched because of an unknown `kid` or age;
     /// also serializes fetches.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
 
+/// Reads a JWKS file: the same loader at start, in `--check`, and on every
+/// refetch.
+pub fn read_jwks_file(path: &Path) -> Result<JwkSet, KeySourceError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeySourceError::Read { path: shown.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| KeySourceError::NotJwks { path: shown, source })
+}
+
 impl JwtVerifier {
     /// A verifier; fetches the keys once. An issuer that cannot be reached
-    /// now is not fatal: keys are fetched again on the first token.
-    pub async fn new(config: JwtConfig) -> Result<Arc<Self>, String> {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("auth.jwt: HTTP client: {e}"))?;
+    /// now is not fatal: keys are fetched again on the first token. A
+    /// `jwks_file` that does not hold a JWKS is: it is part of the config.
+    pub async fn new(config: JwtConfig) -> Result<Arc<Self>, KeySourceError> {
+        if let Some(file) = &config.jwks_file {
+            read_jwks_file(file)?;
+        }
+        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().map_err(KeySourceError::Client)?;
         let verifier = Arc::new(Self {
             config,
             keys: ArcSwap::from_pointee(Keys { set: JwkSet { keys: Vec::new() }, fetched: None }),
+            last_error: ArcSwapOption::empty(),
             last_fetch: tokio::sync::Mutex::new(None),
             http,
         });
@@ -64,10 +122,10 @@ impl JwtVerifier {
         Ok(verifier)
     }
 
-    async fn fetch(&self) -> Result<JwkSet, String> {
+    async fn fetch(&self) -> Result<JwkSet, KeySourceError> {
         if let Some(file) = &self.config.jwks_file {
-            let text = tokio::fs::read_to_string(file).await.map_err(|e| format!("{}: {e}", file.display()))?;
-            return serde_json::from_str(&text).map_err(|e| format!("{}: not a JWKS: {e}", file.display()));
+            // A small local file, read only on a missing or stale key.
+            return read_jwks_file(file);
         }
         let url = match &self.config.jwks_url {
             Some(url) => url.clone(),
@@ -75,85 +133,99 @@ impl JwtVerifier {
                 let discovery =
                     format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
                 let doc: serde_json::Value = self.get_json(&discovery).await?;
-                doc["jwks_uri"].as_str().ok_or_else(|| format!("{discovery}: no jwks_uri"))?.to_owned()
+                doc["jwks_uri"].as_str().ok_or(KeySourceError::NoJwksUri { url: discovery.clone() })?.to_owned()
             }
         };
         self.get_json(&url).await
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
-        let response = self.http.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, KeySourceError> {
+        let http = |source| KeySourceError::Http { url: url.to_owned(), source };
+        let response = self.http.get(url).send().await.map_err(http)?;
         if !response.status().is_success() {
-            return Err(format!("{url}: HTTP {}", response.status()));
+            return Err(KeySourceError::Status { url: url.to_owned(), status: response.status() });
         }
-        response.json().await.map_err(|e| format!("{url}: {e}"))
+        response.json().await.map_err(http)
     }
 
-    async fn refresh(&self) -> Result<(), String> {
-        let set = self.fetch().await?;
-        tracing::info!(keys = set.keys.len(), "token signing keys fetched");
-        self.keys.store(Arc::new(Keys { set, fetched: Some(Instant::now()) }));
-        Ok(())
-    }
-
-    /// Refetches unless that happened less than `refetch_interval` ago.
-    /// Returns whether it fetched.
-    async fn refresh_limited(&self) -> bool {
-        let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < self.config.refetch_interval) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        match self.refresh().await {
-            Ok(()) => true,
+    async fn refresh(&self) -> Result<(), Arc<KeySourceError>> {
+        match self.fetch().await {
+            Ok(set) => {
+                tracing::info!(keys = set.keys.len(), "token signing keys fetched");
+                self.keys.store(Arc::new(Keys { set, fetched: Some(Instant::now()) }));
+                self.last_error.store(None);
+                Ok(())
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch the token signing keys");
-                false
+                let e = Arc::new(e);
+                self.last_error.store(Some(e.clone()));
+                Err(e)
             }
         }
     }
 
-    /// Checks a token and returns its claims, or why it is refused.
-    pub async fn verify(&self, token: &str) -> Result<Claims, String> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(format!("token is {} bytes, over the limit of {MAX_TOKEN_BYTES}", token.len()));
+    /// Refetches unless that happened less than `refetch_interval` ago.
+    async fn refresh_limited(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.config.refetch_interval) {
+            return;
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "cannot fetch the token signing keys");
+        }
+    }
+
+    /// Checks a token and returns its claims, or why it is refused.
+    pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::TooLarge(token.len()));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(JwtError::Malformed)?;
         let alg = format!("{:?}", header.alg);
         if !self.config.algorithms.contains(&alg) {
-            return Err(format!("algorithm {alg} is not accepted (accepted: {})", self.config.algorithms.join(", ")));
+            return Err(JwtError::Algorithm { alg, accepted: self.config.algorithms.join(", ") });
         }
-        let kid = header.kid.ok_or("token has no kid (key id)")?;
+        let kid = header.kid.ok_or(JwtError::NoKeyId)?;
         let stale = self.keys.load().fetched.is_none_or(|t| t.elapsed() > self.config.max_key_age);
         if stale || self.keys.load().set.find(&kid).is_none() {
             self.refresh_limited().await;
         }
         let keys = self.keys.load();
-        let jwk = keys.set.find(&kid).ok_or_else(|| format!("unknown key id {kid:?}"))?;
+        let Some(jwk) = keys.set.find(&kid) else {
+            // Missing because the keys could not be read is not the token's
+            // fault; missing from a set that was read is.
+            return Err(match self.last_error.load_full() {
+                Some(cause) => JwtError::KeysUnavailable(cause),
+                None => JwtError::UnknownKeyId(kid),
+            });
+        };
         if let Some(key_alg) = &jwk.common.key_algorithm
             && format!("{key_alg:?}") != alg
         {
-            return Err(format!("key {kid:?} is for {key_alg:?}, the token says {alg}"));
+            return Err(JwtError::KeyAlgorithm { kid, key_alg: format!("{key_alg:?}"), alg });
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid:?} is unusable: {e}"))?;
-        let algorithm = Algorithm::from_str(&alg).map_err(|e| format!("algorithm {alg}: {e}"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|source| JwtError::UnusableKey { kid: kid.clone(), source })?;
+        let algorithm = Algorithm::from_str(&alg).map_err(|e| JwtError::Invalid(format!("algorithm {alg}: {e}")))?;
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&self.config.audiences);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => "token expired".to_owned(),
-            ErrorKind::ImmatureSignature => "token not yet valid (nbf)".to_owned(),
-            ErrorKind::InvalidIssuer => format!("wrong issuer (expected {})", self.config.issuer),
-            ErrorKind::InvalidAudience => {
-                format!("wrong audience (expected one of {})", self.config.audiences.join(", "))
-            }
-            ErrorKind::InvalidSignature => "bad signature".to_owned(),
-            ErrorKind::InvalidAlgorithm => format!("algorithm {alg} does not fit key {kid:?}"),
-            ErrorKind::MissingRequiredClaim(c) => format!("token has no {c} claim"),
-            _ => format!("invalid token: {e}"),
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
+            JwtError::Invalid(match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                ErrorKind::ImmatureSignature => "token not yet valid (nbf)".to_owned(),
+                ErrorKind::InvalidIssuer => format!("wrong issuer (expected {})", self.config.issuer),
+                ErrorKind::InvalidAudience => {
+                    format!("wrong audience (expected one of {})", self.config.audiences.join(", "))
+                }
+                ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                ErrorKind::InvalidAlgorithm => format!("algorithm {alg} does not fit key {kid:?}"),
+                ErrorKind::MissingRequiredClaim(c) => format!("token has no {c} claim"),
+                _ => format!("invalid token: {e}"),
+            })
         })?;
         Ok(self.claims(&data.claims))
     }

@@ -1,12 +1,14 @@
 //! Who is calling and what they may do: client TLS, bearer tokens, the
 //! principal they add up to, per-namespace authorization and the audit log.
 //!
-//! Authentication happens once per call in the context layer
-//! (`crate::context`, through [`authn::Authenticator`]), which puts the
-//! [`Principal`] into the request context; authorization happens where the
-//! namespace is known, in [`crate::gateway::Gateway::authorize`]; the
-//! context layer writes the audit record when the call ends.
+//! Authentication happens once per call in the authentication layer
+//! (`crate::layer::authn`, through [`authn::Authenticator`]), which puts the
+//! [`Principal`] into the request context; authorization of data calls
+//! happens where the namespace is known, in `crate::routes::Routes::authorize`,
+//! and of admin calls by the [`admin::AdminPolicy`]; the audit layer writes
+//! the record when the call ends.
 
+pub mod admin;
 pub mod audit;
 pub mod authn;
 pub mod jwt;

@@ -31,44 +31,60 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the files of `config` and builds a server config.
-pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = read_certs(&config.cert)?;
+/// Why the TLS files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{field}: {path}: {source}")]
+    Pem { field: &'static str, path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("{field}: {path}: no PEM certificates in the file")]
+    NoCertificates { field: &'static str, path: PathBuf },
+    #[error("tls.key: no private key in {path}: {source}")]
+    Key { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("tls.client_ca: {path}: {source}")]
+    ClientCa { path: PathBuf, source: rustls::Error },
+    #[error("tls.client_ca: {0}")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("tls: {0}")]
+    Protocol(#[source] rustls::Error),
+    #[error("tls: the certificate and key do not fit together: {0}")]
+    Mismatch(#[source] rustls::Error),
+}
+
+/// Reads the files of `config` and builds a server config. The same loader
+/// runs at start, in `--check` and on every reload.
+pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = read_certs("tls.cert", &config.cert)?;
     let key = PrivateKeyDer::from_pem_file(&config.key)
-        .map_err(|e| format!("tls.key: no private key in {}: {e}", config.key.display()))?;
+        .map_err(|source| TlsError::Key { path: config.key.clone(), source })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(TlsError::Protocol)?;
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(ca)? {
-                roots.add(cert).map_err(|e| format!("tls.client_ca: {}: {e}", ca.display()))?;
+            for cert in read_certs("tls.client_ca", ca)? {
+                roots.add(cert).map_err(|source| TlsError::ClientCa { path: ca.clone(), source })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let verifier = match config.client_auth.unwrap_or(ClientAuth::Required) {
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("tls.client_ca: {e}"))?)
+            builder.with_client_cert_verifier(verifier.build().map_err(TlsError::Verifier)?)
         }
     };
-    let mut server = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls: the certificate and key do not fit together: {e}"))?;
+    let mut server = builder.with_single_cert(certs, key).map_err(TlsError::Mismatch)?;
     // gRPC runs on HTTP/2 only.
     server.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(server))
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |source| TlsError::Pem { field, path: path.to_owned(), source };
+    let certs = CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<Vec<_>, _>>().map_err(pem)?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificates in the file", path.display()));
+        return Err(TlsError::NoCertificates { field, path: path.to_owned() });
     }
     Ok(certs)
 }
@@ -80,7 +96,7 @@ pub struct Reloading {
 }
 
 impl Reloading {
-    pub fn new(config: TlsConfig) -> Result<Arc<Self>, String> {
+    pub fn new(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
         let current = ArcSwap::new(load(&config)?);
         Ok(Arc::new(Self { current, config }))
     }

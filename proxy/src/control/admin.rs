@@ -1,4 +1,6 @@
 //! `prism.admin.v1.AdminService`: the namespace control plane over gRPC.
+//! Who may do what is the [`AdminPolicy`]'s decision; every decision is
+//! noted for the audit record.
 
 use std::sync::Arc;
 
@@ -10,20 +12,24 @@ use prism_proto::admin::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::Controller;
 use crate::context::RequestContext;
-use crate::control::Controller;
 use crate::error::ProxyError;
-use crate::gateway::{Gateway, Route};
+use crate::plugin::Plugins;
+use crate::routes::{Route, Routes};
 use crate::security::Right;
+use crate::security::admin::AdminPolicy;
 
 pub struct AdminApi {
-    gateway: Arc<Gateway>,
+    routes: Arc<Routes>,
+    plugins: Arc<Plugins>,
     controller: Arc<Controller>,
+    policy: AdminPolicy,
 }
 
 impl AdminApi {
-    pub fn new(gateway: Arc<Gateway>, controller: Arc<Controller>) -> Self {
-        Self { gateway, controller }
+    pub fn new(routes: Arc<Routes>, plugins: Arc<Plugins>, controller: Arc<Controller>, policy: AdminPolicy) -> Self {
+        Self { routes, plugins, controller, policy }
     }
 
     /// Refuses unless the caller administers `name` (its `access.admin`, or
@@ -31,14 +37,14 @@ impl AdminApi {
     /// namespace has no admins yet.
     fn check_admin(&self, ctx: &RequestContext, name: &str, current: Option<&Route>) -> Result<(), ProxyError> {
         let allowed = match current {
-            Some(route) => self.gateway.may_administer(&ctx.principal, route.doc.spec.access.as_ref()),
-            None => self.gateway.is_proxy_admin(&ctx.principal),
+            Some(route) => self.policy.may_administer(&ctx.principal, route.doc.spec.access.as_ref()),
+            None => self.policy.is_proxy_admin(&ctx.principal),
         };
         self.record(ctx, Some(name), allowed)
     }
 
     fn check_proxy_admin(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
-        let allowed = self.gateway.is_proxy_admin(&ctx.principal);
+        let allowed = self.policy.is_proxy_admin(&ctx.principal);
         self.record(ctx, None, allowed)
     }
 
@@ -47,21 +53,17 @@ impl AdminApi {
             Some(name) => format!("{} may not administer namespace {name:?}", ctx.principal),
             None => format!("{} is not a proxy administrator (auth.admins)", ctx.principal),
         });
-        if let Some(facts) = &ctx.facts
-            && let Ok(mut facts) = facts.lock()
-        {
+        ctx.note(|facts| {
             facts.namespace = name.map(str::to_owned);
             facts.right = Some(Right::Admin.as_str());
             facts.denied.clone_from(&why);
-        }
+        });
         why.map_or(Ok(()), |why| Err(ProxyError::PermissionDenied(why)))
     }
 
-    /// Whether the caller may see `route` in get and list: its admins and
-    /// readers.
+    /// Whether the caller may see `route` in get and list.
     fn may_see(&self, ctx: &RequestContext, route: &Route) -> bool {
-        self.gateway.may_administer(&ctx.principal, route.doc.spec.access.as_ref())
-            || ctx.principal.may(route.doc.spec.access.as_ref(), Right::Read)
+        self.policy.may_see(&ctx.principal, route.doc.spec.access.as_ref())
     }
 }
 
@@ -98,7 +100,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<GetNamespaceResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         let name = request.into_inner().name;
-        let table = self.gateway.routes();
+        let table = self.routes.snapshot();
         let route = table.get(&name).ok_or_else(|| ProxyError::NamespaceNotFound(name.clone()))?;
         let allowed = self.may_see(&ctx, route);
         self.record(&ctx, Some(&name), allowed)?;
@@ -112,7 +114,7 @@ impl AdminService for AdminApi {
         let ctx = RequestContext::of(&request)?;
         // Only what the caller may see; an empty list is not an error.
         let mut namespaces: Vec<NamespaceInfo> =
-            self.gateway.routes().iter().filter(|r| self.may_see(&ctx, r)).map(|r| info(r)).collect();
+            self.routes.snapshot().iter().filter(|r| self.may_see(&ctx, r)).map(|r| info(r)).collect();
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(ListNamespacesResponse { namespaces }))
     }
@@ -134,9 +136,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListPluginsResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         self.check_proxy_admin(&ctx)?;
-        let table = self.gateway.routes();
+        let table = self.routes.snapshot();
         let plugins = self
-            .gateway
             .plugins
             .values()
             .map(|plugin| {

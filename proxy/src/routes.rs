@@ -1,22 +1,24 @@
-//! The gateway's shared state: plugins and the namespace route table.
+//! The namespace route table and authorization: which plugin serves each
+//! namespace, with the limits that apply, and whether a caller may use it.
 //!
-//! The route table is an immutable snapshot behind an `ArcSwap`: the
-//! request path loads it without locks, and a change publishes a new
-//! snapshot, so in-flight requests finish on the table they started with.
+//! The table is an immutable snapshot behind an `ArcSwap`: the request path
+//! loads it without locks, and a change publishes a new snapshot, so
+//! in-flight requests finish on the table they started with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use prism_proto::plugin::v1::{NamespaceSettings, Pattern};
+use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::namespace::{NamespaceDoc, PatternKind};
 use crate::plugin::Plugin;
+use crate::security::Right;
 use crate::security::audit::key_hash;
-use crate::security::{Principal, Right};
 
 /// How one namespace is served.
 #[derive(Debug)]
@@ -37,6 +39,33 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route of `doc` on `plugin`, with the proxy's `limits` lowered by
+    /// the namespace's needs.
+    pub fn new(
+        doc: NamespaceDoc,
+        yaml: String,
+        source: String,
+        plugin: Arc<Plugin>,
+        backend_reason: String,
+        limits: &Limits,
+    ) -> Self {
+        let max_value_bytes =
+            doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX).min(limits.max_value_bytes)
+            });
+        let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
+        Self {
+            doc: Arc::new(doc),
+            yaml,
+            source,
+            backend_reason,
+            plugin,
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes,
+            default_ttl_seconds,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.doc.metadata.name
     }
@@ -83,54 +112,24 @@ impl RouteTable {
     }
 }
 
-/// Plugins and routes.
-pub struct Gateway {
-    pub config: Config,
-    pub plugins: BTreeMap<String, Arc<Plugin>>,
-    routes: ArcSwap<RouteTable>,
+/// The route table every request reads, and the one way to a route.
+pub struct Routes {
+    table: ArcSwap<RouteTable>,
+    /// Bumped on every change, for watchers (health, readiness).
+    changed: watch::Sender<u64>,
 }
 
-impl Gateway {
-    pub fn new(config: Config) -> Self {
-        let plugins = config
-            .plugins
-            .iter()
-            .map(|(name, pc)| (name.clone(), Arc::new(Plugin::new(name.clone(), pc.clone()))))
-            .collect();
-        Self { config, plugins, routes: ArcSwap::default() }
+impl Default for Routes {
+    fn default() -> Self {
+        Self { table: ArcSwap::default(), changed: watch::Sender::new(0) }
     }
+}
 
-    /// The route of `doc` on `plugin`, with the limits that apply.
-    pub fn route_for(
-        &self,
-        doc: NamespaceDoc,
-        yaml: String,
-        source: String,
-        plugin: Arc<Plugin>,
-        backend_reason: String,
-    ) -> Route {
-        let limits = &self.config.limits;
-        let max_value_bytes =
-            doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| {
-                usize::try_from(n).unwrap_or(usize::MAX).min(limits.max_value_bytes)
-            });
-        let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
-        Route {
-            doc: Arc::new(doc),
-            yaml,
-            source,
-            backend_reason,
-            plugin,
-            max_key_bytes: limits.max_key_bytes,
-            max_value_bytes,
-            default_ttl_seconds,
-        }
-    }
-
+impl Routes {
     /// Publishes a table where `name` maps to `route` (or is gone, for
     /// `None`). In-flight requests keep the route they started with.
-    pub fn set_route(&self, name: &str, route: Option<Arc<Route>>) {
-        self.routes.rcu(|table| {
+    pub fn set(&self, name: &str, route: Option<Arc<Route>>) {
+        self.table.rcu(|table| {
             let mut routes = table.routes.clone();
             match &route {
                 Some(r) => routes.insert(name.to_owned(), r.clone()),
@@ -138,54 +137,44 @@ impl Gateway {
             };
             RouteTable { routes }
         });
+        self.changed.send_modify(|n| *n += 1);
     }
 
-    pub fn routes(&self) -> Arc<RouteTable> {
-        self.routes.load_full()
+    /// The current table.
+    pub fn snapshot(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// A receiver that wakes on every change of the table.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The route of a namespace that must use `pattern`, if the caller of
-    /// `ctx` holds `right` on it. Records the namespace, the right, the
-    /// keys (hashed) and a refusal for the audit log. Every data call goes
-    /// through here; there is no other way to a route.
+    /// `ctx` holds `right` on it. Notes the namespace, the right, the keys
+    /// (`first` hashed, and how many) and a refusal for the audit record.
+    /// Every data call goes through here; there is no other way to a route.
     pub fn authorize(
         &self,
         ctx: &RequestContext,
         namespace: &str,
         pattern: PatternKind,
         right: Right,
-        keys: &[&str],
+        (first, keys): (Option<&str>, usize),
     ) -> Result<Arc<Route>, ProxyError> {
-        if let Some(facts) = &ctx.facts
-            && let Ok(mut facts) = facts.lock()
-        {
+        ctx.note(|facts| {
             facts.namespace = Some(namespace.to_owned());
             facts.right = Some(right.as_str());
-            facts.key_hash = keys.first().map(|k| key_hash(k));
-            facts.keys = (keys.len() > 1).then_some(keys.len());
-        }
+            facts.key_hash = first.map(key_hash);
+            facts.keys = (keys > 1).then_some(keys);
+        });
         let route = self.lookup(namespace, pattern)?;
         if !ctx.principal.may(route.doc.spec.access.as_ref(), right) {
             let why = format!("{} lacks {} on namespace {namespace:?}", ctx.principal, right.as_str());
-            if let Some(facts) = &ctx.facts
-                && let Ok(mut facts) = facts.lock()
-            {
-                facts.denied = Some(why.clone());
-            }
+            ctx.note(|facts| facts.denied = Some(why.clone()));
             return Err(ProxyError::PermissionDenied(why));
         }
         Ok(route)
-    }
-
-    /// Whether the caller administers the whole proxy (`auth.admins`).
-    pub fn is_proxy_admin(&self, principal: &Principal) -> bool {
-        principal.dev || self.config.auth.as_ref().is_some_and(|a| principal.matches_any(&a.admins))
-    }
-
-    /// Whether the caller may administer `route`: a proxy admin, or named
-    /// in its `access.admin`.
-    pub fn may_administer(&self, principal: &Principal, access: Option<&crate::namespace::Access>) -> bool {
-        self.is_proxy_admin(principal) || principal.may(access, Right::Admin)
     }
 
     fn lookup(&self, namespace: &str, pattern: PatternKind) -> Result<Arc<Route>, ProxyError> {
@@ -193,7 +182,7 @@ impl Gateway {
             return Err(ProxyError::InvalidArgument("namespace is required".to_owned()));
         }
         let route = self
-            .routes
+            .table
             .load()
             .get(namespace)
             .cloned()
@@ -210,6 +199,6 @@ impl Gateway {
 
     /// Settings of every namespace served by `plugin`, to prepare on it.
     pub fn namespaces_of(&self, plugin: &str) -> Vec<NamespaceSettings> {
-        self.routes.load().iter().filter(|r| r.plugin.name() == plugin).map(|r| r.settings()).collect()
+        self.table.load().iter().filter(|r| r.plugin.name() == plugin).map(|r| r.settings()).collect()
     }
 }

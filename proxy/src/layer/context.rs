@@ -1,0 +1,134 @@
+//! The request context: a request id (the client's `x-request-id` when it
+//! is valid, else a new one, always returned in the response headers) and
+//! the deadline (the client's `grpc-timeout`, capped by
+//! `limits.request_timeout`). It sits right inside the concurrency limit,
+//! so every later stage, and every log line of the call, has the id.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use prism_proto::wire::{self, metadata};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use crate::context::RequestContext;
+use crate::security::Principal;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn valid_request_id(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.len() <= MAX_REQUEST_ID_LEN && text.bytes().all(|b| b.is_ascii_graphic())).then_some(text)
+}
+
+#[derive(Clone)]
+pub struct ContextLayer {
+    max_timeout: Duration,
+    /// Who a call is before authentication: nobody, with no rights. Shared,
+    /// so creating a context allocates no principal.
+    unauthenticated: Arc<Principal>,
+}
+
+impl ContextLayer {
+    pub fn new(max_timeout: Duration) -> Self {
+        Self { max_timeout, unauthenticated: Arc::new(Principal::default()) }
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ContextService { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct ContextService<S> {
+    inner: S,
+    layer: ContextLayer,
+}
+
+impl<S, B, R> Service<Request<B>> for ContextService<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let headers = request.headers();
+        let request_id: Arc<str> = headers
+            .get(metadata::REQUEST_ID)
+            .and_then(valid_request_id)
+            .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from);
+        let timeout = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::parse_grpc_timeout)
+            .map_or(self.layer.max_timeout, |t| t.min(self.layer.max_timeout));
+        let started = Instant::now();
+        let span = tracing::debug_span!("request", id = %request_id, method = %request.uri().path());
+        request.extensions_mut().insert(RequestContext {
+            request_id: request_id.clone(),
+            started,
+            deadline: started + timeout,
+            principal: self.layer.unauthenticated.clone(),
+            facts: None,
+        });
+        ContextFuture { inner: self.inner.call(request).instrument(span), request_id, started }
+    }
+}
+
+pin_project! {
+    /// The call, in its span; adds the request id to the response.
+    pub struct ContextFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        request_id: Arc<str>,
+        started: Instant,
+    }
+}
+
+impl<F, R, E> Future for ContextFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Ok(value) = HeaderValue::from_str(this.request_id) {
+            response.headers_mut().insert(metadata::REQUEST_ID, value);
+        }
+        tracing::debug!(id = %this.request_id, elapsed_us = this.started.elapsed().as_micros() as u64, "done");
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert_eq!(valid_request_id(&HeaderValue::from_static("abc-123")), Some("abc-123"));
+        assert_eq!(valid_request_id(&HeaderValue::from_static("has space")), None);
+        assert_eq!(valid_request_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()), None);
+        assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
+    }
+}
