@@ -105,9 +105,19 @@ impl ProxyError {
     /// so a client retries instead of seeing a raw transport error.
     pub fn from_plugin(plugin: &str, status: &Status) -> Self {
         if is_transport_failure(status) {
-            return match status.code() {
-                Code::DeadlineExceeded => Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time")),
-                _ => Self::plugin_connection_lost(plugin),
+            // tonic's client gives up at the `grpc-timeout` it sent, with a
+            // CANCELLED status whose source says so: that is the deadline,
+            // not a lost connection.
+            let timed_out = std::error::Error::source(status).is_some_and(|e| {
+                e.is::<tonic::TimeoutExpired>()
+                    || e.downcast_ref::<tonic::transport::Error>()
+                        .and_then(std::error::Error::source)
+                        .is_some_and(|inner| inner.is::<tonic::TimeoutExpired>())
+            });
+            return if timed_out || status.code() == Code::DeadlineExceeded {
+                Self::DeadlineExceeded(format!("plugin {plugin} did not answer in time"))
+            } else {
+                Self::plugin_connection_lost(plugin)
             };
         }
         Self::from_plugin_reply(plugin, status.code() as i32, status.message())
@@ -228,6 +238,10 @@ mod tests {
         assert!(matches!(e, ProxyError::Unavailable(m) if m.contains("redis down") && m.contains("mem")));
         let e = ProxyError::from_plugin("mem", &Status::unknown("h2 protocol error"));
         assert!(matches!(e, ProxyError::Unavailable(m) if m.contains("plugin mem")));
+        let timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timeout.code(), Code::Cancelled, "tonic's local timeout");
+        let e = ProxyError::from_plugin("mem", &timeout);
+        assert!(matches!(e, ProxyError::DeadlineExceeded(m) if m.contains("did not answer in time")), "a deadline");
         let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
         let e = ProxyError::from_plugin("mem", &Status::from_error(Box::new(io)));
         assert!(

@@ -121,6 +121,11 @@ impl Logs {
         self.lines.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// The lines that contain every one of `needles`.
+    pub fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.lines.lock().unwrap().iter().filter(|l| needles.iter().all(|n| l.contains(n))).cloned().collect()
+    }
+
     pub fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }

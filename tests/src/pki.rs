@@ -114,12 +114,17 @@ pub fn now() -> i64 {
 pub struct OidcIssuer {
     pub url: String,
     pub jwks_fetches: Arc<AtomicUsize>,
-    _task: tokio::task::JoinHandle<()>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl OidcIssuer {
+    /// Serves on its own thread and runtime, so it answers while the test's
+    /// runtime is blocked (e.g. in `ProxyConfig::start`, while the proxy
+    /// fetches the keys at start).
     pub async fn start(kid: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let fetches = Arc::new(AtomicUsize::new(0));
@@ -189,10 +194,28 @@ impl OidcIssuer {
                     },
                 ),
             );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let stopped = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+            });
         });
-        Self { url, jwks_fetches: fetches, _task: task }
+        Self { url, jwks_fetches: fetches, thread: std::sync::Mutex::new(Some(thread)), shutdown }
+    }
+
+    /// Stops serving, open connections included: the discovery document
+    /// and the JWKS can no longer be fetched (connections are refused).
+    pub async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join()).await.unwrap().unwrap();
+        }
     }
 
     pub fn fetches(&self) -> usize {

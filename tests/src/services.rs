@@ -128,6 +128,11 @@ impl PrivateServer {
         );
     }
 
+    /// The server's process id, while it runs (to pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

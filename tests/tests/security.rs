@@ -505,3 +505,78 @@ async fn prismctl_login_keeps_a_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
 }
+
+/// An issuer whose keys cannot be fetched is the proxy's problem, not the
+/// caller's: once the proxy tries to fetch a key it lacks and cannot, the
+/// token answers UNAVAILABLE (retry later), not "unknown key id", and the
+/// log and the audit record say why. Keys fetched before the issuer went
+/// down keep working.
+#[tokio::test]
+async fn an_unreachable_issuer_is_unavailable_not_a_bad_token() {
+    let issuer = OidcIssuer::start(KID).await;
+    let audit = tempfile::tempdir().unwrap();
+    let audit_file = audit.path().join("audit.jsonl");
+    let proxy = ProxyConfig::memstore()
+        .namespace_file("orders.yaml", ORDERS)
+        .extra(&format!(
+            "auth:\n  jwt: {{issuer: \"{}\", audiences: [prism], refetch_interval: 1s}}\naudit: {{sink: {}}}\n",
+            issuer.url,
+            audit_file.display()
+        ))
+        .start();
+    let mut kv = proxy.kv().await;
+    let claims = |kid: &str| {
+        let claims =
+            json!({ "iss": issuer.url, "aud": "prism", "exp": pki::now() + 300, "sub": "rita", "groups": ["readers"] });
+        pki::token(kid, &claims)
+    };
+    kv.get(get("k", Some(&claims(KID)))).await.unwrap();
+
+    issuer.stop().await;
+    // The cached key still verifies.
+    kv.get(get("k", Some(&claims(KID)))).await.unwrap();
+    // A rotated key cannot be fetched. Within refetch_interval of the last
+    // fetch the proxy does not ask again (and the key set it has is recent);
+    // once it asks and fails, the answer is UNAVAILABLE.
+    let rotated = claims("key-9");
+    let unavailable = eventually(Duration::from_secs(10), || {
+        let (mut kv, rotated) = (kv.clone(), rotated.clone());
+        async move { kv.get(get("k", Some(&rotated))).await.is_err_and(|e| e.code() == Code::Unavailable) }
+    })
+    .await;
+    assert!(unavailable, "a key that cannot be fetched never answered UNAVAILABLE");
+    let err = kv.get(get("k", Some(&rotated))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("signing keys could not be fetched"), "{}", err.message());
+    assert!(
+        !proxy.logs.lines_with(&["signing keys", "/.well-known/openid-configuration"]).is_empty(),
+        "the log does not say which fetch failed:\n{}",
+        proxy.logs.text()
+    );
+    let records: Vec<Value> =
+        std::fs::read_to_string(&audit_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = records.last().unwrap();
+    assert_eq!(last["decision"], "deny", "{last}");
+    assert_eq!(last["status"], "Unavailable", "{last}");
+    assert!(last["reason"].as_str().unwrap().contains("signing keys could not be fetched"), "{last}");
+}
+
+/// An issuer that is down when the proxy starts: nothing to verify with,
+/// so tokens get UNAVAILABLE until it is back.
+#[tokio::test]
+async fn an_issuer_down_at_start_is_unavailable() {
+    let port = prism_tests::services::free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let proxy = ProxyConfig::memstore()
+        .namespace_file("orders.yaml", ORDERS)
+        .extra(&format!("auth:\n  jwt: {{issuer: \"{issuer}\", audiences: [prism], refetch_interval: 1s}}\n"))
+        .start();
+    let mut kv = proxy.kv().await;
+    let token = pki::token(
+        KID,
+        &json!({ "iss": issuer, "aud": "prism", "exp": pki::now() + 300, "sub": "rita", "groups": ["readers"] }),
+    );
+    let err = kv.get(get("k", Some(&token))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("signing keys could not be fetched"), "{}", err.message());
+}

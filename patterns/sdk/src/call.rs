@@ -139,9 +139,11 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let output = std::task::ready!(this.inner.as_mut().poll(cx));
         *this.done = true;
+        let _entered = this.inner.span().enter();
+        tracing::debug!(elapsed_us = this.started.elapsed().as_micros() as u64, "call done");
         Poll::Ready(output)
     }
 }

@@ -119,22 +119,34 @@ async fn dispatch<B: KeyValueStore>(service: &KeyValueService<B>, call: KeyValue
     let options = call.options.as_ref();
     let reply = match call.request {
         Some(Call::Put(r)) => {
-            within_deadline("Put", options, service.put(Request::new(r))).await.map(|r| Reply::Put(r.into_inner()))
+            within_deadline("/prism.plugin.v1.KeyValueBackend/Put", options, service.put(Request::new(r)))
+                .await
+                .map(|r| Reply::Put(r.into_inner()))
         }
         Some(Call::Get(r)) => {
-            within_deadline("Get", options, service.get(Request::new(r))).await.map(|r| Reply::Get(r.into_inner()))
+            within_deadline("/prism.plugin.v1.KeyValueBackend/Get", options, service.get(Request::new(r)))
+                .await
+                .map(|r| Reply::Get(r.into_inner()))
         }
-        Some(Call::Delete(r)) => within_deadline("Delete", options, service.delete(Request::new(r)))
-            .await
-            .map(|r| Reply::Delete(r.into_inner())),
-        Some(Call::BatchGet(r)) => within_deadline("BatchGet", options, service.batch_get(Request::new(r)))
-            .await
-            .map(|r| Reply::BatchGet(r.into_inner())),
-        Some(Call::BatchPut(r)) => within_deadline("BatchPut", options, service.batch_put(Request::new(r)))
-            .await
-            .map(|r| Reply::BatchPut(r.into_inner())),
+        Some(Call::Delete(r)) => {
+            within_deadline("/prism.plugin.v1.KeyValueBackend/Delete", options, service.delete(Request::new(r)))
+                .await
+                .map(|r| Reply::Delete(r.into_inner()))
+        }
+        Some(Call::BatchGet(r)) => {
+            within_deadline("/prism.plugin.v1.KeyValueBackend/BatchGet", options, service.batch_get(Request::new(r)))
+                .await
+                .map(|r| Reply::BatchGet(r.into_inner()))
+        }
+        Some(Call::BatchPut(r)) => {
+            within_deadline("/prism.plugin.v1.KeyValueBackend/BatchPut", options, service.batch_put(Request::new(r)))
+                .await
+                .map(|r| Reply::BatchPut(r.into_inner()))
+        }
         Some(Call::Scan(r)) => {
-            within_deadline("Scan", options, service.scan(Request::new(r))).await.map(|r| Reply::Scan(r.into_inner()))
+            within_deadline("/prism.plugin.v1.KeyValueBackend/Scan", options, service.scan(Request::new(r)))
+                .await
+                .map(|r| Reply::Scan(r.into_inner()))
         }
         None => Err(PluginError::InvalidArgument("multiplexed call without a request".to_owned()).into()),
     };

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Compare two builds of Prism, interleaved, with prism-bench.
+
+Starts one proxy from each directory of binaries (`--before` and `--after`,
+each holding prism-proxy, prism-plugin-memstore and prism-plugin-redis), both
+on loopback with the same config (a memstore and a redis namespace), then runs
+the same prism-bench cells against them in turns (A B B A A B ...), so machine
+noise falls on both alike. Prints the per-run figures and the medians, and
+writes the raw JSON to target/bench-ab/.
+
+    uv run tooling/bench_ab.py --before /tmp/prism-before --after target/release
+    uv run tooling/bench_ab.py --before A --after B --rounds 5 --duration 5s
+
+Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
+1,000 requests/s (open loop: latency), on memstore and on redis. The proxy
+and plugin CPU per request of the fixed-rate cell is reported too. The load
+client is the `prism-bench` of `--bench` (default: the --after directory's),
+the same for both sides. Needs Redis on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import free_port, wait_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "target" / "bench-ab"
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def write_config(work: Path, port: int, side: str) -> Path:
+    (work / "namespaces").mkdir(parents=True)
+    for backend in ("memstore", "redis"):
+        (work / "namespaces" / f"ab-{backend}.yaml").write_text(
+            "apiVersion: prism/v1\nkind: Namespace\n"
+            f"metadata: {{name: ab-{backend}}}\n"
+            f"spec: {{pattern: keyvalue, backend: {backend}}}\n"
+        )
+    config = work / "prism.yaml"
+    config.write_text(
+        f"""listen: 127.0.0.1:{port}
+namespaces_dir: namespaces
+plugins:
+  memstore:
+    command: [prism-plugin-memstore]
+  redis:
+    command: [prism-plugin-redis]
+    config:
+      url: {REDIS_URL}
+      key_prefix: prism-ab-{side}
+log:
+  format: text
+  level: warn
+"""
+    )
+    return config
+
+
+def cells(rate: int, duration: str) -> dict[str, list[str]]:
+    targets = ["-t", "prism/ab-memstore", "-t", "prism/ab-redis"]
+    return {
+        "get-c64": [*targets, "-w", "get", "-c", "64", "--duration", duration],
+        f"get-{rate}rps": [*targets, "-w", "get", "-c", "16", "--rate", str(rate), "--duration", duration],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True, type=Path, help="directory of the baseline binaries")
+    ap.add_argument("--after", required=True, type=Path, help="directory of the binaries to compare")
+    ap.add_argument("--bench", type=Path, help="prism-bench binary (default: the --after one)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per side and cell (default 3)")
+    ap.add_argument("--duration", default="3s", help="measurement per run (default 3s)")
+    ap.add_argument("--rate", type=int, default=1000, help="the fixed-rate cell's requests/s (default 1000)")
+    opts = ap.parse_args()
+    bench = opts.bench or opts.after / "prism-bench"
+    sides = {"before": opts.before.resolve(), "after": opts.after.resolve()}
+    for side, bindir in sides.items():
+        for name in ("prism-proxy", "prism-plugin-memstore", "prism-plugin-redis"):
+            if not (bindir / name).is_file():
+                sys.exit(f"{side}: missing {bindir / name}")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+
+    procs: dict[str, subprocess.Popen] = {}
+    ports: dict[str, int] = {}
+    results: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory(prefix="prism-ab-") as tmp:
+        try:
+            for side, bindir in sides.items():
+                work = Path(tmp) / side
+                ports[side] = free_port()
+                config = write_config(work, ports[side], side)
+                procs[side] = subprocess.Popen([str(bindir / "prism-proxy"), "--config", str(config)], cwd=work,
+                                               stdin=subprocess.DEVNULL)
+            for side, proc in procs.items():
+                wait_port(ports[side], proc, f"prism-proxy ({side})")
+            plan = cells(opts.rate, opts.duration)
+            # A B B A A B ...: each side runs first as often as second.
+            order = [("before", "after") if r % 2 == 0 else ("after", "before") for r in range(opts.rounds)]
+            for r, pair in enumerate(order):
+                for cell, args in plan.items():
+                    for side in pair:
+                        out = OUT_DIR / f"{cell}-{side}-{r}.json"
+                        cmd = [str(bench), "run", *args, "--prism", f"127.0.0.1:{ports[side]}",
+                               "--prism-pid", str(procs[side].pid), "--redis", REDIS_URL, "--warmup", "1s",
+                               "--no-progress", "--json", str(out)]
+                        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                        summary = json.loads(out.read_text())["summary"]
+                        results.setdefault(cell, {}).setdefault(side, []).extend(summary)
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    report(results, opts)
+
+
+def cpu_per_request_us(m: dict) -> float | None:
+    procs = [p for p in m.get("processes") or [] if p["name"] in ("prism-proxy", "prism-plugin-memstore",
+                                                                    "prism-plugin-redis")]
+    busy = [p for p in procs if p["cpu_seconds"] > 0.0]
+    if not busy or not m["ok"]:
+        return None
+    # The idle plugin of the other namespace costs next to nothing; count
+    # the proxy and the plugin that served this target.
+    plugin = "prism-plugin-memstore" if m["target"].endswith("memstore") else "prism-plugin-redis"
+    cpu = sum(p["cpu_seconds"] for p in procs if p["name"] in ("prism-proxy", plugin))
+    return cpu / m["ok"] * 1e6
+
+
+def report(results: dict[str, dict[str, list[dict]]], opts: argparse.Namespace) -> None:
+    print(f"\n{opts.rounds} interleaved rounds, {opts.duration} each; medians of the runs\n")
+    for cell, sides in results.items():
+        fixed = "rps" in cell
+        print(f"## {cell}")
+        header = "| target | side | runs (p50 µs) | median p50 µs | median p99 µs | CPU µs/request |" if fixed else \
+            "| target | side | runs (ops/s) | median ops/s | median p50 µs | median p99 µs |"
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
+        medians: dict[tuple[str, str], float] = {}
+        for target in sorted({m["target"] for ms in sides.values() for m in ms}):
+            for side in ("before", "after"):
+                ms = [m for m in sides.get(side, []) if m["target"] == target]
+                errors = sum(sum(m["errors"].values()) for m in ms)
+                p50 = statistics.median(m["latency_us"]["p50"] for m in ms)
+                p99 = statistics.median(m["latency_us"]["p99"] for m in ms)
+                if fixed:
+                    runs = ", ".join(f"{m['latency_us']['p50']}" for m in ms)
+                    cpu = [c for c in (cpu_per_request_us(m) for m in ms) if c is not None]
+                    cpu_text = f"{statistics.median(cpu):.0f}" if cpu else "n/a"
+                    medians[(target, side)] = p50
+                    print(f"| {target} | {side} | {runs} | {p50} | {p99} | {cpu_text} |")
+                else:
+                    runs = ", ".join(f"{m['throughput']:.0f}" for m in ms)
+                    ops = statistics.median(m["throughput"] for m in ms)
+                    medians[(target, side)] = ops
+                    print(f"| {target} | {side} | {runs} | {ops:.0f} | {p50} | {p99} |")
+                if errors:
+                    print(f"  ({errors} failed requests)")
+        for target in sorted({t for t, _ in medians}):
+            b, a = medians.get((target, "before")), medians.get((target, "after"))
+            if b and a:
+                what = "p50 latency" if fixed else "throughput"
+                print(f"{target}: after/before {what} = {a / b:.2f}")
+        print()
+
+
+if __name__ == "__main__":
+    main()
