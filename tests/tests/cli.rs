@@ -313,3 +313,103 @@ fn prismctl_does_not_link_the_proxy() {
         assert!(!tree.lines().any(|l| l.starts_with(banned)), "prismctl depends on {banned}:\n{tree}");
     }
 }
+
+/// Runs `prism-proxy --config FILE [extra args]`, stopping it if it is
+/// still running after `wait` (it started: it did not refuse the config).
+fn run_proxy(path: &std::path::Path, extra: &[&str], wait: std::time::Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(bin_path("prism-proxy"))
+        .arg("--config")
+        .arg(path)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// `--check` runs the loaders start runs: every config start refuses,
+/// `--check` refuses too, naming the problem; a good config passes both.
+#[test]
+fn check_refuses_what_start_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("namespaces")).unwrap();
+    let ca = prism_tests::pki::Ca::new("Check CA");
+    let server = ca.server();
+    let other = prism_tests::pki::Ca::new("Other CA").server();
+    let w = |name: &str, body: &str| prism_tests::pki::write(d, name, body).display().to_string();
+    let (cert, key, ca_pem) = (w("cert.pem", &server.cert), w("key.pem", &server.key), w("ca.pem", &ca.pem));
+    let other_key = w("other.key", &other.key);
+    let garbage = w("garbage.pem", "not a PEM file\n");
+    let not_jwks = w("jwks.json", "{\"keys\": 7}");
+    let plugins = "plugins:\n  memstore: {command: [prism-plugin-memstore]}\n";
+    let base = "listen: 127.0.0.1:0\nnamespaces_dir: namespaces\n";
+    let mtls = |cert: &str, key: &str, ca: &str| format!("tls: {{cert: {cert}, key: {key}, client_ca: {ca}}}\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "non-loopback in dev mode",
+            format!("listen: 0.0.0.0:0\nnamespaces_dir: namespaces\n{plugins}"),
+            "refusing to listen",
+        ),
+        ("certificate file is not PEM", format!("{base}{}{plugins}", mtls(&garbage, &key, &ca_pem)), "tls.cert"),
+        ("key file is not PEM", format!("{base}{}{plugins}", mtls(&cert, &garbage, &ca_pem)), "tls.key"),
+        (
+            "key of another certificate",
+            format!("{base}{}{plugins}", mtls(&cert, &other_key, &ca_pem)),
+            "do not fit together",
+        ),
+        ("client CA without certificates", format!("{base}{}{plugins}", mtls(&cert, &key, &garbage)), "tls.client_ca"),
+        (
+            "audit file in a missing directory",
+            format!("{base}audit: {{sink: {}/no/such/dir/audit.jsonl}}\n{plugins}", d.display()),
+            "audit.sink",
+        ),
+        (
+            "JWKS file that is not a JWKS",
+            format!(
+                "{base}auth: {{jwt: {{issuer: \"https://issuer.test\", audiences: [prism], jwks_file: {not_jwks}}}}}\n{plugins}"
+            ),
+            "not a JWKS",
+        ),
+        (
+            "issuer that is not a URL",
+            format!("{base}auth: {{jwt: {{issuer: \"http://\", audiences: [prism]}}}}\n{plugins}"),
+            "not a valid URL",
+        ),
+        (
+            "registry URL that is not a connection string",
+            format!("listen: 127.0.0.1:0\nregistry: {{postgres: {{url: \"postgres://x@h:notaport/db\"}}}}\n{plugins}"),
+            "registry.postgres.url",
+        ),
+        ("missing namespaces directory", format!("listen: 127.0.0.1:0\nnamespaces_dir: nowhere\n{plugins}"), "nowhere"),
+    ];
+    let path = d.join("prism.yaml");
+    for (name, yaml, expected) in &cases {
+        std::fs::write(&path, yaml).unwrap();
+        let (code, output) = run_proxy(&path, &["--check"], std::time::Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{name}: --check accepted it:\n{output}");
+        assert!(output.contains(expected), "{name}: --check does not say {expected:?}:\n{output}");
+        let (code, output) = run_proxy(&path, &[], std::time::Duration::from_secs(10));
+        assert!(code.is_some_and(|c| c != 0), "{name}: start did not refuse it ({code:?}):\n{output}");
+        assert!(output.contains(expected), "{name}: start does not say {expected:?}:\n{output}");
+    }
+
+    // The same TLS files, right this time, pass both.
+    std::fs::write(&path, format!("{base}{}{plugins}", mtls(&cert, &key, &ca_pem))).unwrap();
+    let (code, output) = run_proxy(&path, &["--check"], std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(0), "--check refused a good config:\n{output}");
+    let (code, output) = run_proxy(&path, &[], std::time::Duration::from_secs(3));
+    assert_eq!(code, None, "start refused a config --check accepted:\n{output}");
+    assert!(output.contains("listening"), "{output}");
+}
