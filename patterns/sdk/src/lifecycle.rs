@@ -52,9 +52,7 @@ impl<B: Backend> Lifecycle for LifecycleService<B> {
     }
 
     async fn drain(&self, _request: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
-        if let Ok(ready) = self.state.ready() {
-            ready.backend.drain().await;
-        }
+        self.state.drain().await;
         Ok(Response::new(DrainResponse {}))
     }
 

@@ -1,5 +1,6 @@
 //! Running a plugin process: arguments, logging, listener, shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,28 +136,40 @@ impl<B: Backend> PluginServer<B> {
 
     async fn serve(self, args: PluginArgs) -> Result<(), Box<dyn std::error::Error>> {
         let shutdown = shutdown_signal(args.exit_on_stdin_eof);
-        let mut server = wire::plugin_server().layer(CallLayer);
-        let router = server.add_routes(self.routes.routes());
         if let Some(path) = args.socket {
             // A socket file left by a crashed process would make bind fail.
             let _ = std::fs::remove_file(&path);
             let listener = UnixListener::bind(&path)?;
             tracing::info!(backend = B::KIND, socket = %path.display(), "listening");
+            let mut server = wire::plugin_server().layer(CallLayer);
+            let router = server.add_routes(self.routes.routes());
             let served = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await;
             let _ = std::fs::remove_file(&path);
             served?;
+            self.state.drain().await;
         } else if let Some(addr) = args.listen {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            tracing::info!(backend = B::KIND, addr = %local, "listening");
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
-        }
-        if let Ok(ready) = self.state.ready() {
-            ready.backend.drain().await;
+            self.serve_tcp(TcpListener::bind(addr).await?, shutdown).await?;
         }
         tracing::info!(backend = B::KIND, "stopped");
         Ok(())
+    }
+
+    /// Serves on a bound TCP listener until `shutdown` resolves, then
+    /// drains the backend: the plugin embedded in another program (an
+    /// in-process test, an all-in-one binary) instead of its own process.
+    pub async fn serve_tcp(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(backend = B::KIND, addr = %local, "listening");
+        }
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut server = wire::plugin_server().layer(CallLayer);
+        let served = server.add_routes(self.routes.routes()).serve_with_incoming_shutdown(incoming, shutdown).await;
+        self.state.drain().await;
+        served
     }
 }
 

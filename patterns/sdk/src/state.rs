@@ -43,6 +43,13 @@ impl<B: Backend> PluginState<B> {
         Self { ready: OnceLock::new(), namespaces: ArcSwap::default(), admin: Mutex::new(()) }
     }
 
+    /// Drains the backend, if it was initialized (at shutdown).
+    pub(crate) async fn drain(&self) {
+        if let Ok(ready) = self.ready() {
+            ready.backend.drain().await;
+        }
+    }
+
     pub(crate) fn ready(&self) -> Result<&Ready<B>, PluginError> {
         self.ready
             .get()
