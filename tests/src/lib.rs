@@ -31,7 +31,7 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile> directory").to_owned()
 }
 
-/// Builds every workspace binary once per test run, so the end-to-end tests
+/// Builds every workspace binary (and example) once per test run, so the end-to-end tests
 /// always start binaries built from the current sources.
 ///
 /// `cargo test` and `cargo nextest run` build test executables but not the
@@ -57,7 +57,7 @@ fn ensure_built() {
         let profile = dir.file_name().and_then(|n| n.to_str()).expect("profile name");
         let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cargo
-            .args(["build", "--workspace", "--bins", "--manifest-path"])
+            .args(["build", "--workspace", "--bins", "--examples", "--manifest-path"])
             .arg(workspace.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(target_dir);
@@ -85,6 +85,15 @@ fn ensure_built() {
 pub fn bin_path(name: &str) -> PathBuf {
     ensure_built();
     let path = profile_dir().join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Path of a workspace example program (such as the SDK's `minimal_kv`),
+/// built from the current sources.
+pub fn example_path(name: &str) -> PathBuf {
+    ensure_built();
+    let path = profile_dir().join("examples").join(name);
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }

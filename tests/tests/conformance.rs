@@ -23,6 +23,17 @@ async fn conform(name: &str, config: serde_json::Value) {
     assert!(failures.is_empty(), "{name} fails conformance:\n{}", report.table());
 }
 
+/// The minimal plugin of the "write a plugin" guide passes as it is
+/// written there. Not a shipped plugin: no report is kept for the matrix.
+#[tokio::test]
+async fn the_guide_s_minimal_plugin() {
+    let subject =
+        Subject { name: "minimal_kv".to_owned(), binary: prism_tests::example_path("minimal_kv"), config: json!({}) };
+    let report = run(&subject).await.unwrap_or_else(|e| panic!("minimal_kv: the suite could not run: {e}"));
+    println!("{}", report.table());
+    assert!(report.failures().is_empty(), "the guide's plugin fails conformance:\n{}", report.table());
+}
+
 #[tokio::test]
 async fn memstore() {
     conform("memstore", json!({})).await;

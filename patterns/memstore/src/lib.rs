@@ -23,8 +23,10 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
-use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
+use prism_plugin_sdk::{
+    Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
+    PluginResult, PutOp, Record, ScanPage,
+};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -184,15 +186,15 @@ impl Backend for MemStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            patterns: vec![Pattern::KeyValue, Pattern::TimeSeries, Pattern::Graph],
             retention: true,
             ttl: true,
             cas: true,
             scan: true,
             max_key_bytes: self.config.max_key_bytes,
             max_value_bytes: self.config.max_value_bytes,
-            consistency: Consistency::Strong as i32,
-            durability: Durability::Ephemeral as i32,
+            consistency: Consistency::Strong,
+            durability: Durability::Ephemeral,
             ..Default::default()
         }
     }
@@ -200,7 +202,10 @@ impl Backend for MemStore {
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Arc<NsData>> {
         let mut all = self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let ns = all.entry(settings.name.clone()).or_default().clone();
-        ns.retention_ms.store(settings.retention_seconds.saturating_mul(1000), Ordering::Relaxed);
+        ns.retention_ms.store(
+            settings.retention.map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
+            Ordering::Relaxed,
+        );
         Ok(ns)
     }
 

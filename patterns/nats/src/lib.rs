@@ -27,8 +27,10 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKin
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
-use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
+use prism_plugin_sdk::{
+    Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
+    PluginResult, PutOp, Record, ScanPage,
+};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -201,17 +203,17 @@ impl Backend for Nats {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32],
+            patterns: vec![Pattern::KeyValue],
             ttl: false,
             cas: true,
             scan: false,
             max_key_bytes: 1024,
             max_value_bytes: self.config.max_value_bytes,
-            consistency: if self.config.replicas == 1 { Consistency::Strong } else { Consistency::Eventual } as i32,
+            consistency: if self.config.replicas == 1 { Consistency::Strong } else { Consistency::Eventual },
             durability: match self.config.storage {
                 Storage::File => Durability::Durable,
                 Storage::Memory => Durability::Ephemeral,
-            } as i32,
+            },
             ..Default::default()
         }
     }

@@ -27,9 +27,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use prism_plugin_sdk::keys::prefix_upper_bound;
-use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
 use prism_plugin_sdk::retention::Retentions;
-use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
+use prism_plugin_sdk::{
+    Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
+    PluginResult, PutOp, Record, ScanPage,
+};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
@@ -411,7 +413,7 @@ impl Backend for Postgres {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            patterns: vec![Pattern::KeyValue, Pattern::TimeSeries, Pattern::Graph],
             retention: true,
             ttl: true,
             cas: true,
@@ -419,8 +421,8 @@ impl Backend for Postgres {
             // Leaves room under PostgreSQL's 8 KiB btree entry limit.
             max_key_bytes: 2048,
             max_value_bytes: self.config.max_value_bytes,
-            consistency: Consistency::Strong as i32,
-            durability: Durability::Durable as i32,
+            consistency: Consistency::Strong,
+            durability: Durability::Durable,
             ..Default::default()
         }
     }

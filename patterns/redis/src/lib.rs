@@ -27,9 +27,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
 use prism_plugin_sdk::retention::Retentions;
-use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
+use prism_plugin_sdk::{
+    Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
+    PluginResult, PutOp, Record, ScanPage,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError, Script, Value};
 use serde::Deserialize;
@@ -287,7 +289,7 @@ impl Backend for Redis {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32],
+            patterns: vec![Pattern::KeyValue, Pattern::TimeSeries],
             retention: true,
             ttl: true,
             cas: true,
@@ -296,8 +298,8 @@ impl Backend for Redis {
             max_value_bytes: self.config.max_value_bytes,
             // Replication to replicas is asynchronous; a failover can lose
             // acknowledged writes.
-            consistency: Consistency::Eventual as i32,
-            durability: if self.config.durable { Durability::Durable } else { Durability::Ephemeral } as i32,
+            consistency: Consistency::Eventual,
+            durability: if self.config.durable { Durability::Durable } else { Durability::Ephemeral },
             ..Default::default()
         }
     }

@@ -5,10 +5,151 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prism_proto::plugin::v1::{Capabilities, NamespaceSettings};
+use prism_proto::plugin::v1 as proto;
 use serde::de::DeserializeOwned;
 
-use crate::error::PluginResult;
+use crate::error::{PluginError, PluginResult};
+
+/// A data pattern a plugin serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    KeyValue,
+    TimeSeries,
+    Graph,
+}
+
+impl Pattern {
+    pub(crate) fn to_proto(self) -> proto::Pattern {
+        match self {
+            Self::KeyValue => proto::Pattern::Keyvalue,
+            Self::TimeSeries => proto::Pattern::Timeseries,
+            Self::Graph => proto::Pattern::Graph,
+        }
+    }
+
+    fn from_proto(pattern: i32) -> Option<Self> {
+        match proto::Pattern::try_from(pattern).ok()? {
+            proto::Pattern::Keyvalue => Some(Self::KeyValue),
+            proto::Pattern::Timeseries => Some(Self::TimeSeries),
+            proto::Pattern::Graph => Some(Self::Graph),
+            proto::Pattern::Unspecified => None,
+        }
+    }
+}
+
+/// What a read sees after a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// A read may miss a write acknowledged a moment ago (replicas).
+    #[default]
+    Eventual,
+    /// A read sees every acknowledged write.
+    Strong,
+}
+
+/// Whether data outlives the plugin and its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Lost when the plugin or the backend restarts.
+    #[default]
+    Ephemeral,
+    /// Survives a restart of the plugin and of the backend.
+    Durable,
+}
+
+/// What a plugin can do. Declare only what the backend truly supports: the
+/// SDK refuses calls that need anything else, and the conformance suite
+/// checks both ways. The defaults claim nothing (no pattern, no TTL,
+/// eventual, ephemeral, no declared limits).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    pub patterns: Vec<Pattern>,
+    /// Values may expire (`ttl_seconds`).
+    pub ttl: bool,
+    /// Compare-and-set through `if_version`.
+    pub cas: bool,
+    /// Ordered prefix scans.
+    pub scan: bool,
+    /// Largest key and value the backend accepts, in bytes; 0 for no limit
+    /// of its own.
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
+    pub consistency: Consistency,
+    pub durability: Durability,
+    /// TimeSeries: the backend deletes events older than the namespace's
+    /// retention from storage.
+    pub retention: bool,
+    /// Most events in one Append; 0 for the SDK default.
+    pub max_append_events: u64,
+    /// Most items in a Query or Neighbors page; 0 for the SDK default.
+    pub max_page_items: u64,
+    /// Most vertices one Traverse returns, and its deepest walk; 0 for the
+    /// SDK defaults.
+    pub max_traverse_results: u64,
+    pub max_traverse_depth: u32,
+}
+
+impl Capabilities {
+    /// As sent in the Initialize answer.
+    pub(crate) fn to_proto(&self) -> proto::Capabilities {
+        proto::Capabilities {
+            patterns: self.patterns.iter().map(|p| p.to_proto() as i32).collect(),
+            ttl: self.ttl,
+            cas: self.cas,
+            scan: self.scan,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            consistency: match self.consistency {
+                Consistency::Eventual => proto::Consistency::Eventual,
+                Consistency::Strong => proto::Consistency::Strong,
+            } as i32,
+            durability: match self.durability {
+                Durability::Ephemeral => proto::Durability::Ephemeral,
+                Durability::Durable => proto::Durability::Durable,
+            } as i32,
+            retention: self.retention,
+            max_append_events: self.max_append_events,
+            max_page_items: self.max_page_items,
+            max_traverse_results: self.max_traverse_results,
+            max_traverse_depth: self.max_traverse_depth,
+        }
+    }
+}
+
+/// A namespace as the proxy asks the plugin to prepare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSettings {
+    pub name: String,
+    pub pattern: Pattern,
+    /// Largest value the namespace accepts (already the lowest of the
+    /// proxy's, the namespace's and the plugin's limits); 0 for none.
+    pub max_value_bytes: u64,
+    /// TimeSeries: events older than this are not kept.
+    pub retention: Option<Duration>,
+}
+
+impl NamespaceSettings {
+    /// A namespace of `pattern` with no limits of its own.
+    pub fn new(name: impl Into<String>, pattern: Pattern) -> Self {
+        Self { name: name.into(), pattern, max_value_bytes: 0, retention: None }
+    }
+}
+
+impl TryFrom<proto::NamespaceSettings> for NamespaceSettings {
+    type Error = PluginError;
+
+    fn try_from(settings: proto::NamespaceSettings) -> Result<Self, PluginError> {
+        let pattern = Pattern::from_proto(settings.pattern).ok_or_else(|| {
+            PluginError::InvalidArgument(format!("namespace {:?} has no known pattern", settings.name))
+        })?;
+        Ok(Self {
+            name: settings.name,
+            pattern,
+            max_value_bytes: settings.max_value_bytes,
+            retention: (settings.retention_seconds > 0).then(|| Duration::from_secs(settings.retention_seconds)),
+        })
+    }
+}
 
 /// A prepared namespace as handed to the store: the settings the proxy sent
 /// and the plugin's own per-namespace state (a table name, a key prefix, an
@@ -38,7 +179,7 @@ impl<S> Namespace<S> {
 
     /// How long data is kept, if the namespace has a retention.
     pub fn retention(&self) -> Option<Duration> {
-        (self.settings.retention_seconds > 0).then(|| Duration::from_secs(self.settings.retention_seconds))
+        self.settings.retention
     }
 }
 
@@ -151,20 +292,40 @@ pub trait KeyValueStore: Backend {
         if_version: Option<u64>,
     ) -> impl Future<Output = PluginResult<bool>> + Send;
 
-    /// Reads many keys; one result per key, in order.
+    /// Reads many keys; one result per key, in order. The default reads
+    /// them one by one; a backend with a batch read (MGET, `= ANY($1)`)
+    /// should override it.
     fn batch_get(
         &self,
         ns: &Namespace<Self::NamespaceState>,
         keys: &[String],
-    ) -> impl Future<Output = PluginResult<Vec<Option<Record>>>> + Send;
+    ) -> impl Future<Output = PluginResult<Vec<Option<Record>>>> + Send {
+        async move {
+            let mut records = Vec::with_capacity(keys.len());
+            for key in keys {
+                records.push(self.get(ns, key).await?);
+            }
+            Ok(records)
+        }
+    }
 
     /// Writes many values (never with `if_version`); one version per item,
-    /// in order.
+    /// in order. The default writes them one by one, so a failure can leave
+    /// the first items written; a backend with transactions or pipelines
+    /// should override it to write all or none.
     fn batch_put(
         &self,
         ns: &Namespace<Self::NamespaceState>,
         ops: Vec<PutOp>,
-    ) -> impl Future<Output = PluginResult<Vec<u64>>> + Send;
+    ) -> impl Future<Output = PluginResult<Vec<u64>>> + Send {
+        async move {
+            let mut versions = Vec::with_capacity(ops.len());
+            for op in ops {
+                versions.push(self.put(ns, op).await?);
+            }
+            Ok(versions)
+        }
+    }
 
     /// Lists up to `limit` live entries whose key starts with `prefix` and
     /// sorts strictly after `after` (when given), in key order.

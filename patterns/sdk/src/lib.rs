@@ -30,8 +30,9 @@ mod state;
 mod timeseries;
 
 pub use backend::{
-    Backend, BucketStats, Direction, Edge, EdgePage, Event, EventPage, GraphStore, KeyValueStore, Namespace, PutOp,
-    RangeQuery, Record, ScanPage, TimeSeriesStore, Vertex,
+    Backend, BucketStats, Capabilities, Consistency, Direction, Durability, Edge, EdgePage, Event, EventPage,
+    GraphStore, KeyValueStore, Namespace, NamespaceSettings, Pattern, PutOp, RangeQuery, Record, ScanPage,
+    TimeSeriesStore, Vertex,
 };
 pub use error::{PluginError, PluginResult};
 pub use graph::{DEFAULT_TRAVERSE_RESULTS, MAX_TRAVERSE_DEPTH, MAX_TRAVERSE_RESULTS};

@@ -10,7 +10,7 @@ use prism_proto::plugin::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, NamespaceSettings};
 use crate::error::PluginError;
 use crate::state::PluginState;
 
@@ -64,6 +64,7 @@ impl<B: Backend> Lifecycle for LifecycleService<B> {
             .into_inner()
             .settings
             .ok_or_else(|| PluginError::InvalidArgument("settings are required".to_owned()))?;
+        let settings = NamespaceSettings::try_from(settings)?;
         let name = settings.name.clone();
         self.state.prepare(settings).await?;
         tracing::debug!(namespace = %name, "namespace prepared");

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
-use prism_proto::plugin::v1::NamespaceSettings;
+use crate::backend::NamespaceSettings;
 
 /// The retention of each prepared namespace that has one, for a backend's
 /// background cleanup. The proxy prepares every namespace again after a
@@ -18,9 +18,11 @@ impl Retentions {
     /// Records (or clears) the retention of a namespace being prepared.
     pub fn prepare(&self, settings: &NamespaceSettings) {
         let mut windows = self.windows_ms.lock().unwrap_or_else(PoisonError::into_inner);
-        match settings.retention_seconds {
-            0 => windows.remove(&settings.name),
-            secs => windows.insert(settings.name.clone(), i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        match settings.retention {
+            None => windows.remove(&settings.name),
+            Some(window) => {
+                windows.insert(settings.name.clone(), i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
+            }
         };
     }
 
@@ -56,8 +58,10 @@ mod tests {
     #[test]
     fn windows_follow_prepare_and_drop() {
         let r = Retentions::default();
-        let settings =
-            |name: &str, secs| NamespaceSettings { name: name.into(), retention_seconds: secs, ..Default::default() };
+        let settings = |name: &str, secs: u64| NamespaceSettings {
+            retention: (secs > 0).then(|| std::time::Duration::from_secs(secs)),
+            ..NamespaceSettings::new(name, crate::Pattern::TimeSeries)
+        };
         r.prepare(&settings("a", 60));
         r.prepare(&settings("b", 0));
         assert_eq!(r.cutoffs(100_000), vec![("a".to_owned(), 40_000)]);

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use prism_proto::plugin::v1::{Capabilities, NamespaceSettings, Pattern};
+use prism_proto::plugin::v1::{Capabilities, Pattern};
 use tokio::sync::Mutex;
 
-use crate::backend::{Backend, Namespace};
+use crate::backend::{Backend, Namespace, NamespaceSettings};
 use crate::error::PluginError;
 
 /// The backend after a successful Initialize.
@@ -78,7 +78,8 @@ impl<B: Backend> PluginState<B> {
         }
         let config: B::Config = serde_json::from_value(value.clone()).map_err(invalid)?;
         let backend = B::open(instance, config).await?;
-        let capabilities = backend.capabilities();
+        // Kept in their wire form: the call checks read it on every call.
+        let capabilities = backend.capabilities().to_proto();
         let ready = Ready { backend, capabilities, instance: instance.to_owned(), config: value };
         // Cannot already be set: we hold the admin lock and checked above.
         Ok(self.ready.get_or_init(|| ready))

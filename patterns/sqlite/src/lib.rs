@@ -25,9 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prism_plugin_sdk::keys::prefix_upper_bound;
-use prism_plugin_sdk::proto::plugin::v1::{Capabilities, Consistency, Durability, NamespaceSettings, Pattern};
 use prism_plugin_sdk::retention::Retentions;
-use prism_plugin_sdk::{Backend, KeyValueStore, Namespace, PluginError, PluginResult, PutOp, Record, ScanPage};
+use prism_plugin_sdk::{
+    Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
+    PluginResult, PutOp, Record, ScanPage,
+};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::Deserialize;
 
@@ -266,15 +268,15 @@ impl Backend for Sqlite {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::Keyvalue as i32, Pattern::Timeseries as i32, Pattern::Graph as i32],
+            patterns: vec![Pattern::KeyValue, Pattern::TimeSeries, Pattern::Graph],
             retention: true,
             ttl: true,
             cas: true,
             scan: true,
             max_key_bytes: 4096,
             max_value_bytes: self.config.max_value_bytes,
-            consistency: Consistency::Strong as i32,
-            durability: Durability::Durable as i32,
+            consistency: Consistency::Strong,
+            durability: Durability::Durable,
             ..Default::default()
         }
     }
