@@ -27,40 +27,75 @@ use tracing::instrument::Instrumented;
 use crate::error::PluginError;
 
 /// The span of one call, with the proxy's request id when it sent one.
-fn span(method: &str, request_id: &str) -> tracing::Span {
-    tracing::debug_span!("call", method, request_id)
+/// Its fields are only formatted when the span is enabled (debug).
+fn span(method: &dyn std::fmt::Display, request_id: &[u8]) -> tracing::Span {
+    tracing::debug_span!("call", %method, request_id = %String::from_utf8_lossy(request_id))
 }
 
 /// Runs a multiplexed call in its span and under its deadline: past it the
 /// call is dropped (cancelling its backend work) and answers
-/// DEADLINE_EXCEEDED.
-pub(crate) async fn within_deadline<T>(
+/// DEADLINE_EXCEEDED. One concrete future, built in place around the call:
+/// the SDK moves it into a box per call, so its size is paid per call.
+pub(crate) fn within_deadline<F>(
+    service: &'static str,
     method: &'static str,
     options: Option<&CallOptions>,
-    call: impl Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, tonic::Status> {
-    let request_id = options.map_or("", |o| o.request_id.as_str());
-    let timeout = options.map(|o| o.timeout_micros).filter(|t| *t > 0).map(Duration::from_micros);
-    let started = Instant::now();
-    let call = async move {
-        let result = match timeout {
-            None => call.await,
-            Some(timeout) => match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::debug!(timeout_ms = timeout.as_millis() as u64, "deadline exceeded; call abandoned");
-                    Err(PluginError::DeadlineExceeded(format!(
-                        "the call did not finish within its deadline of {} ms",
-                        timeout.as_millis()
-                    ))
-                    .into())
+    call: F,
+) -> Within<F> {
+    let request_id = options.map_or(&b""[..], |o| &o.request_id[..]);
+    Within {
+        call,
+        span: span(&format_args!("{service}{method}"), request_id),
+        timeout: options.map(|o| o.timeout_micros).filter(|t| *t > 0).map(Duration::from_micros),
+        sleep: None,
+        // The clock is read only when the call is logged.
+        started: tracing::enabled!(tracing::Level::DEBUG).then(Instant::now),
+    }
+}
+
+pin_project! {
+    /// A call in its span and under a timeout whose timer is only set when
+    /// the call waits: a store that answers at once never touches it.
+    pub(crate) struct Within<F> {
+        #[pin]
+        call: F,
+        span: tracing::Span,
+        timeout: Option<Duration>,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        started: Option<Instant>,
+    }
+}
+
+impl<F, T> Future for Within<F>
+where
+    F: Future<Output = Result<T, tonic::Status>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = match this.call.poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let Some(timeout) = *this.timeout else { return Poll::Pending };
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-            },
+                tracing::debug!(timeout_ms = timeout.as_millis() as u64, "deadline exceeded; call abandoned");
+                Err(PluginError::DeadlineExceeded(format!(
+                    "the call did not finish within its deadline of {} ms",
+                    timeout.as_millis()
+                ))
+                .into())
+            }
         };
-        tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "call done");
-        result
-    };
-    call.instrument(span(method, request_id)).await
+        if let Some(started) = this.started {
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "call done");
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Puts every unary call in its span, with the request id of its metadata,
@@ -95,13 +130,13 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let headers = request.headers();
-        let request_id = headers.get(metadata::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let request_id = headers.get(metadata::REQUEST_ID).map_or(&b""[..], |v| v.as_bytes());
         let deadline = headers
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(wire::parse_grpc_timeout)
             .map(|t| Instant::now() + t);
-        let span = span(request.uri().path(), request_id);
+        let span = span(&request.uri().path(), request_id);
         CallFuture { inner: self.inner.call(request).instrument(span), started: Instant::now(), deadline, done: false }
     }
 }

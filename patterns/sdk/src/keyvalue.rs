@@ -113,47 +113,45 @@ const MULTIPLEX_BUFFER: usize = 1024;
 
 /// Runs one multiplexed call through the same checks as its unary twin,
 /// in its span and under its deadline.
-async fn dispatch<B: KeyValueStore>(service: &KeyValueService<B>, call: KeyValueCall) -> KeyValueReply {
+async fn dispatch<B: KeyValueStore>(service: KeyValueService<B>, call: KeyValueCall) -> KeyValueReply {
+    use key_value_call::Request as Call;
+    const SERVICE: &str = "/prism.plugin.v1.KeyValueBackend/";
+    let KeyValueCall { id, request, options } = call;
+    let method = match &request {
+        Some(Call::Put(_)) => "Put",
+        Some(Call::Get(_)) => "Get",
+        Some(Call::Delete(_)) => "Delete",
+        Some(Call::BatchGet(_)) => "BatchGet",
+        Some(Call::BatchPut(_)) => "BatchPut",
+        Some(Call::Scan(_)) => "Scan",
+        None => "",
+    };
+    let reply =
+        within_deadline(SERVICE, method, options.as_ref(), serve(&service, request)).await.unwrap_or_else(|status| {
+            key_value_reply::Reply::Error(CallError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            })
+        });
+    KeyValueReply { id, reply: Some(reply) }
+}
+
+/// The unary method a multiplexed call stands for.
+async fn serve<B: KeyValueStore>(
+    service: &KeyValueService<B>,
+    request: Option<key_value_call::Request>,
+) -> Result<key_value_reply::Reply, Status> {
     use key_value_call::Request as Call;
     use key_value_reply::Reply;
-    let options = call.options.as_ref();
-    let reply = match call.request {
-        Some(Call::Put(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/Put", options, service.put(Request::new(r)))
-                .await
-                .map(|r| Reply::Put(r.into_inner()))
-        }
-        Some(Call::Get(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/Get", options, service.get(Request::new(r)))
-                .await
-                .map(|r| Reply::Get(r.into_inner()))
-        }
-        Some(Call::Delete(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/Delete", options, service.delete(Request::new(r)))
-                .await
-                .map(|r| Reply::Delete(r.into_inner()))
-        }
-        Some(Call::BatchGet(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/BatchGet", options, service.batch_get(Request::new(r)))
-                .await
-                .map(|r| Reply::BatchGet(r.into_inner()))
-        }
-        Some(Call::BatchPut(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/BatchPut", options, service.batch_put(Request::new(r)))
-                .await
-                .map(|r| Reply::BatchPut(r.into_inner()))
-        }
-        Some(Call::Scan(r)) => {
-            within_deadline("/prism.plugin.v1.KeyValueBackend/Scan", options, service.scan(Request::new(r)))
-                .await
-                .map(|r| Reply::Scan(r.into_inner()))
-        }
+    match request {
+        Some(Call::Put(r)) => service.put(Request::new(r)).await.map(|r| Reply::Put(r.into_inner())),
+        Some(Call::Get(r)) => service.get(Request::new(r)).await.map(|r| Reply::Get(r.into_inner())),
+        Some(Call::Delete(r)) => service.delete(Request::new(r)).await.map(|r| Reply::Delete(r.into_inner())),
+        Some(Call::BatchGet(r)) => service.batch_get(Request::new(r)).await.map(|r| Reply::BatchGet(r.into_inner())),
+        Some(Call::BatchPut(r)) => service.batch_put(Request::new(r)).await.map(|r| Reply::BatchPut(r.into_inner())),
+        Some(Call::Scan(r)) => service.scan(Request::new(r)).await.map(|r| Reply::Scan(r.into_inner())),
         None => Err(PluginError::InvalidArgument("multiplexed call without a request".to_owned()).into()),
-    };
-    let reply = reply.unwrap_or_else(|status| {
-        Reply::Error(CallError { code: status.code() as i32, message: status.message().to_owned() })
-    });
-    KeyValueReply { id: call.id, reply: Some(reply) }
+    }
 }
 
 #[tonic::async_trait]
@@ -176,7 +174,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
                 // Poll the call once here: an in-memory store answers at
                 // once, and a task per call would cost a spawn and a wake-up
                 // (ADR-007). A call that waits moves to its own task.
-                let mut reply = Box::pin(async move { dispatch(&service, call).await });
+                let mut reply = Box::pin(dispatch(service, call));
                 match futures::poll!(reply.as_mut()) {
                     std::task::Poll::Ready(reply) => {
                         let _ = tx.send(Ok(reply)).await;

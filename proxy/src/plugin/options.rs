@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prism_proto::plugin::v1 as proto;
 use prism_proto::wire::metadata;
 use tokio::time::Instant;
@@ -52,11 +53,12 @@ impl CallOptions {
 
     /// The same facts for a multiplexed call.
     pub fn to_proto(&self) -> proto::CallOptions {
+        let bytes = |text: Option<&str>| text.map_or_else(Bytes::new, |t| Bytes::copy_from_slice(t.as_bytes()));
         proto::CallOptions {
             timeout_micros: u64::try_from(self.remaining().as_micros()).unwrap_or(u64::MAX).max(1),
-            request_id: self.request_id.to_string(),
-            traceparent: self.traceparent.clone().unwrap_or_default(),
-            tracestate: self.tracestate.clone().unwrap_or_default(),
+            request_id: bytes(Some(&self.request_id)),
+            traceparent: bytes(self.traceparent.as_deref()),
+            tracestate: bytes(self.tracestate.as_deref()),
         }
     }
 }
@@ -75,7 +77,7 @@ mod tests {
         let timeout = prism_proto::wire::parse_grpc_timeout(timeout).unwrap();
         assert!(timeout <= Duration::from_secs(2) && timeout > Duration::from_secs(1), "{timeout:?}");
         let proto = options.to_proto();
-        assert_eq!(proto.request_id, "req-42");
+        assert_eq!(&proto.request_id[..], b"req-42");
         assert!(proto.timeout_micros <= 2_000_000 && proto.timeout_micros > 1_000_000);
     }
 
