@@ -580,3 +580,40 @@ async fn an_issuer_down_at_start_is_unavailable() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("signing keys could not be fetched"), "{}", err.message());
 }
+
+/// A refused call is an attempt whatever it aimed at: one to a service the
+/// audit log does not record when allowed (reflection) is recorded when
+/// refused; an allowed one is not.
+#[tokio::test]
+async fn refused_calls_to_any_service_are_audited() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+    let s = setup("optional", "any").await;
+    let request = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut anonymous = ServerReflectionClient::new(s.channel(None).await.unwrap());
+    let err = anonymous.server_reflection_info(tokio_stream::iter([request()])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let records = s.audit(1).await;
+    let refused = records
+        .iter()
+        .find(|r| r["operation"] == "grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        .unwrap_or_else(|| panic!("the refused reflection call was not audited: {records:?}"));
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert!(refused["reason"].as_str().unwrap().contains("no credentials"), "{refused}");
+
+    // Allowed, it is not a data access: no record.
+    let shop = s.ca.client(SHOP);
+    let mut client = ServerReflectionClient::new(s.channel(Some(&shop)).await.unwrap());
+    client.server_reflection_info(tokio_stream::iter([request()])).await.unwrap();
+    let mut kv = KeyValueServiceClient::new(s.channel(Some(&shop)).await.unwrap());
+    kv.get(get("k", None)).await.unwrap();
+    let records = s.audit(2).await;
+    let reflection =
+        records.iter().filter(|r| r["operation"].as_str().unwrap_or("").starts_with("grpc.reflection")).count();
+    assert_eq!(reflection, 1, "an allowed reflection call was audited: {records:?}");
+}

@@ -1,8 +1,9 @@
 //! The audit record: one JSON line per call to Prism's own services (not
-//! health or reflection), written when the call ends, with what the later
-//! stages noted (who, which namespace and right, the key's hash, what was
-//! refused). It sits outside authentication so that refused calls are
-//! recorded too: they are attempts, whatever they aimed at.
+//! health or reflection), and one per refused call to any service, written
+//! when the call ends, with what the later stages noted (who, which
+//! namespace and right, the key's hash, what was refused). It sits outside
+//! authentication so that refused calls are recorded too: they are
+//! attempts, whatever they aimed at.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,8 +67,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let audited = self.audit.enabled() && request.uri().path().starts_with("/prism.");
-        let pending = audited
+        let pending = self
+            .audit
+            .enabled()
             .then(|| {
                 let peer = authn::peer(&request);
                 let path = request.uri().path().to_owned();
@@ -116,6 +118,9 @@ where
         let response = std::task::ready!(this.inner.poll(cx))?;
         let Some(pending) = this.pending.take() else { return Poll::Ready(Ok(response)) };
         let facts = pending.facts.lock().map(|f| f.clone()).unwrap_or_default();
+        if !pending.path.starts_with("/prism.") && facts.unauthenticated.is_none() {
+            return Poll::Ready(Ok(response));
+        }
         let summary = CallSummary {
             request_id: &pending.request_id,
             peer: pending.peer,

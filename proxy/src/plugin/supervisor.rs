@@ -17,19 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use prism_proto::error_chain;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
 use prism_proto::plugin::v1::{
     DrainRequest, HealthRequest, InitializeRequest, NamespaceSettings, PrepareNamespaceRequest, ProtocolVersion,
     health_response,
 };
+use prism_proto::wire::{self, flags};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Phase, Plugin, Pool, Target};
 use crate::config::{LogFormat, PluginTransport};
-use prism_proto::error_chain;
-use prism_proto::wire::{self, flags};
 
 /// The namespaces a plugin must have prepared, given its name.
 pub type NamespaceSource = Arc<dyn Fn(&str) -> Vec<NamespaceSettings> + Send + Sync>;
