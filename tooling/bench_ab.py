@@ -47,6 +47,7 @@ def write_config(work: Path, port: int, side: str) -> Path:
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}
+admin_http: {{listen: "127.0.0.1:0"}}
 namespaces_dir: namespaces
 plugins:
   memstore:

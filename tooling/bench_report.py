@@ -94,6 +94,7 @@ def write_proxy_config(work: Path, port: int) -> Path:
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}
+admin_http: {{listen: "127.0.0.1:0"}}
 namespaces_dir: namespaces
 plugins:
   memstore:

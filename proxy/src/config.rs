@@ -60,6 +60,15 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Traces: OpenTelemetry spans of every call, exported over OTLP/gRPC.
+    /// Without this block the proxy exports no traces (and pays nothing
+    /// for them).
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+    /// The admin HTTP listener: Prometheus `/metrics`, `/healthz`,
+    /// `/readyz` and the `/status` page.
+    #[serde(default)]
+    pub admin_http: AdminHttpConfig,
     /// Directory of the config file: relative paths in it resolve here, and
     /// `command:` plugins run here.
     #[serde(skip, default = "defaults::base_dir")]
@@ -333,6 +342,56 @@ impl Default for Limits {
     }
 }
 
+/// Traces of every call: the proxy's span for the call, the plugin call, and
+/// the plugin's spans around its backend calls, one trace per request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/gRPC endpoint of a collector, e.g. `http://127.0.0.1:4317`.
+    /// Plugins the proxy starts export to it too.
+    pub otlp_endpoint: String,
+    /// Share of the traces that start at the proxy that are kept, from 0
+    /// to 1. A call that carries a W3C `traceparent` follows the caller's
+    /// sampling decision instead.
+    #[serde(default = "defaults::sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// `service.name` of the proxy's spans; a plugin's spans carry
+    /// `<service_name>-plugin-<plugin name>`.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// More resource attributes of every span, e.g.
+    /// `deployment.environment: prod`.
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
+    /// Longest wait for one export to the collector.
+    #[serde(default = "defaults::export_timeout", deserialize_with = "duration::deserialize")]
+    pub export_timeout: Duration,
+}
+
+/// The admin HTTP listener. On a loopback address it is open to the
+/// machine; on any other address it follows the client listener's rules:
+/// TLS (with client certificates) when `tls` is configured, and
+/// `/metrics` and `/status` only for authenticated proxy administrators
+/// (`auth.admins`) and `readers`. `/healthz` and `/readyz` stay open for
+/// probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminHttpConfig {
+    /// Address of the listener. Loopback only while no client
+    /// authentication is configured (dev mode), as for `listen`.
+    pub listen: SocketAddr,
+    /// Principal selectors (as in a namespace's `access`) that may read
+    /// `/metrics` and `/status` on a non-loopback address, besides
+    /// `auth.admins`: a Prometheus server's identity, for example.
+    pub readers: Vec<String>,
+}
+
+impl Default for AdminHttpConfig {
+    fn default() -> Self {
+        Self { listen: defaults::admin_listen(), readers: Vec::new() }
+    }
+}
+
 /// Logging settings. `PRISM_LOG` (an `EnvFilter` directive such as
 /// `info,prism_proxy=debug`) overrides `level`.
 #[derive(Debug, Clone, Deserialize)]
@@ -384,6 +443,18 @@ mod defaults {
 
     pub(super) fn listen() -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 8980))
+    }
+    pub(super) fn admin_listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 9980))
+    }
+    pub(super) fn sampling_ratio() -> f64 {
+        1.0
+    }
+    pub(super) fn service_name() -> String {
+        "prism-proxy".to_owned()
+    }
+    pub(super) fn export_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub(super) fn shutdown_grace() -> Duration {
         Duration::from_secs(10)
@@ -596,6 +667,28 @@ impl Config {
             errors.push("limits.request_timeout: must be above zero".to_owned());
         }
         self.validate_security(&mut errors);
+        if let Some(t) = &self.tracing {
+            if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
+                errors.push(format!("tracing.otlp_endpoint: {:?} is not an http(s) URL", t.otlp_endpoint));
+            }
+            if !(0.0..=1.0).contains(&t.sampling_ratio) {
+                errors.push(format!("tracing.sampling_ratio: {} is not between 0 and 1", t.sampling_ratio));
+            }
+            if t.service_name.trim().is_empty() {
+                errors.push("tracing.service_name: must not be empty".to_owned());
+            }
+            if t.export_timeout.is_zero() {
+                errors.push("tracing.export_timeout: must be above zero".to_owned());
+            }
+        }
+        if self.admin_http.listen == self.listen && self.listen.port() != 0 {
+            errors.push(format!("admin_http.listen: {} is the client listener's address", self.listen));
+        }
+        for (i, selector) in self.admin_http.readers.iter().enumerate() {
+            if let Err(why) = prism_namespace::validate::check_selector(selector) {
+                errors.push(format!("admin_http.readers[{i}]: {why}"));
+            }
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             errors.push(format!("log.level: {:?} is not one of error, warn, info, debug, trace", self.log.level));
         }

@@ -26,9 +26,13 @@ pub enum ProxyError {
     /// The request names an item that does not exist (a graph vertex).
     #[error("{0}")]
     NotFound(String),
-    /// The request is malformed or over a limit.
+    /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The request is over a limit (`limit` names it, for metrics); the
+    /// client sees INVALID_ARGUMENT with the message.
+    #[error("{message}")]
+    OverLimit { limit: &'static str, message: String },
     /// A namespace document with problems, every one of them.
     #[error("the namespace document has {} error(s): {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidSpec(Vec<SpecError>),
@@ -59,7 +63,7 @@ pub use prism_proto::error_chain;
 
 impl From<ProxyError> for Status {
     fn from(err: ProxyError) -> Self {
-        let code = match &err {
+        match &err {
             ProxyError::InvalidSpec(errors) => {
                 // One field violation per error, so clients can show each
                 // with its field; the message lists them too, for clients
@@ -69,24 +73,35 @@ impl From<ProxyError> for Status {
                     let located = SpecError { path: String::new(), ..e.clone() };
                     details.add_bad_request_violation(e.path.clone(), located.to_string());
                 }
-                return Status::with_error_details(Code::InvalidArgument, err.to_string(), details);
+                Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
             }
+            ProxyError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Status::internal("internal error")
+            }
+            _ => Status::new(err.code(), err.to_string()),
+        }
+    }
+}
+
+impl ProxyError {
+    /// The gRPC code the client gets: the one mapping of every variant.
+    pub fn code(&self) -> Code {
+        match self {
             ProxyError::Unauthenticated(_) => Code::Unauthenticated,
             ProxyError::PermissionDenied(_) => Code::PermissionDenied,
             ProxyError::NamespaceNotFound(_) | ProxyError::NotFound(_) => Code::NotFound,
-            ProxyError::InvalidArgument(_) => Code::InvalidArgument,
+            ProxyError::InvalidArgument(_) | ProxyError::OverLimit { .. } | ProxyError::InvalidSpec(_) => {
+                Code::InvalidArgument
+            }
             ProxyError::Conflict(_) => Code::Aborted,
             ProxyError::FailedPrecondition(_) => Code::FailedPrecondition,
             ProxyError::Unimplemented(_) => Code::Unimplemented,
             ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::Unavailable(_) => Code::Unavailable,
-            ProxyError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                return Status::internal("internal error");
-            }
-        };
-        Status::new(code, err.to_string())
+            ProxyError::Internal(_) => Code::Internal,
+        }
     }
 }
 

@@ -1,9 +1,12 @@
-//! `grpc.health.v1`, per service. The Admin service serves while the proxy
-//! does. A pattern service (KeyValue, TimeSeries, Graph) is SERVING while
-//! at least one of its plugins is: the plugins that serve a namespace of
-//! the pattern, or, when no namespace uses it yet, the plugins that declare
-//! it. With none of them up (or none at all) it is NOT_SERVING, so a load
-//! balancer or a client's health check sees a proxy that cannot serve it.
+//! The proxy's state as others see it: `grpc.health.v1` per service, the
+//! readiness of `/readyz`, and the state gauges of `/metrics`.
+//!
+//! The Admin service serves while the proxy does. A pattern service
+//! (KeyValue, TimeSeries, Graph) is SERVING while at least one of its
+//! plugins is: the plugins that serve a namespace of the pattern, or, when
+//! no namespace uses it yet, the plugins that declare it. With none of them
+//! up (or none at all) it is NOT_SERVING, so a load balancer or a client's
+//! health check sees a proxy that cannot serve it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +17,11 @@ use prism_proto::graph::v1::graph_service_server::GraphServiceServer;
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
 use prism_proto::plugin::v1::Pattern;
 use prism_proto::timeseries::v1::time_series_service_server::TimeSeriesServiceServer;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use tokio_stream::wrappers::WatchStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
@@ -26,6 +34,7 @@ use crate::control::admin::AdminApi;
 use crate::namespace::PatternKind;
 use crate::plugin::Plugins;
 use crate::routes::{RouteTable, Routes};
+use crate::security::audit::Audit;
 
 /// The pattern services and the pattern each serves.
 const PATTERN_SERVICES: [(&str, PatternKind); 3] = [
@@ -89,5 +98,135 @@ pub async fn watch(reporter: HealthReporter, routes: Arc<Routes>, plugins: Arc<P
 pub async fn shutting_down(reporter: &HealthReporter) {
     for service in PATTERN_SERVICES.iter().map(|(s, _)| *s).chain([ADMIN_SERVICE, ""]) {
         reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
+}
+
+/// What keeps the proxy from being ready: namespaces not loaded yet, or a
+/// plugin that serves a namespace and is not serving. Empty when ready.
+pub fn not_ready(loaded: bool, routes: &Routes, plugins: &Plugins) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !loaded {
+        problems.push("namespaces: not loaded from the registry yet".to_owned());
+    }
+    let table = routes.snapshot();
+    for plugin in plugins.values() {
+        let routed: Vec<&str> = table.iter().filter(|r| Arc::ptr_eq(&r.plugin, plugin)).map(|r| r.name()).collect();
+        if routed.is_empty() || plugin.is_serving() {
+            continue;
+        }
+        let status = plugin.status();
+        let why = if status.message.is_empty() { String::new() } else { format!(": {}", status.message) };
+        problems.push(format!("plugin {}: {}{why} (serves {})", plugin.name(), status.phase, routed.join(", ")));
+    }
+    problems
+}
+
+/// The gauges that describe the proxy's state, read at each scrape.
+#[derive(Debug)]
+pub struct StateCollector {
+    pub plugins: Arc<Plugins>,
+    pub routes: Arc<Routes>,
+    /// The concurrency limit's permits, and how many there are.
+    pub permits: Arc<tokio::sync::Semaphore>,
+    pub max_in_flight: usize,
+    pub audit: Audit,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginStateLabels {
+    plugin: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PatternLabel {
+    pattern: &'static str,
+}
+
+const PHASES: [&str; 5] = ["starting", "ready", "unhealthy", "down", "stopped"];
+
+fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let in_flight = self.max_in_flight.saturating_sub(self.permits.available_permits());
+        gauge(
+            &mut encoder,
+            "requests_in_flight",
+            "Calls being served now",
+            i64::try_from(in_flight).unwrap_or(i64::MAX),
+        )?;
+
+        let statuses: Vec<_> = self.plugins.values().map(|p| p.status()).collect();
+        let mut up = encoder.encode_descriptor(
+            "plugin_up",
+            "Whether the plugin's process is reachable (1) or not (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &statuses {
+            let reachable = matches!(s.phase, "ready" | "unhealthy");
+            ConstGauge::new(i64::from(reachable)).encode(up.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        }
+        let mut ready = encoder.encode_descriptor(
+            "plugin_ready",
+            "Whether the plugin serves calls (1): reachable and its backend healthy",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &statuses {
+            ConstGauge::new(i64::from(s.phase == "ready"))
+                .encode(ready.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        }
+        let mut state = encoder.encode_descriptor(
+            "plugin_state",
+            "The plugin's state: 1 for the state it is in, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &statuses {
+            for phase in PHASES {
+                let labels = PluginStateLabels { plugin: s.name.clone(), state: phase };
+                ConstGauge::new(i64::from(s.phase == phase)).encode(state.encode_family(&labels)?)?;
+            }
+        }
+        let mut restarts = encoder.encode_descriptor(
+            "plugin_restarts",
+            "Times the plugin was restarted (command) or reconnected (address) after it went down",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &statuses {
+            ConstCounter::new(s.restarts).encode(restarts.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        }
+
+        gauge(
+            &mut encoder,
+            "route_table_version",
+            "Changes of the route table since the proxy started",
+            i64::try_from(self.routes.version()).unwrap_or(i64::MAX),
+        )?;
+        let table = self.routes.snapshot();
+        let mut namespaces =
+            encoder.encode_descriptor("namespaces", "Namespaces served, by pattern", None, MetricType::Gauge)?;
+        for pattern in [PatternKind::Keyvalue, PatternKind::Timeseries, PatternKind::Graph] {
+            let count = table.iter().filter(|r| r.pattern() == pattern).count();
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(namespaces.encode_family(&PatternLabel { pattern: pattern.as_str() })?)?;
+        }
+
+        if let Some((depth, capacity)) = self.audit.depth() {
+            gauge(&mut encoder, "audit_queue_depth", "Audit records waiting to be written", depth as i64)?;
+            gauge(&mut encoder, "audit_queue_capacity", "Audit records that may wait", capacity as i64)?;
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! forwards the call to the plugin process over gRPC. `server` names the
 //! stages of the request path in order and builds it.
 
+pub mod admin_http;
 pub mod api;
 pub mod config;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod layer;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod routes;
 pub mod security;

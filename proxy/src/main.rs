@@ -43,7 +43,6 @@ fn main() -> ExitCode {
     let builder = if cli.check {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        logging::init(&config.log);
         tokio::runtime::Builder::new_multi_thread()
     };
     let runtime = match { builder }.enable_all().build() {
@@ -57,7 +56,21 @@ fn main() -> ExitCode {
         let accepted = runtime.block_on(startup::check(&config, options));
         return if accepted { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONFIG) };
     }
-    match runtime.block_on(start(config, options)) {
+    // The trace exporter is a tonic client: it is built inside the runtime.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match logging::init(&config) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("prism-proxy: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let result = runtime.block_on(start(config, options));
+    // Spans still buffered are exported before the process ends.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "prism-proxy failed");

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ProxyError;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::namespace::{NamespaceDoc, PatternKind};
 use crate::plugin::Plugin;
 use crate::security::Right;
@@ -36,6 +37,8 @@ pub struct Route {
     pub max_value_bytes: usize,
     /// TTL applied to writes that set none (`spec.needs.ttl`); 0 for none.
     pub default_ttl_seconds: u64,
+    /// This namespace's metric handles.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -48,13 +51,16 @@ impl Route {
         plugin: Arc<Plugin>,
         backend_reason: String,
         limits: &Limits,
+        metrics: &Arc<Metrics>,
     ) -> Self {
         let max_value_bytes =
             doc.spec.needs.max_value_bytes.map_or(limits.max_value_bytes, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX).min(limits.max_value_bytes)
             });
         let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
+        let metrics = metrics.route(&doc.metadata.name, doc.spec.pattern.as_str(), plugin.name());
         Self {
+            metrics,
             doc: Arc::new(doc),
             yaml,
             source,
@@ -112,7 +118,16 @@ impl RouteTable {
     }
 }
 
+/// A call [`Routes::authorize`] refused, and the route it named when the
+/// namespace exists (for the metrics' namespace label).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ProxyError,
+    pub route: Option<Arc<Route>>,
+}
+
 /// The route table every request reads, and the one way to a route.
+#[derive(Debug)]
 pub struct Routes {
     table: ArcSwap<RouteTable>,
     /// Bumped on every change, for watchers (health, readiness).
@@ -150,6 +165,11 @@ impl Routes {
         self.changed.subscribe()
     }
 
+    /// How many times the table changed since the proxy started.
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// The route of a namespace that must use `pattern`, if the caller of
     /// `ctx` holds `right` on it. Notes the namespace, the right, the keys
     /// (`first` hashed, and how many) and a refusal for the audit record.
@@ -161,38 +181,33 @@ impl Routes {
         pattern: PatternKind,
         right: Right,
         (first, keys): (Option<&str>, usize),
-    ) -> Result<Arc<Route>, ProxyError> {
+    ) -> Result<Arc<Route>, Refused> {
         ctx.note(|facts| {
             facts.namespace = Some(namespace.to_owned());
             facts.right = Some(right.as_str());
             facts.key_hash = first.map(key_hash);
             facts.keys = (keys > 1).then_some(keys);
         });
-        let route = self.lookup(namespace, pattern)?;
-        if !ctx.principal.may(route.doc.spec.access.as_ref(), right) {
-            let why = format!("{} lacks {} on namespace {namespace:?}", ctx.principal, right.as_str());
-            ctx.note(|facts| facts.denied = Some(why.clone()));
-            return Err(ProxyError::PermissionDenied(why));
-        }
-        Ok(route)
-    }
-
-    fn lookup(&self, namespace: &str, pattern: PatternKind) -> Result<Arc<Route>, ProxyError> {
         if namespace.is_empty() {
-            return Err(ProxyError::InvalidArgument("namespace is required".to_owned()));
+            let error = ProxyError::InvalidArgument("namespace is required".to_owned());
+            return Err(Refused { error, route: None });
         }
-        let route = self
-            .table
-            .load()
-            .get(namespace)
-            .cloned()
-            .ok_or_else(|| ProxyError::NamespaceNotFound(namespace.to_owned()))?;
+        let Some(route) = self.table.load().get(namespace).cloned() else {
+            return Err(Refused { error: ProxyError::NamespaceNotFound(namespace.to_owned()), route: None });
+        };
         if route.pattern() != pattern {
-            return Err(ProxyError::FailedPrecondition(format!(
+            let error = ProxyError::FailedPrecondition(format!(
                 "namespace {namespace:?} uses the {} pattern, not {}",
                 route.pattern().as_str(),
                 pattern.as_str()
-            )));
+            ));
+            return Err(Refused { error, route: Some(route) });
+        }
+        if !ctx.principal.may(route.doc.spec.access.as_ref(), right) {
+            let why = format!("{} lacks {} on namespace {namespace:?}", ctx.principal, right.as_str());
+            ctx.note(|facts| facts.denied = Some(why.clone()));
+            route.metrics.denial(right.as_str());
+            return Err(Refused { error: ProxyError::PermissionDenied(why), route: Some(route) });
         }
         Ok(route)
     }

@@ -23,12 +23,14 @@ use prism_proto::graph::v1::graph_service_server::GraphServiceServer;
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
 use prism_proto::timeseries::v1::time_series_service_server::TimeSeriesServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tower::ServiceBuilder;
 
+use crate::admin_http::{AdminHttp, Guard};
 use crate::api::DataPlane;
 use crate::api::graph::GraphApi;
 use crate::api::keyvalue::KeyValueApi;
@@ -36,11 +38,13 @@ use crate::api::timeseries::TimeSeriesApi;
 use crate::config::Config;
 use crate::control::Controller;
 use crate::control::admin::AdminApi;
-use crate::health;
+use crate::health::{self, StateCollector};
 use crate::layer::audit::AuditLayer;
 use crate::layer::authn::AuthnLayer;
 use crate::layer::context::ContextLayer;
 use crate::layer::limit::ConcurrencyLimitLayer;
+use crate::logging;
+use crate::metrics::Metrics;
 use crate::plugin::{self, Plugins, Supervisor};
 use crate::routes::Routes;
 use crate::security::admin::AdminPolicy;
@@ -63,6 +67,11 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let loaded = startup::load(&config, options, addr).map_err(StartError::Refused)?;
+    // Both listeners are bound before any plugin starts: a proxy that
+    // cannot listen stops before it has started anything.
+    let admin_addr = config.admin_http.listen;
+    let admin_listener =
+        TcpListener::bind(admin_addr).await.map_err(|source| StartError::Bind { addr: admin_addr, source })?;
     if !config.authenticates() {
         if addr.ip().is_loopback() {
             tracing::warn!(
@@ -76,20 +85,53 @@ pub async fn run(
             );
         }
     }
+    let metrics = Arc::new(Metrics::new());
     let authenticator = Arc::new(startup::authenticator(&config).await?);
-    let audit = Audit::start(&config.audit.sink).await?;
+    let audit = Audit::start(&config.audit.sink, metrics.clone()).await?;
 
     let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
     let routes = Arc::new(Routes::default());
     let plugins = Arc::new(plugin::plugins(&config.plugins));
+    let permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
+    metrics.register_state(Box::new(StateCollector {
+        plugins: plugins.clone(),
+        routes: routes.clone(),
+        permits: permits.clone(),
+        max_in_flight: config.limits.max_concurrent_requests,
+        audit: audit.clone(),
+    }));
+    let controller =
+        Arc::new(Controller::new(routes.clone(), plugins.clone(), loaded.registry, &config, metrics.clone()));
 
     let stop = CancellationToken::new();
+    // The admin listener answers from the start: `/readyz` says what the
+    // proxy still waits for.
+    let admin = AdminHttp {
+        metrics: metrics.clone(),
+        routes: routes.clone(),
+        plugins: plugins.clone(),
+        controller: controller.clone(),
+        guard: (!admin_addr.ip().is_loopback()).then(|| {
+            Arc::new(Guard {
+                authenticator: authenticator.clone(),
+                policy: AdminPolicy::new(config.auth.as_ref()),
+                readers: config.admin_http.readers.clone(),
+            })
+        }),
+    };
+    let admin_tls = loaded.tls.clone().filter(|_| !admin_addr.ip().is_loopback()).map(|tls| (tls, audit.clone()));
+    if let Ok(bound) = admin_listener.local_addr() {
+        tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin http listening");
+    }
+    let admin_server = tokio::spawn(admin.serve(admin_listener, admin_tls, stop.clone()));
+
     let source = routes.clone();
+    let env_config = config.clone();
     let supervisor = Arc::new(Supervisor {
         socket_dir: socket_dir.path().to_owned(),
         work_dir: config.base_dir.clone(),
         namespaces: Arc::new(move |plugin: &str| source.namespaces_of(plugin)),
-        log_format: config.log.format,
+        env: Arc::new(move |plugin: &str| logging::plugin_env(&env_config, plugin)),
         stop: stop.clone(),
     });
     let mut supervisors = JoinSet::new();
@@ -114,18 +156,19 @@ pub async fn run(
 
     // Namespaces are planned once the plugins have declared what they can
     // do. A registry that cannot be read now is retried by the watcher.
-    let controller = Arc::new(Controller::new(routes.clone(), plugins.clone(), loaded.registry, &config));
     tracing::info!(registry = %controller.registry().describe(), "loading namespaces");
     if let Err(e) = controller.reconcile().await {
         tracing::error!(error = %e, "cannot load namespaces yet; retrying on the next registry change");
     }
     let watcher = controller.watch().map_err(|e| StartError::Registry(e.to_string()))?;
 
-    let parts = Parts { config: &config, routes, plugins, controller, authenticator, audit, tls: loaded.tls };
+    let parts =
+        Parts { config: &config, routes, plugins, controller, authenticator, audit, metrics, permits, tls: loaded.tls };
     let result = serve(parts, listener, &stop, shutdown).await;
 
     watcher.abort();
     stop.cancel();
+    let _ = admin_server.await;
     while supervisors.join_next().await.is_some() {}
     drop(socket_dir);
     tracing::info!("proxy stopped");
@@ -140,6 +183,8 @@ struct Parts<'a> {
     controller: Arc<Controller>,
     authenticator: Arc<Authenticator>,
     audit: Audit,
+    metrics: Arc<Metrics>,
+    permits: Arc<Semaphore>,
     tls: Option<Arc<tls::Reloading>>,
 }
 
@@ -150,7 +195,7 @@ async fn serve(
     stop: &CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let Parts { config, routes, plugins, controller, authenticator, audit, tls } = parts;
+    let Parts { config, routes, plugins, controller, authenticator, audit, metrics, permits, tls } = parts;
     let limits = &config.limits;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
@@ -166,20 +211,20 @@ async fn serve(
         .build_v1alpha()?;
     let admin = AdminApi::new(routes.clone(), plugins, controller, AdminPolicy::new(config.auth.as_ref()));
     let namespaces = routes.snapshot().len();
-    let plane = DataPlane::new(routes, limits.clone());
+    let plane = DataPlane::new(routes, limits.clone(), metrics.clone());
 
     let layers = ServiceBuilder::new()
         // Outermost, so an overloaded proxy refuses a call before it
         // spends anything on it.
-        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        .layer(ConcurrencyLimitLayer::new(permits, limits.max_concurrent_requests, metrics.clone()))
         // Next, so every later stage and every log line of the call has its
-        // request id and deadline.
+        // request id, deadline and span (the trace's root in the proxy).
         .layer(ContextLayer::new(limits.request_timeout))
         // Outside authentication, so refused calls are recorded too.
         .layer(AuditLayer::new(audit.clone()))
         // Last before the services, so no service sees an unauthenticated
         // call.
-        .layer(AuthnLayer::new(authenticator))
+        .layer(AuthnLayer::new(authenticator, metrics.clone()))
         .into_inner();
     let max = limits.max_message_bytes;
     let router = Server::builder()
@@ -209,7 +254,7 @@ async fn serve(
     let mut server = match &tls {
         Some(tls) => {
             tokio::spawn(tls.clone().watch(stop.clone()));
-            let incoming = tls.clone().incoming(listener, audit, stop.clone());
+            let incoming = tls.clone().incoming(listener, audit, metrics, stop.clone());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {

@@ -88,8 +88,10 @@ pub struct Loaded {
 /// the problems found, not only the first.
 pub fn load(config: &Config, options: Options, listen: SocketAddr) -> Result<Loaded, Problems> {
     let mut problems = Vec::new();
-    if let Err(e) = check_listen(config, options, listen) {
-        problems.push(e);
+    for addr in [listen, config.admin_http.listen] {
+        if let Err(e) = check_listen(config, options, addr) {
+            problems.push(e);
+        }
     }
     let tls = config.tls.clone().map(tls::Reloading::new).transpose().unwrap_or_else(|e| {
         problems.push(e.into());
@@ -200,7 +202,8 @@ pub async fn check(config: &Config, options: Options) -> bool {
     };
     // Plans against the plugins of the config, none of them started.
     let plugins = Arc::new(plugin::plugins(&config.plugins));
-    let controller = Controller::new(Arc::new(Routes::default()), plugins, loaded.registry, config);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let controller = Controller::new(Arc::new(Routes::default()), plugins, loaded.registry, config, metrics);
     let mut ok = true;
     let mut seen: Vec<(String, String)> = Vec::new();
     for (source, why) in &snapshot.unreadable {

@@ -255,7 +255,9 @@ impl ProxyConfig {
 
     /// Writes `prism.yaml` and returns its path.
     pub fn write(&self) -> PathBuf {
-        let mut text = String::from("listen: 127.0.0.1:0\nshutdown_grace: 5s\nlog: {format: json, level: info}\n");
+        let mut text = String::from(
+            "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}\nshutdown_grace: 5s\nlog: {format: json, level: info}\n",
+        );
         text.push_str(&self.source);
         if let Some(d) = &self.default_backend {
             text.push_str(&format!("default_backend: {d}\n"));
@@ -280,6 +282,8 @@ impl ProxyConfig {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin HTTP listener (`/metrics`, `/readyz`, ...).
+    pub admin_addr: SocketAddr,
     pub logs: Logs,
     // Keeps the config directory alive while the proxy runs.
     config: Option<ProxyConfig>,
@@ -294,7 +298,8 @@ impl Proxy {
     }
 
     /// Starts a proxy from any config file. The file should set
-    /// `listen: 127.0.0.1:0` and `log: {format: json}`.
+    /// `listen: 127.0.0.1:0`, `admin_http: {listen: 127.0.0.1:0}` and
+    /// `log: {format: json}`.
     pub fn start_file(path: &Path) -> Self {
         let mut child = Command::new(bin_path("prism-proxy"))
             .arg("--config")
@@ -308,12 +313,18 @@ impl Proxy {
         let logs = Logs::default();
         let (tx, rx) = mpsc::channel();
         logs.capture(child.stderr.take().unwrap(), "proxy", tx);
+        let admin_addr = wait_for_addr(&rx, "admin http listening", Duration::from_secs(60), &logs);
         let addr = wait_for_addr(&rx, "listening", Duration::from_secs(60), &logs);
-        Self { child, addr, logs, config: None }
+        Self { child, addr, admin_addr, logs, config: None }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR` of the admin HTTP listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
     }
 
     pub async fn channel(&self) -> Channel {

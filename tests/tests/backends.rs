@@ -102,7 +102,9 @@ fn copy_example(to: &Path) -> std::path::PathBuf {
     }
     let text = std::fs::read_to_string(example.join("prism.yaml")).unwrap();
     assert!(text.contains("listen: 127.0.0.1:8980") && text.contains("format: text"));
-    let text = text.replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0").replace("format: text", "format: json");
+    let text = text
+        .replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}")
+        .replace("format: text", "format: json");
     let path = to.join("prism.yaml");
     std::fs::write(&path, text).unwrap();
     path

@@ -199,7 +199,7 @@ fn the_shipped_default_config_serves_the_demo_namespace() {
     assert!(shipped.contains("listen: 127.0.0.1:8980"), "the README documents port 8980");
     let dir = tempfile::tempdir().unwrap();
     let config = shipped
-        .replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0")
+        .replace("listen: 127.0.0.1:8980", "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}")
         .replace(
             "namespaces_dir: namespaces",
             &format!("namespaces_dir: {}", repo.join("proxy/config/namespaces").display()),
@@ -354,7 +354,7 @@ fn check_refuses_what_start_refuses() {
     let garbage = w("garbage.pem", "not a PEM file\n");
     let not_jwks = w("jwks.json", "{\"keys\": 7}");
     let plugins = "plugins:\n  memstore: {command: [prism-plugin-memstore]}\n";
-    let base = "listen: 127.0.0.1:0\nnamespaces_dir: namespaces\n";
+    let base = "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}\nnamespaces_dir: namespaces\n";
     let mtls = |cert: &str, key: &str, ca: &str| format!("tls: {{cert: {cert}, key: {key}, client_ca: {ca}}}\n");
     let cases: Vec<(&str, String, &str)> = vec![
         (

@@ -45,7 +45,9 @@ impl InProcess {
         let path = dir.path().join("prism.yaml");
         std::fs::write(
             &path,
-            format!("namespaces_dir: namespaces\nplugins:\n  memstore: {{address: \"{plugin_addr}\"}}\n"),
+            format!(
+                "namespaces_dir: namespaces\nadmin_http: {{listen: \"127.0.0.1:0\"}}\nplugins:\n  memstore: {{address: \"{plugin_addr}\"}}\n"
+            ),
         )
         .unwrap();
         let config = Config::load(&path).unwrap();

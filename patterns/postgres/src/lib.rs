@@ -358,6 +358,7 @@ impl Backend for Postgres {
     type Config = Config;
     type NamespaceState = ();
     const KIND: &'static str = "postgres";
+    const DB_SYSTEM: &'static str = "postgresql";
 
     async fn open(instance: &str, config: Config) -> PluginResult<Self> {
         if !valid_schema_name(&config.schema) {

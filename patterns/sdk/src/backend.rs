@@ -195,6 +195,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The backend kind, e.g. `"memstore"`.
     const KIND: &'static str;
 
+    /// The backend as OpenTelemetry's `db.system` names it (`postgresql`,
+    /// `redis`, `sqlite`, ...), on the spans around the backend's calls.
+    const DB_SYSTEM: &'static str = Self::KIND;
+
     /// Builds the backend from its configuration. A backend that is down at
     /// this point should still open (and report unhealthy) so that it can
     /// recover by itself when the backend returns.

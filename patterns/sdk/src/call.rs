@@ -24,12 +24,45 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use crate::backend::Backend;
 use crate::error::PluginError;
 
 /// The span of one call, with the proxy's request id when it sent one.
-/// Its fields are only formatted when the span is enabled (debug).
-fn span(method: &dyn std::fmt::Display, request_id: &[u8]) -> tracing::Span {
-    tracing::debug_span!("call", %method, request_id = %String::from_utf8_lossy(request_id))
+/// While traces are exported it is an INFO span, the child of the proxy's
+/// span for the call (its trace context came with the call); otherwise a
+/// DEBUG span, whose fields are only formatted when debug logs are on.
+fn span(method: &dyn std::fmt::Display, request_id: &[u8], parent: Parent<'_>) -> tracing::Span {
+    let request_id = String::from_utf8_lossy(request_id);
+    if !prism_telemetry::tracing_on() {
+        return tracing::debug_span!("call", %method, %request_id);
+    }
+    let span = tracing::info_span!("call", otel.name = %method, otel.kind = "server", rpc.system = "grpc", %request_id);
+    match parent {
+        Parent::Headers(headers) => prism_telemetry::set_parent_from_headers(&span, headers),
+        Parent::Fields(traceparent, tracestate) => prism_telemetry::set_parent(&span, traceparent, tracestate),
+    }
+    span
+}
+
+/// Where the trace context of a call is.
+enum Parent<'a> {
+    Headers(&'a http::HeaderMap),
+    Fields(&'a [u8], &'a [u8]),
+}
+
+/// A backend call in its span (`db.system`, `db.operation`; never a key or
+/// a value), while traces are exported.
+pub(crate) fn backend<B: Backend, F: Future>(operation: &'static str, call: F) -> Instrumented<F> {
+    if !prism_telemetry::tracing_on() {
+        return call.instrument(tracing::Span::none());
+    }
+    call.instrument(tracing::info_span!(
+        "backend",
+        otel.name = %format_args!("{} {operation}", B::DB_SYSTEM),
+        otel.kind = "client",
+        db.system = B::DB_SYSTEM,
+        db.operation = operation,
+    ))
 }
 
 /// Runs a multiplexed call in its span and under its deadline: past it the
@@ -43,9 +76,13 @@ pub(crate) fn within_deadline<F>(
     call: F,
 ) -> Within<F> {
     let request_id = options.map_or(&b""[..], |o| &o.request_id[..]);
+    let parent = Parent::Fields(
+        options.map_or(&b""[..], |o| &o.traceparent[..]),
+        options.map_or(&b""[..], |o| &o.tracestate[..]),
+    );
     Within {
         call,
-        span: span(&format_args!("{service}{method}"), request_id),
+        span: span(&format_args!("{service}{method}"), request_id, parent),
         timeout: options.map(|o| o.timeout_micros).filter(|t| *t > 0).map(Duration::from_micros),
         sleep: None,
         // The clock is read only when the call is logged.
@@ -136,7 +173,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(wire::parse_grpc_timeout)
             .map(|t| Instant::now() + t);
-        let span = span(&request.uri().path(), request_id);
+        let span = span(&request.uri().path(), request_id, Parent::Headers(headers));
         CallFuture { inner: self.inner.call(request).instrument(span), started: Instant::now(), deadline, done: false }
     }
 }

@@ -16,6 +16,7 @@ use prism_proto::plugin::v1::{Capabilities, NeighborsCursor, Pattern};
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Direction, Edge, GraphStore, Namespace, Vertex};
+use crate::call::backend as traced;
 use crate::cursor;
 use crate::error::PluginError;
 use crate::state::{Call, PluginState};
@@ -80,7 +81,9 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         check_name("id", &req.id, caps)?;
         let properties: BTreeMap<_, _> = req.properties.into_iter().collect();
         check_properties(&properties, caps, &ns)?;
-        let created = backend.put_vertex(&ns, Vertex { id: req.id, label: req.label, properties }).await?;
+        let created =
+            traced::<B, _>("put_vertex", backend.put_vertex(&ns, Vertex { id: req.id, label: req.label, properties }))
+                .await?;
         Ok(Response::new(PutVertexResponse { created }))
     }
 
@@ -88,7 +91,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         let req = request.into_inner();
         let Call { backend, caps, ns } = self.state.call(Pattern::Graph, "Graph", &req.namespace)?;
         check_name("id", &req.id, caps)?;
-        let response = match backend.get_vertex(&ns, &req.id).await? {
+        let response = match traced::<B, _>("get_vertex", backend.get_vertex(&ns, &req.id)).await? {
             Some(v) => GetVertexResponse {
                 found: true,
                 vertex: Some(WireVertex { id: v.id, label: v.label, properties: v.properties.into_iter().collect() }),
@@ -105,7 +108,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         let req = request.into_inner();
         let Call { backend, caps, ns } = self.state.call(Pattern::Graph, "Graph", &req.namespace)?;
         check_name("id", &req.id, caps)?;
-        let response = match backend.delete_vertex(&ns, &req.id).await? {
+        let response = match traced::<B, _>("delete_vertex", backend.delete_vertex(&ns, &req.id)).await? {
             Some(edges_deleted) => DeleteVertexResponse { deleted: true, edges_deleted },
             None => DeleteVertexResponse::default(),
         };
@@ -120,7 +123,11 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         check_name("label", &req.label, caps)?;
         let properties: BTreeMap<_, _> = req.properties.into_iter().collect();
         check_properties(&properties, caps, &ns)?;
-        let created = backend.put_edge(&ns, Edge { from: req.from, to: req.to, label: req.label, properties }).await?;
+        let created = traced::<B, _>(
+            "put_edge",
+            backend.put_edge(&ns, Edge { from: req.from, to: req.to, label: req.label, properties }),
+        )
+        .await?;
         Ok(Response::new(PutEdgeResponse { created }))
     }
 
@@ -130,7 +137,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         check_name("from", &req.from, caps)?;
         check_name("to", &req.to, caps)?;
         check_name("label", &req.label, caps)?;
-        let deleted = backend.delete_edge(&ns, &req.from, &req.to, &req.label).await?;
+        let deleted = traced::<B, _>("delete_edge", backend.delete_edge(&ns, &req.from, &req.to, &req.label)).await?;
         Ok(Response::new(DeleteEdgeResponse { deleted }))
     }
 
@@ -151,7 +158,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
             0 => DEFAULT_PAGE_ITEMS,
             n => n.min(declared(caps.max_page_items, MAX_PAGE_ITEMS)),
         };
-        if backend.get_vertex(&ns, &req.id).await?.is_none() {
+        if traced::<B, _>("get_vertex", backend.get_vertex(&ns, &req.id)).await?.is_none() {
             return Err(unknown_vertex(&req.id).into());
         }
         let label = (!req.label.is_empty()).then_some(req.label.as_str());
@@ -171,7 +178,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
                 _ => None,
             };
             let want = limit - neighbors.len();
-            let page = backend.edges(&ns, &req.id, incoming, label, resume, want).await?;
+            let page = traced::<B, _>("edges", backend.edges(&ns, &req.id, incoming, label, resume, want)).await?;
             let mut edges = page.edges;
             edges.truncate(want);
             let more_here = page.more;
@@ -239,7 +246,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
         for label in &req.labels {
             check_name("label", label, caps)?;
         }
-        if backend.get_vertex(&ns, &req.start).await?.is_none() {
+        if traced::<B, _>("get_vertex", backend.get_vertex(&ns, &req.start)).await?.is_none() {
             return Err(unknown_vertex(&req.start).into());
         }
         let dir = direction(req.direction());
@@ -257,7 +264,7 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
             // already; one more tells whether anything is left beyond the
             // limit.
             let batch = remaining + visited.len() + 1;
-            let found = backend.expand(&ns, &frontier, dir, &req.labels, batch).await?;
+            let found = traced::<B, _>("expand", backend.expand(&ns, &frontier, dir, &req.labels, batch)).await?;
             let mut next = Vec::new();
             for id in found {
                 if visited.contains(&id) {

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::{KeyValueStore, Namespace, PutOp};
-use crate::call::within_deadline;
+use crate::call::{backend, within_deadline};
 use crate::cursor;
 use crate::error::PluginError;
 use crate::state::PluginState;
@@ -195,7 +195,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
         let req = request.into_inner();
         let call = self.call(&req.namespace)?;
         let op = put_op(call.caps, &call.ns, req.key, req.value, req.ttl_seconds, req.if_version)?;
-        let version = call.backend.put(&call.ns, op).await?;
+        let version = backend::<B, _>("put", call.backend.put(&call.ns, op)).await?;
         Ok(Response::new(PutResponse { version }))
     }
 
@@ -203,7 +203,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
         let req = request.into_inner();
         let call = self.call(&req.namespace)?;
         check_key(&req.key, call.caps)?;
-        let response = match call.backend.get(&call.ns, &req.key).await? {
+        let response = match backend::<B, _>("get", call.backend.get(&call.ns, &req.key)).await? {
             Some(record) => GetResponse { found: true, value: record.value, version: record.version },
             None => GetResponse::default(),
         };
@@ -220,7 +220,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
             )
             .into());
         }
-        let deleted = call.backend.delete(&call.ns, &req.key, req.if_version).await?;
+        let deleted = backend::<B, _>("delete", call.backend.delete(&call.ns, &req.key, req.if_version)).await?;
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
@@ -231,7 +231,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
         for key in &req.keys {
             check_key(key, call.caps)?;
         }
-        let records = call.backend.batch_get(&call.ns, &req.keys).await?;
+        let records = backend::<B, _>("batch_get", call.backend.batch_get(&call.ns, &req.keys)).await?;
         if records.len() != req.keys.len() {
             return Err(PluginError::internal(format!(
                 "batch_get returned {} results for {} keys",
@@ -264,7 +264,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
             .map(|item| put_op(call.caps, &call.ns, item.key, item.value, item.ttl_seconds, None))
             .collect::<Result<Vec<_>, _>>()?;
         let count = ops.len();
-        let versions = call.backend.batch_put(&call.ns, ops).await?;
+        let versions = backend::<B, _>("batch_put", call.backend.batch_put(&call.ns, ops)).await?;
         if versions.len() != count {
             return Err(PluginError::internal(format!(
                 "batch_put returned {} versions for {count} items",
@@ -286,7 +286,7 @@ impl<B: KeyValueStore> KeyValueBackend for KeyValueService<B> {
             0 => DEFAULT_SCAN_PAGE,
             n => n.min(MAX_SCAN_PAGE),
         };
-        let page = call.backend.scan(&call.ns, &req.prefix, after.as_deref(), limit).await?;
+        let page = backend::<B, _>("scan", call.backend.scan(&call.ns, &req.prefix, after.as_deref(), limit)).await?;
         let next_page_token = match (page.more, page.entries.last()) {
             (true, Some((last, _))) => cursor::encode(&req.namespace, &req.prefix, last),
             _ => String::new(),

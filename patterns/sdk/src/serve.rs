@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use prism_proto::plugin::v1::graph_backend_server::GraphBackendServer;
@@ -100,18 +101,27 @@ impl<B: Backend> PluginServer<B> {
     /// ```
     pub fn main(self) -> ExitCode {
         let args = PluginArgs::parse();
-        init_logging(args.log_format);
         let runtime = match args.worker_threads {
             1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
             n => tokio::runtime::Builder::new_multi_thread().worker_threads(n.into()).enable_all().build(),
         };
-        match runtime {
-            Ok(runtime) => runtime.block_on(self.run_with(args)),
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
             Err(err) => {
-                tracing::error!(error = %err, "cannot start the runtime");
-                ExitCode::FAILURE
+                eprintln!("{}: cannot start the runtime: {err}", B::KIND);
+                return ExitCode::FAILURE;
             }
-        }
+        };
+        // The trace exporter is a tonic client: it is built in the runtime.
+        let telemetry = {
+            let _entered = runtime.enter();
+            init_telemetry::<B>(args.log_format)
+        };
+        let code = runtime.block_on(self.run_with(args));
+        // Off the runtime: the exporter's shutdown blocks until the spans
+        // still buffered are sent.
+        telemetry.shutdown();
+        code
     }
 
     /// Parses the command line, serves until SIGTERM, SIGINT or (with
@@ -120,7 +130,7 @@ impl<B: Backend> PluginServer<B> {
     /// (see [`PluginServer::main`]).
     pub async fn run(self) -> ExitCode {
         let args = PluginArgs::parse();
-        init_logging(args.log_format);
+        let _telemetry = init_telemetry::<B>(args.log_format);
         self.run_with(args).await
     }
 
@@ -206,14 +216,66 @@ impl<B: GraphStore> PluginServer<B> {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(flags::LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// Logs on standard error and, when the standard OpenTelemetry variables
+/// name a collector (the proxy sets them for the plugins it starts when it
+/// exports traces), spans of the calls the proxy traced. A plugin never
+/// starts a trace: it follows the proxy's sampling decision.
+fn init_telemetry<B: Backend>(format: LogFormat) -> prism_telemetry::Telemetry {
+    let logs = prism_telemetry::Logs {
+        format: match format {
+            LogFormat::Text => prism_telemetry::LogFormat::Text,
+            LogFormat::Json => prism_telemetry::LogFormat::Json,
+        },
+        default_filter: "info".to_owned(),
     };
+    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).map(|endpoint| {
+        prism_telemetry::Traces {
+            endpoint,
+            sampling: prism_telemetry::Sampling::ParentOnly,
+            service_name: std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("prism-plugin-{}", B::KIND)),
+            resource: resource_attributes(&std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()),
+            timeout: std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis),
+        }
+    });
+    match prism_telemetry::init(&logs, traces.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            // Logs still work; traces are off.
+            let _ = prism_telemetry::init(&logs, None);
+            tracing::error!(error = %err, "traces are off");
+            prism_telemetry::Telemetry::default()
+        }
+    }
+}
+
+/// `key=value,key=value` with percent-encoded parts, as
+/// `OTEL_RESOURCE_ATTRIBUTES` writes them.
+fn resource_attributes(text: &str) -> Vec<(String, String)> {
+    let decode = |part: &str| {
+        let mut out = Vec::with_capacity(part.len());
+        let bytes = part.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(byte) = part.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k.trim()), decode(v.trim())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
 }
 
 async fn shutdown_signal(watch_stdin: bool) {
@@ -253,6 +315,15 @@ mod tests {
     use clap::Parser;
 
     use super::PluginArgs;
+
+    #[test]
+    fn resource_attributes_are_decoded() {
+        assert_eq!(
+            super::resource_attributes("team=a%2Cb%3Dc, env=prod,broken,=x"),
+            vec![("team".to_owned(), "a,b=c".to_owned()), ("env".to_owned(), "prod".to_owned())]
+        );
+        assert!(super::resource_attributes("").is_empty());
+    }
 
     #[test]
     fn worker_threads_default_to_one_and_refuse_nonsense() {

@@ -14,6 +14,7 @@ use prism_proto::timeseries::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::backend::{BucketStats, Event, Namespace, RangeQuery, TimeSeriesStore};
+use crate::call::backend as traced;
 use crate::cursor;
 use crate::error::PluginError;
 use crate::state::{Call, PluginState};
@@ -148,7 +149,11 @@ impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
             });
         }
         let kept = events.len() as u64;
-        let appended = if events.is_empty() { 0 } else { backend.append(&ns, &req.series, events).await? };
+        let appended = if events.is_empty() {
+            0
+        } else {
+            traced::<B, _>("append", backend.append(&ns, &req.series, events)).await?
+        };
         Ok(Response::new(AppendResponse { appended, duplicates: kept.saturating_sub(appended), expired }))
     }
 
@@ -176,7 +181,7 @@ impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
             return Ok(Response::new(QueryResponse::default()));
         }
         let query = RangeQuery { series: req.series, start, end: req.end, descending, after, limit };
-        let mut page = backend.query(&ns, query).await?;
+        let mut page = traced::<B, _>("query", backend.query(&ns, query)).await?;
         page.events.truncate(limit);
         let next_page_token = match (page.more, page.events.last()) {
             (true, Some(last)) => cursor::encode_query(&TimeSeriesCursor {
@@ -218,7 +223,9 @@ impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
         if start >= req.end {
             return Ok(Response::new(AggregateResponse::default()));
         }
-        let stats = backend.aggregate(&ns, &req.series, req.start, start, req.end, req.bucket_ms).await?;
+        let stats =
+            traced::<B, _>("aggregate", backend.aggregate(&ns, &req.series, req.start, start, req.end, req.bucket_ms))
+                .await?;
         let buckets = stats.iter().map(|s| bucket(s, req.start, req.bucket_ms, function)).collect();
         Ok(Response::new(AggregateResponse { buckets }))
     }

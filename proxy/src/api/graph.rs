@@ -32,16 +32,19 @@ fn check_properties<'a>(
 ) -> Result<(), ProxyError> {
     let size: usize = properties.map(|(k, v)| k.len() + v.len()).sum();
     if size > route.max_value_bytes {
-        return Err(ProxyError::InvalidArgument(format!(
-            "properties are {size} bytes, over the limit of {} bytes for namespace {:?}",
-            route.max_value_bytes,
-            route.name()
-        )));
+        return Err(ProxyError::OverLimit {
+            limit: "max_value_bytes",
+            message: format!(
+                "properties are {size} bytes, over the limit of {} bytes for namespace {:?}",
+                route.max_value_bytes,
+                route.name()
+            ),
+        });
     }
     Ok(())
 }
 
-data_call!(PutVertexRequest => PutVertexResponse, Graph, Write,
+data_call!(PutVertexRequest => PutVertexResponse, Graph, PutVertex, Write,
     keys(r) (Some(r.id.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.put_vertex(options.request(r))).await,
     validate(r, route, limits) {
@@ -51,7 +54,7 @@ data_call!(PutVertexRequest => PutVertexResponse, Graph, Write,
     }
 );
 
-data_call!(GetVertexRequest => GetVertexResponse, Graph, Read,
+data_call!(GetVertexRequest => GetVertexResponse, Graph, GetVertex, Read,
     keys(r) (Some(r.id.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.get_vertex(options.request(r))).await,
     validate(r, route, limits) {
@@ -60,7 +63,7 @@ data_call!(GetVertexRequest => GetVertexResponse, Graph, Read,
     }
 );
 
-data_call!(DeleteVertexRequest => DeleteVertexResponse, Graph, Write,
+data_call!(DeleteVertexRequest => DeleteVertexResponse, Graph, DeleteVertex, Write,
     keys(r) (Some(r.id.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.delete_vertex(options.request(r))).await,
     validate(r, route, limits) {
@@ -69,7 +72,7 @@ data_call!(DeleteVertexRequest => DeleteVertexResponse, Graph, Write,
     }
 );
 
-data_call!(PutEdgeRequest => PutEdgeResponse, Graph, Write,
+data_call!(PutEdgeRequest => PutEdgeResponse, Graph, PutEdge, Write,
     keys(r) (Some(r.from.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.put_edge(options.request(r))).await,
     validate(r, route, limits) {
@@ -81,7 +84,7 @@ data_call!(PutEdgeRequest => PutEdgeResponse, Graph, Write,
     }
 );
 
-data_call!(DeleteEdgeRequest => DeleteEdgeResponse, Graph, Write,
+data_call!(DeleteEdgeRequest => DeleteEdgeResponse, Graph, DeleteEdge, Write,
     keys(r) (Some(r.from.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.delete_edge(options.request(r))).await,
     validate(r, route, limits) {
@@ -92,7 +95,7 @@ data_call!(DeleteEdgeRequest => DeleteEdgeResponse, Graph, Write,
     }
 );
 
-data_call!(NeighborsRequest => NeighborsResponse, Graph, Read,
+data_call!(NeighborsRequest => NeighborsResponse, Graph, Neighbors, Read,
     keys(r) (Some(r.id.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.neighbors(options.request(r))).await,
     validate(r, route, limits) {
@@ -102,7 +105,7 @@ data_call!(NeighborsRequest => NeighborsResponse, Graph, Read,
     }
 );
 
-data_call!(TraverseRequest => TraverseResponse, Graph, Read,
+data_call!(TraverseRequest => TraverseResponse, Graph, Traverse, Read,
     keys(r) (Some(r.start.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.graph()?.traverse(options.request(r))).await,
     validate(r, route, limits) {
@@ -117,9 +120,10 @@ data_call!(TraverseRequest => TraverseResponse, Graph, Read,
         match r.limit {
             0 => r.limit = limits.default_page_size,
             n if n > max => {
-                return Err(ProxyError::InvalidArgument(format!(
-                    "limit is {n}, over the traversal limit of {max} vertices"
-                )));
+                return Err(ProxyError::OverLimit {
+                    limit: "max_page_size",
+                    message: format!("limit is {n}, over the traversal limit of {max} vertices"),
+                });
             }
             _ => {}
         }

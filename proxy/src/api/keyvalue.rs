@@ -29,22 +29,25 @@ fn check_value(route: &Route, value: &[u8]) -> Result<(), ProxyError> {
         return Err(ProxyError::InvalidArgument("value must not be empty".to_owned()));
     }
     if value.len() > route.max_value_bytes {
-        return Err(ProxyError::InvalidArgument(format!(
-            "value is {} bytes, over the limit of {} bytes for namespace {:?}",
-            value.len(),
-            route.max_value_bytes,
-            route.name()
-        )));
+        return Err(ProxyError::OverLimit {
+            limit: "max_value_bytes",
+            message: format!(
+                "value is {} bytes, over the limit of {} bytes for namespace {:?}",
+                value.len(),
+                route.max_value_bytes,
+                route.name()
+            ),
+        });
     }
     Ok(())
 }
 
 fn check_batch(limits: &Limits, len: usize) -> Result<(), ProxyError> {
     if len > limits.max_batch_items {
-        return Err(ProxyError::InvalidArgument(format!(
-            "batch has {len} items, over the limit of {}",
-            limits.max_batch_items
-        )));
+        return Err(ProxyError::OverLimit {
+            limit: "max_batch_items",
+            message: format!("batch has {len} items, over the limit of {}", limits.max_batch_items),
+        });
     }
     Ok(())
 }
@@ -56,7 +59,7 @@ fn default_ttl(route: &Route, ttl_seconds: &mut u64) {
     }
 }
 
-data_call!(PutRequest => PutResponse, Keyvalue, Write,
+data_call!(PutRequest => PutResponse, Keyvalue, Put, Write,
     keys(r) (Some(r.key.as_str()), 1),
     send(r, plugin, options) plugin.keyvalue()?.put(options, r).await,
     validate(r, route, limits) {
@@ -67,7 +70,7 @@ data_call!(PutRequest => PutResponse, Keyvalue, Write,
     }
 );
 
-data_call!(GetRequest => GetResponse, Keyvalue, Read,
+data_call!(GetRequest => GetResponse, Keyvalue, Get, Read,
     keys(r) (Some(r.key.as_str()), 1),
     send(r, plugin, options) plugin.keyvalue()?.get(options, r).await,
     validate(r, route, limits) {
@@ -76,7 +79,7 @@ data_call!(GetRequest => GetResponse, Keyvalue, Read,
     }
 );
 
-data_call!(DeleteRequest => DeleteResponse, Keyvalue, Write,
+data_call!(DeleteRequest => DeleteResponse, Keyvalue, Delete, Write,
     keys(r) (Some(r.key.as_str()), 1),
     send(r, plugin, options) plugin.keyvalue()?.delete(options, r).await,
     validate(r, route, limits) {
@@ -85,7 +88,7 @@ data_call!(DeleteRequest => DeleteResponse, Keyvalue, Write,
     }
 );
 
-data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, Read,
+data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, BatchGet, Read,
     keys(r) (r.keys.first().map(String::as_str), r.keys.len()),
     send(r, plugin, options) plugin.keyvalue()?.batch_get(options, r).await,
     validate(r, route, limits) {
@@ -97,7 +100,7 @@ data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, Read,
     }
 );
 
-data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, Write,
+data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, BatchPut, Write,
     keys(r) (r.items.first().map(|i| i.key.as_str()), r.items.len()),
     send(r, plugin, options) plugin.keyvalue()?.batch_put(options, r).await,
     validate(r, route, limits) {
@@ -112,16 +115,19 @@ data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, Write,
     }
 );
 
-data_call!(ScanRequest => ScanResponse, Keyvalue, Read,
+data_call!(ScanRequest => ScanResponse, Keyvalue, Scan, Read,
     keys(_r) (None, 0),
     send(r, plugin, options) plugin.keyvalue()?.scan(options, r).await,
     validate(r, route, limits) {
         if r.prefix.len() > route.max_key_bytes {
-            return Err(ProxyError::InvalidArgument(format!(
-                "prefix is {} bytes, over the key limit of {} bytes",
-                r.prefix.len(),
-                route.max_key_bytes
-            )));
+            return Err(ProxyError::OverLimit {
+                limit: "max_key_bytes",
+                message: format!(
+                    "prefix is {} bytes, over the key limit of {} bytes",
+                    r.prefix.len(),
+                    route.max_key_bytes
+                ),
+            });
         }
         r.page_size = page_size(r.page_size, limits);
         Ok(None)

@@ -5,31 +5,38 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ProxyError;
+use crate::metrics::{CallRecord, Method, Metrics};
 use crate::namespace::PatternKind;
 use crate::plugin::{CallOptions, Plugin};
 use crate::routes::{Route, Routes};
 use crate::security::Right;
 
-/// What the data plane needs from the proxy: the route table and the
-/// request limits. Cheap to clone; every pattern service holds one.
+/// What the data plane needs from the proxy: the route table, the request
+/// limits and the metrics. Cheap to clone; every pattern service holds one.
 #[derive(Clone)]
 pub struct DataPlane {
     routes: Arc<Routes>,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
 }
 
 /// One data RPC, as [`DataPlane::forward`] drives it. Implemented by each
 /// request message of the public pattern APIs.
-pub trait DataCall: Send + Sized + 'static {
-    type Reply: Send + 'static;
+pub trait DataCall: prost::Message + Sized + 'static {
+    type Reply: prost::Message + Send + 'static;
     /// The pattern whose namespaces this call may use.
     const PATTERN: PatternKind;
+    /// The method, for metrics and spans.
+    const METHOD: Method;
     /// The right the caller needs on the namespace.
     const RIGHT: Right;
 
@@ -57,7 +64,7 @@ pub trait DataCall: Send + Sized + 'static {
 /// validation (which returns `Ok(None)` to go on to the plugin).
 macro_rules! data_call {
     (
-        $request:ty => $reply:ty, $pattern:ident, $right:ident,
+        $request:ty => $reply:ty, $pattern:ident, $method:ident, $right:ident,
         keys($k:ident) $keys:expr,
         send($s:ident, $plugin:ident, $options:ident) $send:expr,
         validate($this:ident, $route:ident, $limits:ident) $validate:block
@@ -65,6 +72,7 @@ macro_rules! data_call {
         impl $crate::api::DataCall for $request {
             type Reply = $reply;
             const PATTERN: $crate::namespace::PatternKind = $crate::namespace::PatternKind::$pattern;
+            const METHOD: $crate::metrics::Method = $crate::metrics::Method::$method;
             const RIGHT: $crate::security::Right = $crate::security::Right::$right;
 
             fn namespace(&self) -> &str {
@@ -104,20 +112,20 @@ pub mod keyvalue;
 pub mod timeseries;
 
 impl DataPlane {
-    pub fn new(routes: Arc<Routes>, limits: Limits) -> Self {
-        Self { routes, limits: Arc::new(limits) }
+    pub fn new(routes: Arc<Routes>, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        Self { routes, limits: Arc::new(limits), metrics }
     }
 
     /// Serves one data call: **authorize → validate → call the plugin →
-    /// map errors**.
+    /// map errors**, and records it in the metrics.
     ///
     /// 1. *Authorize*: the namespace's route, if the caller holds the
     ///    call's right on it (noting the namespace, right and key hash for
     ///    the audit record).
     /// 2. *Validate* against the limits, before any plugin sees the call.
-    /// 3. *Call the plugin* under the request's deadline, with the call
-    ///    options (deadline, request id, trace context) the plugin honours
-    ///    on both transports.
+    /// 3. *Call the plugin* under the request's deadline, in its own span,
+    ///    with the call options (deadline, request id, the span's trace
+    ///    context) the plugin honours on both transports.
     /// 4. *Map errors*: every failure is a `ProxyError`, turned into a gRPC
     ///    status in one place (`crate::error`).
     ///
@@ -126,21 +134,81 @@ impl DataPlane {
     /// (field encryption of writes) before step 3 and the reply (masking of
     /// reads by the caller's rights) after it; the shadow tee hands the
     /// acknowledged write (or a sampled read and its answer) to the
-    /// namespace's shadow queue after step 3, never waiting on it; the
-    /// per-call span and metrics wrap step 3 (the plugin hop) and the whole.
+    /// namespace's shadow queue after step 3, never waiting on it; their
+    /// metrics join the route's.
     pub async fn forward<C: DataCall>(&self, mut request: Request<C>) -> Result<Response<C::Reply>, Status> {
         let ctx = RequestContext::take(&mut request)?;
-        let mut call = request.into_inner();
-        let route = self.routes.authorize(&ctx, call.namespace(), C::PATTERN, C::RIGHT, call.keys())?;
-        if let Some(reply) = call.validate(&route, &self.limits)? {
-            return Ok(Response::new(reply));
+        let call = request.into_inner();
+        let request_bytes = call.encoded_len();
+        let route = match self.routes.authorize(&ctx, call.namespace(), C::PATTERN, C::RIGHT, call.keys()) {
+            Ok(route) => route,
+            Err(refused) => {
+                let namespace = refused.route.as_deref().map(Route::name);
+                self.metrics.unrouted(namespace, C::PATTERN.as_str(), C::METHOD, refused.error.code());
+                return Err(refused.error.into());
+            }
+        };
+        let mut plugin_time = None;
+        let result = self.call(&ctx, &route, call, &mut plugin_time).await;
+        route.metrics.record(&CallRecord {
+            method: C::METHOD,
+            code: result.as_ref().map_or_else(ProxyError::code, |_| tonic::Code::Ok),
+            elapsed: ctx.started.elapsed(),
+            plugin: plugin_time,
+            request_bytes,
+            response_bytes: result.as_ref().map_or(0, prost::Message::encoded_len),
+        });
+        match result {
+            Ok(reply) => Ok(Response::new(reply)),
+            Err(error) => {
+                if let ProxyError::OverLimit { limit, .. } = &error {
+                    route.metrics.limit_hit(limit);
+                }
+                Err(error.into())
+            }
         }
-        let options = ctx.call_options();
-        let reply = tokio::time::timeout_at(ctx.deadline, call.send(&route.plugin, &options))
-            .await
-            .map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))??;
-        Ok(Response::new(reply))
     }
+
+    /// Steps 2 and 3 of [`DataPlane::forward`]; `plugin_time` is how long
+    /// the plugin took, when the call reached it.
+    async fn call<C: DataCall>(
+        &self,
+        ctx: &RequestContext,
+        route: &Route,
+        mut call: C,
+        plugin_time: &mut Option<Duration>,
+    ) -> Result<C::Reply, ProxyError> {
+        if let Some(reply) = call.validate(route, &self.limits)? {
+            return Ok(reply);
+        }
+        let span = plugin_span(route, C::METHOD);
+        let mut options = ctx.call_options();
+        if let Some((traceparent, tracestate)) = prism_telemetry::inject(&span) {
+            options.traceparent = Some(traceparent);
+            options.tracestate = tracestate;
+        }
+        let started = Instant::now();
+        let reply = tokio::time::timeout_at(ctx.deadline, call.send(&route.plugin, &options).instrument(span)).await;
+        *plugin_time = Some(started.elapsed());
+        reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))?
+    }
+}
+
+/// The span of the plugin hop, a child of the request's: exported while
+/// traces are on (its context travels to the plugin, whose spans become its
+/// children), nothing otherwise.
+fn plugin_span(route: &Route, method: Method) -> tracing::Span {
+    if !prism_telemetry::tracing_on() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "plugin call",
+        otel.name = %format_args!("prism.plugin.v1/{}", method.as_str()),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        plugin = route.plugin.name(),
+        namespace = route.name(),
+    )
 }
 
 /// Checks a required name (a key, a series, an event id, a vertex id or an
@@ -150,11 +218,10 @@ pub(crate) fn check_name(route: &Route, what: &str, name: &str) -> Result<(), Pr
         return Err(ProxyError::InvalidArgument(format!("{what} must not be empty")));
     }
     if name.len() > route.max_key_bytes {
-        return Err(ProxyError::InvalidArgument(format!(
-            "{what} is {} bytes, over the limit of {} bytes",
-            name.len(),
-            route.max_key_bytes
-        )));
+        return Err(ProxyError::OverLimit {
+            limit: "max_key_bytes",
+            message: format!("{what} is {} bytes, over the limit of {} bytes", name.len(), route.max_key_bytes),
+        });
     }
     Ok(())
 }
@@ -172,6 +239,9 @@ pub(crate) fn page_size(asked: u32, limits: &Limits) -> u32 {
 pub(crate) fn at_item(i: usize, err: ProxyError, what: &str) -> ProxyError {
     match err {
         ProxyError::InvalidArgument(m) => ProxyError::InvalidArgument(format!("{what}[{i}]: {m}")),
+        ProxyError::OverLimit { limit, message } => {
+            ProxyError::OverLimit { limit, message: format!("{what}[{i}]: {message}") }
+        }
         other => other,
     }
 }

@@ -30,34 +30,37 @@ fn check_range(start: i64, end: i64) -> Result<(), ProxyError> {
     Ok(())
 }
 
-data_call!(AppendRequest => AppendResponse, Timeseries, Write,
+data_call!(AppendRequest => AppendResponse, Timeseries, Append, Write,
     keys(r) (Some(r.series.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.timeseries()?.append(options.request(r))).await,
     validate(r, route, limits) {
         check_name(route, "series", &r.series)?;
         let limit = limits.max_batch_items;
         if r.events.len() > limit {
-            return Err(ProxyError::InvalidArgument(format!(
-                "append has {} events, over the limit of {limit}",
-                r.events.len()
-            )));
+            return Err(ProxyError::OverLimit {
+                limit: "max_batch_items",
+                message: format!("append has {} events, over the limit of {limit}", r.events.len()),
+            });
         }
         for (i, e) in r.events.iter().enumerate() {
             check_name(route, "event_id", &e.event_id).map_err(|err| at_item(i, err, "events"))?;
             if e.payload.len() > route.max_value_bytes {
-                return Err(ProxyError::InvalidArgument(format!(
-                    "events[{i}]: payload is {} bytes, over the limit of {} bytes for namespace {:?}",
-                    e.payload.len(),
-                    route.max_value_bytes,
-                    route.name()
-                )));
+                return Err(ProxyError::OverLimit {
+                    limit: "max_value_bytes",
+                    message: format!(
+                        "events[{i}]: payload is {} bytes, over the limit of {} bytes for namespace {:?}",
+                        e.payload.len(),
+                        route.max_value_bytes,
+                        route.name()
+                    ),
+                });
             }
         }
         Ok(r.events.is_empty().then(AppendResponse::default))
     }
 );
 
-data_call!(QueryRequest => QueryResponse, Timeseries, Read,
+data_call!(QueryRequest => QueryResponse, Timeseries, Query, Read,
     keys(r) (Some(r.series.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.timeseries()?.query(options.request(r))).await,
     validate(r, route, limits) {
@@ -68,7 +71,7 @@ data_call!(QueryRequest => QueryResponse, Timeseries, Read,
     }
 );
 
-data_call!(AggregateRequest => AggregateResponse, Timeseries, Read,
+data_call!(AggregateRequest => AggregateResponse, Timeseries, Aggregate, Read,
     keys(r) (Some(r.series.as_str()), 1),
     send(r, plugin, options) unary(plugin.name(), plugin.timeseries()?.aggregate(options.request(r))).await,
     validate(r, route, limits) {

@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::config::{Config, Limits};
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::namespace::yaml::Node;
 use crate::namespace::{NamespaceDoc, PatternKind, SpecError};
 use crate::plugin::{Plugin, Plugins};
@@ -45,6 +46,9 @@ pub struct Controller {
     default_backend: Option<String>,
     /// Whether access rules are enforced (false in dev mode).
     auth_enabled: bool,
+    metrics: Arc<Metrics>,
+    /// Whether the registry was read once (readiness).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 /// What a reconcile changed.
@@ -66,8 +70,16 @@ impl Controller {
     /// A controller of `routes`, over `plugins`, with what it needs of the
     /// proxy's `config`: the limits routes get, the default backend, and
     /// whether callers are authenticated (so access rules are enforced).
-    pub fn new(routes: Arc<Routes>, plugins: Arc<Plugins>, registry: Registry, config: &Config) -> Self {
+    pub fn new(
+        routes: Arc<Routes>,
+        plugins: Arc<Plugins>,
+        registry: Registry,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            metrics,
+            loaded: std::sync::atomic::AtomicBool::new(false),
             routes,
             plugins,
             registry,
@@ -141,7 +153,7 @@ impl Controller {
             diff,
             warnings,
         };
-        let route = Route::new(doc, yaml.to_owned(), source, plugin, reason, &self.limits);
+        let route = Route::new(doc, yaml.to_owned(), source, plugin, reason, &self.limits, &self.metrics);
         Ok(Planned { plan, route })
     }
 
@@ -396,6 +408,20 @@ impl Controller {
     /// are reported and skipped; a namespace whose document became invalid
     /// keeps serving its last good version.
     pub async fn reconcile(&self) -> Result<Reconciled, ProxyError> {
+        let result = self.reconcile_once().await;
+        self.metrics.registry_reload(result.is_ok(), result.as_ref().map_or(0, |r| r.rejected.len()));
+        if result.is_ok() {
+            self.loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether the namespaces were loaded from the registry at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn reconcile_once(&self) -> Result<Reconciled, ProxyError> {
         let snapshot = self.registry.load().await?;
         let _changes = self.lock.lock().await;
         let table = self.routes.snapshot();

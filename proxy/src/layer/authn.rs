@@ -17,17 +17,19 @@ use tower::{Layer, Service};
 
 use crate::context::RequestContext;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::security::Principal;
 use crate::security::authn::{AuthError, Authenticating, Authenticator, Credentials};
 
 #[derive(Clone)]
 pub struct AuthnLayer {
     authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthnLayer {
-    pub fn new(authenticator: Arc<Authenticator>) -> Self {
-        Self { authenticator }
+    pub fn new(authenticator: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
+        Self { authenticator, metrics }
     }
 }
 
@@ -35,7 +37,7 @@ impl<S> Layer<S> for AuthnLayer {
     type Service = AuthnService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthnService { inner, authenticator: self.authenticator.clone() }
+        AuthnService { inner, authenticator: self.authenticator.clone(), metrics: self.metrics.clone() }
     }
 }
 
@@ -43,6 +45,7 @@ impl<S> Layer<S> for AuthnLayer {
 pub struct AuthnService<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
 }
 
 /// Puts the principal into the request's context (and its audit facts).
@@ -53,9 +56,11 @@ fn admit<B>(request: &mut Request<B>, principal: Arc<Principal>) {
     }
 }
 
-/// The refusal: noted for the audit record, answered without a service.
-fn refuse<B>(request: &Request<B>, why: AuthError) -> Response<Body> {
+/// The refusal: noted for the audit record and the metrics, answered
+/// without a service.
+fn refuse<B>(request: &Request<B>, why: AuthError, metrics: &Metrics) -> Response<Body> {
     tracing::debug!(reason = %why, "unauthenticated call refused");
+    metrics.authentication_failure(why.reason());
     if let Some(ctx) = request.extensions().get::<RequestContext>() {
         ctx.note(|facts| facts.unauthenticated = Some(why.to_string()));
     }
@@ -81,13 +86,15 @@ where
                 admit(&mut request, principal);
                 AuthnFuture::Calling { inner: self.inner.call(request) }
             }
-            Authenticating::Done(Err(why)) => AuthnFuture::Refused { response: Some(refuse(&request, why)) },
+            Authenticating::Done(Err(why)) => {
+                AuthnFuture::Refused { response: Some(refuse(&request, why, &self.metrics)) }
+            }
             Authenticating::Verifying(verifying) => {
                 // The call waits for the token check: take the service that
                 // was polled ready, and leave a clone for the next call.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                AuthnFuture::Verifying { verifying, waiting: Some((inner, request)) }
+                AuthnFuture::Verifying { verifying, waiting: Some((inner, request)), metrics: self.metrics.clone() }
             }
         }
     }
@@ -100,6 +107,7 @@ pin_project! {
         Verifying {
             verifying: Pin<Box<dyn Future<Output = Result<Arc<Principal>, AuthError>> + Send>>,
             waiting: Option<(S, Request<B>)>,
+            metrics: Arc<Metrics>,
         },
         Calling { #[pin] inner: S::Future },
         Refused { response: Option<Response<Body>> },
@@ -121,7 +129,7 @@ where
                         ProxyError::Internal("authentication future polled after it answered".to_owned()).into_http()
                     })));
                 }
-                AuthnProj::Verifying { verifying, waiting } => {
+                AuthnProj::Verifying { verifying, waiting, metrics } => {
                     let verified = std::task::ready!(verifying.as_mut().poll(cx));
                     let Some((mut inner, mut request)) = waiting.take() else {
                         return Poll::Ready(Ok(ProxyError::Internal(
@@ -134,7 +142,7 @@ where
                             admit(&mut request, principal);
                             AuthnFuture::Calling { inner: inner.call(request) }
                         }
-                        Err(why) => AuthnFuture::Refused { response: Some(refuse(&request, why)) },
+                        Err(why) => AuthnFuture::Refused { response: Some(refuse(&request, why, metrics)) },
                     }
                 }
             };

@@ -42,6 +42,32 @@ impl ContextLayer {
     }
 }
 
+/// The span of one call. While traces are exported it is an INFO span (so
+/// it is exported, and every log line of the call carries the request and
+/// trace ids), the child of the client's `traceparent` when there is one;
+/// otherwise a DEBUG span, which costs nothing unless debug logs are on.
+fn request_span(path: &str, request_id: &str, headers: &http::HeaderMap) -> tracing::Span {
+    if !prism_telemetry::tracing_on() {
+        return tracing::debug_span!("request", request_id, method = path);
+    }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        request_id,
+        method = path,
+        trace_id = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    prism_telemetry::set_parent_from_headers(&span, headers);
+    if let Some(trace_id) = prism_telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
 impl<S> Layer<S> for ContextLayer {
     type Service = ContextService<S>;
 
@@ -80,7 +106,7 @@ where
             .and_then(wire::parse_grpc_timeout)
             .map_or(self.layer.max_timeout, |t| t.min(self.layer.max_timeout));
         let started = Instant::now();
-        let span = tracing::debug_span!("request", id = %request_id, method = %request.uri().path());
+        let span = request_span(request.uri().path(), &request_id, headers);
         request.extensions_mut().insert(RequestContext {
             request_id: request_id.clone(),
             started,
@@ -109,12 +135,20 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        let mut this = self.project();
+        let mut response = std::task::ready!(this.inner.as_mut().poll(cx))?;
         if let Ok(value) = HeaderValue::from_str(this.request_id) {
             response.headers_mut().insert(metadata::REQUEST_ID, value);
         }
-        tracing::debug!(id = %this.request_id, elapsed_us = this.started.elapsed().as_micros() as u64, "done");
+        let span = this.inner.span();
+        if !span.is_disabled() {
+            let code = super::grpc_status(&response);
+            span.record("rpc.grpc.status_code", code as i32);
+            if code != tonic::Code::Ok {
+                span.record("otel.status_code", "ERROR");
+            }
+            span.in_scope(|| tracing::debug!(elapsed_us = this.started.elapsed().as_micros() as u64, ?code, "done"));
+        }
         Poll::Ready(Ok(response))
     }
 }

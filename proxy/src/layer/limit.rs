@@ -17,16 +17,20 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct ConcurrencyLimitLayer {
     permits: Arc<Semaphore>,
     max: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl ConcurrencyLimitLayer {
-    pub fn new(max: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max)), max }
+    /// A limit of `max` calls at once, through `permits` (which the metrics
+    /// read to report the calls in flight).
+    pub fn new(permits: Arc<Semaphore>, max: usize, metrics: Arc<Metrics>) -> Self {
+        Self { permits, max, metrics }
     }
 }
 
@@ -59,15 +63,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         match self.layer.permits.clone().try_acquire_owned() {
             Ok(permit) => LimitFuture::Admitted { inner: self.inner.call(request), _permit: permit },
-            Err(_) => LimitFuture::Refused {
-                response: Some(
-                    ProxyError::ResourceExhausted(format!(
-                        "the proxy is serving its limit of {} concurrent requests (limits.max_concurrent_requests); retry later",
-                        self.layer.max
-                    ))
-                    .into_http(),
-                ),
-            },
+            Err(_) => {
+                self.layer.metrics.limit_hit(None, "max_concurrent_requests");
+                let refusal = ProxyError::ResourceExhausted(format!(
+                    "the proxy is serving its limit of {} concurrent requests (limits.max_concurrent_requests); retry later",
+                    self.layer.max
+                ));
+                LimitFuture::Refused { response: Some(refusal.into_http()) }
+            }
         }
     }
 }

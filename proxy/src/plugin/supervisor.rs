@@ -29,10 +29,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Phase, Plugin, Pool, Target};
-use crate::config::{LogFormat, PluginTransport};
+use crate::config::PluginTransport;
 
 /// The namespaces a plugin must have prepared, given its name.
 pub type NamespaceSource = Arc<dyn Fn(&str) -> Vec<NamespaceSettings> + Send + Sync>;
+
+/// The environment of a plugin the proxy starts, given its name.
+pub type PluginEnv = Arc<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>;
 
 /// A plugin that stayed up this long is considered stable: its next crash
 /// restarts after the shortest backoff again.
@@ -47,7 +50,9 @@ pub struct Supervisor {
     /// Working directory of `command:` plugins (the config file's).
     pub work_dir: PathBuf,
     pub namespaces: NamespaceSource,
-    pub log_format: LogFormat,
+    /// Environment of the plugins it starts, by plugin name: log format,
+    /// trace export (`crate::logging::plugin_env`).
+    pub env: PluginEnv,
     pub stop: CancellationToken,
 }
 
@@ -237,7 +242,7 @@ impl Supervisor {
             // The plugin exits when this pipe closes, so it never outlives
             // the proxy, even one killed with SIGKILL.
             .arg(flags::long(flags::EXIT_ON_STDIN_EOF))
-            .env(flags::LOG_FORMAT_ENV, self.log_format.as_str())
+            .envs((self.env)(plugin.name()))
             .envs(&plugin.config().env)
             .current_dir(&self.work_dir)
             .stdin(Stdio::piped())

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::Principal;
 use crate::config::AuditSink;
+use crate::metrics::Metrics;
 
 /// Records waiting to be written; callers wait when it is full, so records
 /// are slowed down, never dropped.
@@ -144,9 +145,10 @@ impl Record {
 
 /// A handle to the audit writer; cheap to clone. Off: records are dropped
 /// at once.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Audit {
     tx: Option<mpsc::Sender<String>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Why the audit log cannot be written.
@@ -178,8 +180,8 @@ pub enum Queued {
 }
 
 impl Audit {
-    /// Starts the writer for `sink`.
-    pub async fn start(sink: &AuditSink) -> Result<Self, AuditError> {
+    /// Starts the writer for `sink`; `metrics` counts the records it drops.
+    pub async fn start(sink: &AuditSink, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
         let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match sink {
             AuditSink::Off => return Ok(Self::default()),
             AuditSink::Stdout => Box::new(tokio::io::stdout()),
@@ -206,7 +208,12 @@ impl Audit {
                 let _ = out.flush().await;
             }
         });
-        Ok(Self { tx: Some(tx) })
+        Ok(Self { tx: Some(tx), metrics: Some(metrics) })
+    }
+
+    /// Records waiting to be written, and how many may wait.
+    pub fn depth(&self) -> Option<(usize, usize)> {
+        self.tx.as_ref().map(|tx| (tx.max_capacity() - tx.capacity(), tx.max_capacity()))
     }
 
     pub fn enabled(&self) -> bool {
@@ -221,6 +228,9 @@ impl Audit {
             && tx.try_send(line).is_err()
         {
             tracing::error!("audit queue full; a record was dropped");
+            if let Some(metrics) = &self.metrics {
+                metrics.audit_record_dropped();
+            }
         }
     }
 

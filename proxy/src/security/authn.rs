@@ -50,6 +50,20 @@ pub enum AuthError {
     TokenRequired,
 }
 
+impl AuthError {
+    /// The metrics' label of why a call was refused: a closed set.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::HeaderNotAscii | Self::NotBearer => "malformed_header",
+            Self::TokensNotAccepted => "tokens_not_accepted",
+            Self::Token(e) => e.reason(),
+            Self::NoCredentials => "no_credentials",
+            Self::CertificateRequired => "certificate_required",
+            Self::TokenRequired => "token_required",
+        }
+    }
+}
+
 /// The answer of [`Authenticator::authenticate`]: at once for dev mode,
 /// open calls and client certificates; a future for a bearer token, whose
 /// signing keys may have to be fetched first.

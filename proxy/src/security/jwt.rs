@@ -53,9 +53,25 @@ pub enum JwtError {
     KeyAlgorithm { kid: String, key_alg: String, alg: String },
     #[error("key {kid:?} is unusable: {source}")]
     UnusableKey { kid: String, source: jsonwebtoken::errors::Error },
-    /// The signature, a time, the issuer or the audience is wrong.
-    #[error("{0}")]
-    Invalid(String),
+    /// The signature, a time, the issuer or the audience is wrong; `reason`
+    /// is the metrics' label of what.
+    #[error("{message}")]
+    Invalid { reason: &'static str, message: String },
+}
+
+impl JwtError {
+    /// The metrics' label of why a token was refused: a closed set.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "token_too_large",
+            Self::Malformed(_) => "token_malformed",
+            Self::Algorithm { .. } => "token_algorithm",
+            Self::NoKeyId | Self::UnknownKeyId(_) => "token_unknown_key",
+            Self::KeysUnavailable(_) => "keys_unavailable",
+            Self::KeyAlgorithm { .. } | Self::UnusableKey { .. } => "token_key_mismatch",
+            Self::Invalid { reason, .. } => reason,
+        }
+    }
 }
 
 /// Why the signing keys could not be read.
@@ -206,7 +222,8 @@ impl JwtVerifier {
             return Err(JwtError::KeyAlgorithm { kid, key_alg: format!("{key_alg:?}"), alg });
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|source| JwtError::UnusableKey { kid: kid.clone(), source })?;
-        let algorithm = Algorithm::from_str(&alg).map_err(|e| JwtError::Invalid(format!("algorithm {alg}: {e}")))?;
+        let algorithm = Algorithm::from_str(&alg)
+            .map_err(|e| JwtError::Invalid { reason: "token_algorithm", message: format!("algorithm {alg}: {e}") })?;
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&self.config.audiences);
@@ -214,18 +231,22 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
-            JwtError::Invalid(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                ErrorKind::ImmatureSignature => "token not yet valid (nbf)".to_owned(),
-                ErrorKind::InvalidIssuer => format!("wrong issuer (expected {})", self.config.issuer),
-                ErrorKind::InvalidAudience => {
-                    format!("wrong audience (expected one of {})", self.config.audiences.join(", "))
+            let (reason, message) = match e.kind() {
+                ErrorKind::ExpiredSignature => ("token_expired", "token expired".to_owned()),
+                ErrorKind::ImmatureSignature => ("token_not_yet_valid", "token not yet valid (nbf)".to_owned()),
+                ErrorKind::InvalidIssuer => {
+                    ("token_wrong_issuer", format!("wrong issuer (expected {})", self.config.issuer))
                 }
-                ErrorKind::InvalidSignature => "bad signature".to_owned(),
-                ErrorKind::InvalidAlgorithm => format!("algorithm {alg} does not fit key {kid:?}"),
-                ErrorKind::MissingRequiredClaim(c) => format!("token has no {c} claim"),
-                _ => format!("invalid token: {e}"),
-            })
+                ErrorKind::InvalidAudience => (
+                    "token_wrong_audience",
+                    format!("wrong audience (expected one of {})", self.config.audiences.join(", ")),
+                ),
+                ErrorKind::InvalidSignature => ("token_bad_signature", "bad signature".to_owned()),
+                ErrorKind::InvalidAlgorithm => ("token_algorithm", format!("algorithm {alg} does not fit key {kid:?}")),
+                ErrorKind::MissingRequiredClaim(c) => ("token_missing_claim", format!("token has no {c} claim")),
+                _ => ("token_invalid", format!("invalid token: {e}")),
+            };
+            JwtError::Invalid { reason, message }
         })?;
         Ok(self.claims(&data.claims))
     }

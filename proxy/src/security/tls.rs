@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
 use crate::config::{ClientAuth, TlsConfig};
+use crate::metrics::Metrics;
 use crate::security::audit::{Audit, Record};
 
 /// Longest a client may take to finish the TLS handshake.
@@ -144,6 +145,7 @@ impl Reloading {
         self: Arc<Self>,
         listener: TcpListener,
         audit: Audit,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
@@ -167,6 +169,7 @@ impl Reloading {
                 let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
                 let tx = tx.clone();
                 let audit = audit.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
@@ -175,10 +178,12 @@ impl Reloading {
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             audit.write(Record::handshake(peer, &e.to_string()));
+                            metrics.authentication_failure("tls_handshake");
                         }
                         Err(_) => {
                             tracing::debug!(%peer, "TLS handshake timed out");
                             audit.write(Record::handshake(peer, "handshake timed out"));
+                            metrics.authentication_failure("tls_handshake_timeout");
                         }
                     }
                 });

@@ -1,0 +1,282 @@
+//! Logs and traces for the Prism proxy and its plugins, set up one way.
+//!
+//! [`init`] installs the process's `tracing` subscriber: structured logs on
+//! standard error (text or JSON, filtered by `PRISM_LOG` or a default level),
+//! and, when traces are configured, an OpenTelemetry layer that exports spans
+//! over OTLP/gRPC. Spans of the request path are created at DEBUG level while
+//! tracing is off (so nothing is built for them) and at INFO level while it is
+//! on (so they are exported, and every log line inside them carries the
+//! request id and trace id): [`tracing_on`] tells the request path which.
+//!
+//! The W3C trace context crosses the proxy → plugin hop through
+//! [`inject`] and [`set_parent`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter};
+
+/// The environment variable with the log filter (an `EnvFilter` directive);
+/// plugins inherit it from the proxy.
+pub const LOG_ENV: &str = "PRISM_LOG";
+
+/// Whether spans are exported; read on every request to pick the span level.
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports traces (set by [`init`]).
+pub fn tracing_on() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where the logs go and how much of them.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub format: LogFormat,
+    /// The filter when `PRISM_LOG` is not set, e.g. `info`.
+    pub default_filter: String,
+}
+
+/// Which traces are kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// Follow the caller's decision when a call carries a trace context, and
+    /// keep this share of the traces that start here (the proxy).
+    Ratio(f64),
+    /// Only follow the caller's decision (a plugin: its traces start in the
+    /// proxy, and its own health checks are never traced).
+    ParentOnly,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone)]
+pub struct Traces {
+    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    pub sampling: Sampling,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// More resource attributes (`deployment.environment`, ...).
+    pub resource: Vec<(String, String)>,
+    /// Longest wait for one export.
+    pub timeout: Duration,
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP exporter for {endpoint}: {source}")]
+    Exporter { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
+}
+
+/// The installed telemetry; flushes the spans still buffered when shut down.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter. Blocks (the
+    /// batch processor has its own thread); call it off the async runtime.
+    pub fn shutdown(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("traces: shutdown: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber. With `traces`, must run inside a tokio
+/// runtime (the OTLP exporter is a tonic client). A second call in one
+/// process (tests) leaves the first subscriber in place.
+pub fn init(logs: &Logs, traces: Option<&Traces>) -> Result<Telemetry, TelemetryError> {
+    let log_filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(&logs.default_filter));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match logs.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    }
+    .with_filter(log_filter);
+    let Some(traces) = traces else {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return Ok(Telemetry::default());
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(traces.endpoint.clone())
+        .with_timeout(traces.timeout)
+        .build()
+        .map_err(|source| TelemetryError::Exporter { endpoint: traces.endpoint.clone(), source })?;
+    let sampler = match traces.sampling {
+        Sampling::Ratio(ratio) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+        Sampling::ParentOnly => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+    };
+    let resource = Resource::builder()
+        .with_service_name(traces.service_name.clone())
+        .with_attributes(traces.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(sampler)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Only Prism's own spans (the request, the plugin call, the backend
+    // call) are exported, and only at INFO, the level they have while
+    // tracing is on.
+    let exported = filter::filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("prism") && *meta.level() <= tracing::Level::INFO
+    });
+    let otel =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("prism")).with_location(false).with_filter(exported);
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    TRACING.store(true, Ordering::Relaxed);
+    Ok(Telemetry { provider: Some(provider) })
+}
+
+/// Reads W3C trace context from HTTP/gRPC headers.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Trace context as the plugin protocol carries it.
+struct Fields<'a> {
+    traceparent: &'a str,
+    tracestate: &'a str,
+}
+
+impl Extractor for Fields<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" if !self.traceparent.is_empty() => Some(self.traceparent),
+            "tracestate" if !self.tracestate.is_empty() => Some(self.tracestate),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+#[derive(Default)]
+struct Collected {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Injector for Collected {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "traceparent" => self.traceparent = Some(value),
+            "tracestate" if !value.is_empty() => self.tracestate = Some(value),
+            _ => {}
+        }
+    }
+}
+
+fn propagator() -> TraceContextPropagator {
+    TraceContextPropagator::new()
+}
+
+/// Makes `span` the child of the trace context in `headers` (a client's
+/// `traceparent`), when there is one.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = propagator().extract(&Headers(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Makes `span` the child of a trace context received as bytes (a plugin
+/// call's `traceparent` and `tracestate`), when there is one.
+pub fn set_parent(span: &tracing::Span, traceparent: &[u8], tracestate: &[u8]) {
+    let (Ok(traceparent), Ok(tracestate)) = (std::str::from_utf8(traceparent), std::str::from_utf8(tracestate)) else {
+        return;
+    };
+    if traceparent.is_empty() {
+        return;
+    }
+    let parent = propagator().extract(&Fields { traceparent, tracestate });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The W3C `traceparent` and `tracestate` of `span`, to send with a call it
+/// makes; `None` when the span is not traced.
+pub fn inject(span: &tracing::Span) -> Option<(String, Option<String>)> {
+    let cx: Context = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut collected = Collected::default();
+    propagator().inject_context(&cx, &mut collected);
+    collected.traceparent.map(|tp| (tp, collected.tracestate))
+}
+
+/// The trace id of `span`, for log lines and error messages; `None` when the
+/// span is not traced.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let span_context = cx.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_traceparent_header_is_read() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+        let cx = propagator().extract(&Headers(&headers));
+        assert_eq!(cx.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let fields = Fields { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "" };
+        assert!(propagator().extract(&fields).span().span_context().is_sampled());
+    }
+
+    #[test]
+    fn garbage_trace_context_is_ignored() {
+        for bad in ["", "00-zz", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "not a header"] {
+            let fields = Fields { traceparent: bad, tracestate: "" };
+            assert!(!propagator().extract(&fields).span().span_context().is_valid(), "{bad}");
+        }
+        // Not UTF-8: ignored, no panic.
+        set_parent(&tracing::Span::none(), &[0xff, 0xfe], b"");
+    }
+
+    #[test]
+    fn an_untraced_span_injects_nothing() {
+        assert!(inject(&tracing::Span::none()).is_none());
+        assert!(trace_id(&tracing::Span::none()).is_none());
+    }
+}
