@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a test failure
 
+pub mod otlp;
 pub mod pki;
 pub mod services;
 
@@ -167,6 +168,8 @@ pub struct ProxyConfig {
     default_backend: Option<String>,
     /// Where namespaces come from: the `namespaces_dir` or `registry` line.
     source: String,
+    /// Environment of the proxy process (and so of its plugins).
+    env: Vec<(String, String)>,
 }
 
 impl Default for ProxyConfig {
@@ -186,7 +189,14 @@ impl ProxyConfig {
             extra: String::new(),
             default_backend: None,
             source: "namespaces_dir: namespaces\n".to_owned(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the proxy process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The usual setup: a `memstore` plugin and a `demo` KeyValue namespace.
@@ -292,7 +302,7 @@ pub struct Proxy {
 impl Proxy {
     fn start(config: ProxyConfig) -> Self {
         let path = config.write();
-        let mut proxy = Self::start_file(&path);
+        let mut proxy = Self::start_with_env(&path, &config.env);
         proxy.config = Some(config);
         proxy
     }
@@ -301,10 +311,15 @@ impl Proxy {
     /// `listen: 127.0.0.1:0`, `admin_http: {listen: 127.0.0.1:0}` and
     /// `log: {format: json}`.
     pub fn start_file(path: &Path) -> Self {
+        Self::start_with_env(path, &[])
+    }
+
+    fn start_with_env(path: &Path, env: &[(String, String)]) -> Self {
         let mut child = Command::new(bin_path("prism-proxy"))
             .arg("--config")
             .arg(path)
             .env("PRISM_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
