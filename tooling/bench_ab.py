@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Compare two builds of Prism, interleaved, with prism-bench.
+"""Compare builds or settings of Prism, interleaved, with prism-bench.
 
-Starts one proxy from each directory of binaries (`--before` and `--after`,
-each holding prism-proxy, prism-plugin-memstore and prism-plugin-redis), both
-on loopback with the same config (a memstore and a redis namespace), then runs
-the same prism-bench cells against them in turns (A B B A A B ...), so machine
-noise falls on both alike. Prints the per-run figures and the medians, and
-writes the raw JSON to target/bench-ab/.
+Starts one proxy per side, each from a directory of binaries (prism-proxy,
+prism-plugin-memstore and prism-plugin-redis), all on loopback with the same
+config (a memstore and a redis namespace), then runs the same prism-bench cells
+against them in turns (the order rotates every round), so machine noise falls
+on every side alike. Prints the per-run figures and the medians, each side
+against the first, and writes the raw JSON to target/bench-ab/.
 
     uv run tooling/bench_ab.py --before /tmp/prism-before --after target/release
     uv run tooling/bench_ab.py --before A --after B --rounds 5 --duration 5s
+    # what tracing costs: one build, traces off and on at two ratios, into
+    # `prism-bench otlp-sink` (a collector that costs next to nothing)
+    uv run tooling/bench_ab.py --side off=target/release --side ratio-0.01=target/release \
+        --side ratio-1=target/release --tracing ratio-0.01=0.01 --tracing ratio-1=1
 
 Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
 1,000 requests/s (open loop: latency), on memstore and on redis. The proxy
@@ -36,7 +40,7 @@ OUT_DIR = ROOT / "target" / "bench-ab"
 REDIS_URL = "redis://127.0.0.1:6379"
 
 
-def write_config(work: Path, port: int, side: str) -> Path:
+def write_config(work: Path, port: int, side: str, tracing: str = "") -> Path:
     (work / "namespaces").mkdir(parents=True)
     for backend in ("memstore", "redis"):
         (work / "namespaces" / f"ab-{backend}.yaml").write_text(
@@ -60,7 +64,7 @@ plugins:
 log:
   format: text
   level: warn
-"""
+{tracing}"""
     )
     return config
 
@@ -75,15 +79,29 @@ def cells(rate: int, duration: str) -> dict[str, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True, type=Path, help="directory of the baseline binaries")
-    ap.add_argument("--after", required=True, type=Path, help="directory of the binaries to compare")
-    ap.add_argument("--bench", type=Path, help="prism-bench binary (default: the --after one)")
+    ap.add_argument("--before", type=Path, help="directory of the baseline binaries (side 'before')")
+    ap.add_argument("--after", type=Path, help="directory of the binaries to compare (side 'after')")
+    ap.add_argument("--side", action="append", default=[], metavar="NAME=DIR",
+                    help="a side and its binaries, repeatable; the first is the baseline")
+    ap.add_argument("--tracing", action="append", default=[], metavar="NAME=RATIO",
+                    help="export that side's traces, at this sampling ratio, to a prism-bench otlp-sink")
+    ap.add_argument("--bench", type=Path, help="prism-bench binary (default: the last side's)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per side and cell (default 3)")
     ap.add_argument("--duration", default="3s", help="measurement per run (default 3s)")
     ap.add_argument("--rate", type=int, default=1000, help="the fixed-rate cell's requests/s (default 1000)")
     opts = ap.parse_args()
-    bench = opts.bench or opts.after / "prism-bench"
-    sides = {"before": opts.before.resolve(), "after": opts.after.resolve()}
+    sides: dict[str, Path] = {}
+    if opts.before:
+        sides["before"] = opts.before.resolve()
+    if opts.after:
+        sides["after"] = opts.after.resolve()
+    for side in opts.side:
+        name, _, bindir = side.partition("=")
+        sides[name] = Path(bindir).resolve()
+    if len(sides) < 2:
+        sys.exit("give at least two sides (--before and --after, or --side NAME=DIR twice)")
+    ratios = {name: float(ratio) for name, _, ratio in (t.partition("=") for t in opts.tracing)}
+    bench = opts.bench or list(sides.values())[-1] / "prism-bench"
     for side, bindir in sides.items():
         for name in ("prism-proxy", "prism-plugin-memstore", "prism-plugin-redis"):
             if not (bindir / name).is_file():
@@ -93,22 +111,31 @@ def main() -> None:
     procs: dict[str, subprocess.Popen] = {}
     ports: dict[str, int] = {}
     results: dict[str, dict[str, list[dict]]] = {}
+    sink = None
     with tempfile.TemporaryDirectory(prefix="prism-ab-") as tmp:
         try:
+            endpoint = ""
+            if ratios:
+                sink = subprocess.Popen([str(bench), "otlp-sink"], stdout=subprocess.PIPE, text=True)
+                endpoint = "http://" + sink.stdout.readline().split()[1]
             for side, bindir in sides.items():
                 work = Path(tmp) / side
                 ports[side] = free_port()
-                config = write_config(work, ports[side], side)
+                tracing = ""
+                if side in ratios:
+                    tracing = f'tracing: {{otlp_endpoint: "{endpoint}", sampling_ratio: {ratios[side]}}}\n'
+                config = write_config(work, ports[side], side, tracing)
                 procs[side] = subprocess.Popen([str(bindir / "prism-proxy"), "--config", str(config)], cwd=work,
                                                stdin=subprocess.DEVNULL)
             for side, proc in procs.items():
                 wait_port(ports[side], proc, f"prism-proxy ({side})")
             plan = cells(opts.rate, opts.duration)
-            # A B B A A B ...: each side runs first as often as second.
-            order = [("before", "after") if r % 2 == 0 else ("after", "before") for r in range(opts.rounds)]
-            for r, pair in enumerate(order):
+            names = list(sides)
+            # The order rotates each round: every side runs first as often.
+            order = [names[r % len(names):] + names[:r % len(names)] for r in range(opts.rounds)]
+            for r, turn in enumerate(order):
                 for cell, args in plan.items():
-                    for side in pair:
+                    for side in turn:
                         out = OUT_DIR / f"{cell}-{side}-{r}.json"
                         cmd = [str(bench), "run", *args, "--prism", f"127.0.0.1:{ports[side]}",
                                "--prism-pid", str(procs[side].pid), "--redis", REDIS_URL, "--warmup", "1s",
@@ -124,8 +151,14 @@ def main() -> None:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            if sink is not None:
+                sink.send_signal(2)
+                try:
+                    print(f"otlp-sink: {sink.communicate(timeout=10)[0].strip()}")
+                except subprocess.TimeoutExpired:
+                    sink.kill()
 
-    report(results, opts)
+    report(results, list(sides), opts)
 
 
 def cpu_per_request_us(m: dict) -> float | None:
@@ -141,7 +174,7 @@ def cpu_per_request_us(m: dict) -> float | None:
     return cpu / m["ok"] * 1e6
 
 
-def report(results: dict[str, dict[str, list[dict]]], opts: argparse.Namespace) -> None:
+def report(results: dict[str, dict[str, list[dict]]], names: list[str], opts: argparse.Namespace) -> None:
     print(f"\n{opts.rounds} interleaved rounds, {opts.duration} each; medians of the runs\n")
     for cell, sides in results.items():
         fixed = "rps" in cell
@@ -152,7 +185,7 @@ def report(results: dict[str, dict[str, list[dict]]], opts: argparse.Namespace) 
         print("|" + "---|" * (header.count("|") - 1))
         medians: dict[tuple[str, str], float] = {}
         for target in sorted({m["target"] for ms in sides.values() for m in ms}):
-            for side in ("before", "after"):
+            for side in names:
                 ms = [m for m in sides.get(side, []) if m["target"] == target]
                 errors = sum(sum(m["errors"].values()) for m in ms)
                 p50 = statistics.median(m["latency_us"]["p50"] for m in ms)
@@ -171,10 +204,12 @@ def report(results: dict[str, dict[str, list[dict]]], opts: argparse.Namespace) 
                 if errors:
                     print(f"  ({errors} failed requests)")
         for target in sorted({t for t, _ in medians}):
-            b, a = medians.get((target, "before")), medians.get((target, "after"))
-            if b and a:
-                what = "p50 latency" if fixed else "throughput"
-                print(f"{target}: after/before {what} = {a / b:.2f}")
+            base = medians.get((target, names[0]))
+            for side in names[1:]:
+                other = medians.get((target, side))
+                if base and other:
+                    what = "p50 latency" if fixed else "throughput"
+                    print(f"{target}: {side}/{names[0]} {what} = {other / base:.2f}")
         print()
 
 

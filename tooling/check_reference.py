@@ -32,6 +32,13 @@ It also checks what is not a struct field:
   exists, and the row names every field of the rpc's request and response
   messages in backticks.
 
+- the metrics: every metric the proxy registers (`proxy/src/metrics.rs`, and
+  the state gauges of `proxy/src/health.rs`) has a row in the metrics table
+  (first header cell `metric`) of docs-cms/operations/observability.md, every
+  row names a metric that exists, and every `prism_*` metric the operator's
+  kit (proxy/deploy/observability: alert rules, Grafana dashboard) uses is one
+  of them.
+
     uv run tooling/check_reference.py
 """
 
@@ -650,6 +657,85 @@ def check_api(proto_text: str, service: str, page_text: str, source: str, page: 
     return errors
 
 
+METRICS_RS = ROOT / "proxy/src/metrics.rs"
+HEALTH_RS = ROOT / "proxy/src/health.rs"
+OBSERVABILITY_PAGE = ROOT / "docs-cms/operations/observability.md"
+KIT = ROOT / "proxy/deploy/observability"
+
+
+def registered_metrics(metrics_rs: str, health_rs: str) -> dict[str, str]:
+    """Exposed metric names (with `prism_` and, for counters, `_total`) and their type."""
+    found: dict[str, str] = {}
+    # registry.register("name", "help", family_or_metric)
+    for m in re.finditer(r'registry\.register\(\s*"([a-z_]+)",\s*"[^"]*",\s*([a-z_]+)', metrics_rs):
+        name, var = m.group(1), m.group(2)
+        decl = re.search(rf"\b{var}:\s*([A-Za-z<>_, ]+),", metrics_rs) or re.search(rf"let {var} = ([A-Za-z:<>_, ]+)", metrics_rs)
+        kind = decl.group(1) if decl else ""
+        if "Histogram" in kind or name.endswith("_seconds"):
+            found[f"prism_{name}"] = "histogram"
+        elif "Counter" in kind:
+            found[f"prism_{name}_total"] = "counter"
+        else:
+            found[f"prism_{name}"] = "gauge"
+    # The state collector: gauge(&mut encoder, "name", ...) and
+    # encode_descriptor("name", ..., MetricType::X)
+    for m in re.finditer(r'gauge\(\s*&mut encoder,\s*"([a-z_]+)"', health_rs):
+        found[f"prism_{m.group(1)}"] = "gauge"
+    for m in re.finditer(r'encode_descriptor\(\s*"([a-z_]+)",[^;]*?MetricType::(Gauge|Counter)', health_rs, re.S):
+        name, kind = m.group(1), m.group(2).lower()
+        found[f"prism_{name}_total" if kind == "counter" else f"prism_{name}"] = kind
+    return found
+
+
+def documented_metrics(page_text: str) -> dict[str, str]:
+    """Metric name -> type from the table whose first header cell is `metric`."""
+    rows: dict[str, str] = {}
+    in_table = False
+    for line in page_text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.strip().startswith("|") else []
+        if not cells:
+            in_table = False
+            continue
+        if cells[0] == "metric":
+            in_table = True
+            continue
+        if in_table and not set(cells[0]) <= set("-: "):
+            name = re.search(r"`([a-z_]+)", cells[0])
+            if name:
+                rows[name.group(1)] = cells[1] if len(cells) > 1 else ""
+    return rows
+
+
+def kit_metrics(texts: list[str]) -> set[str]:
+    """`prism_*` metric names the kit's expressions use, without `_bucket`, `_count`, `_sum`."""
+    names = set()
+    for text in texts:
+        for m in re.finditer(r"\bprism_[a-z_]+", text):
+            name = re.sub(r"_(bucket|count|sum)$", "", m.group(0))
+            names.add(name)
+    return names
+
+
+def check_metrics(metrics_rs: str, health_rs: str, page_text: str, kit: list[str], page: str) -> list[str]:
+    errors = []
+    code = registered_metrics(metrics_rs, health_rs)
+    docs = documented_metrics(page_text)
+    if not code:
+        errors.append("no metric found in proxy/src/metrics.rs: the parser needs updating")
+    for name, kind in code.items():
+        if name not in docs:
+            errors.append(f"{page}: metric {name} ({kind}) is not documented")
+        elif kind not in docs[name]:
+            errors.append(f"{page}: metric {name} is a {kind}, the page says {docs[name]!r}")
+    for name in docs:
+        if name not in code:
+            errors.append(f"{page}: documents metric {name}, which the proxy does not expose")
+    for name in sorted(kit_metrics(kit)):
+        if name not in code:
+            errors.append(f"proxy/deploy/observability: uses metric {name}, which the proxy does not expose")
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the field paths found in the code and exit")
@@ -688,6 +774,14 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{page}: missing (it documents {api.service} of {source})")
             continue
         errors += check_api(api.proto.read_text(encoding="utf-8"), api.service, api.page.read_text(encoding="utf-8"), source, page)
+    if OBSERVABILITY_PAGE.exists():
+        kit = [p.read_text(encoding="utf-8") for p in sorted(KIT.glob("*")) if p.is_file() and ".test." not in p.name]
+        errors += check_metrics(
+            METRICS_RS.read_text(encoding="utf-8"), HEALTH_RS.read_text(encoding="utf-8"),
+            OBSERVABILITY_PAGE.read_text(encoding="utf-8"), kit, OBSERVABILITY_PAGE.relative_to(ROOT).as_posix(),
+        )
+    else:
+        errors.append("docs-cms/operations/observability.md: missing (it documents the metrics)")
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -695,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"check_reference: {len(TARGETS)} field references, the reserved fields, the selection table and "
-        f"{len(API_TARGETS)} API pages match the code"
+        f"{len(API_TARGETS)} API pages and the metrics match the code"
     )
     return 0
 

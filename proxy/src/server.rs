@@ -119,7 +119,16 @@ pub async fn run(
             })
         }),
     };
-    let admin_tls = loaded.tls.clone().filter(|_| !admin_addr.ip().is_loopback()).map(|tls| (tls, audit.clone()));
+    // Off loopback, the admin listener has TLS when the client listener
+    // has (the same files; HTTP/1.1 offered too, for curl and Prometheus).
+    let admin_tls = match &config.tls {
+        Some(files) if !admin_addr.ip().is_loopback() => {
+            let reloading = tls::Reloading::new(files.clone(), tls::Protocols::Http).map_err(StartError::Tls)?;
+            tokio::spawn(reloading.clone().watch(stop.clone()));
+            Some((reloading, audit.clone()))
+        }
+        _ => None,
+    };
     if let Ok(bound) = admin_listener.local_addr() {
         tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin http listening");
     }

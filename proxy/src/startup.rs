@@ -93,10 +93,11 @@ pub fn load(config: &Config, options: Options, listen: SocketAddr) -> Result<Loa
             problems.push(e);
         }
     }
-    let tls = config.tls.clone().map(tls::Reloading::new).transpose().unwrap_or_else(|e| {
-        problems.push(e.into());
-        None
-    });
+    let tls =
+        config.tls.clone().map(|t| tls::Reloading::new(t, tls::Protocols::Grpc)).transpose().unwrap_or_else(|e| {
+            problems.push(e.into());
+            None
+        });
     if let Err(e) = audit::check(&config.audit.sink) {
         problems.push(e.into());
     }

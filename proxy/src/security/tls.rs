@@ -51,9 +51,18 @@ pub enum TlsError {
     Mismatch(#[source] rustls::Error),
 }
 
+/// What a listener speaks, offered in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// gRPC: HTTP/2 only.
+    Grpc,
+    /// The admin HTTP listener: HTTP/2 or HTTP/1.1 (curl, Prometheus).
+    Http,
+}
+
 /// Reads the files of `config` and builds a server config. The same loader
 /// runs at start, in `--check` and on every reload.
-pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn load(config: &TlsConfig, protocols: Protocols) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = read_certs("tls.cert", &config.cert)?;
     let key = PrivateKeyDer::from_pem_file(&config.key)
         .map_err(|source| TlsError::Key { path: config.key.clone(), source })?;
@@ -76,8 +85,10 @@ pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         }
     };
     let mut server = builder.with_single_cert(certs, key).map_err(TlsError::Mismatch)?;
-    // gRPC runs on HTTP/2 only.
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    server.alpn_protocols = match protocols {
+        Protocols::Grpc => vec![b"h2".to_vec()],
+        Protocols::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(Arc::new(server))
 }
 
@@ -94,12 +105,13 @@ fn read_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
 pub struct Reloading {
     current: ArcSwap<rustls::ServerConfig>,
     config: TlsConfig,
+    protocols: Protocols,
 }
 
 impl Reloading {
-    pub fn new(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
-        let current = ArcSwap::new(load(&config)?);
-        Ok(Arc::new(Self { current, config }))
+    pub fn new(config: TlsConfig, protocols: Protocols) -> Result<Arc<Self>, TlsError> {
+        let current = ArcSwap::new(load(&config, protocols)?);
+        Ok(Arc::new(Self { current, config, protocols }))
     }
 
     fn stamps(&self) -> Vec<Option<SystemTime>> {
@@ -125,7 +137,7 @@ impl Reloading {
             if now == seen {
                 continue;
             }
-            match load(&self.config) {
+            match load(&self.config, self.protocols) {
                 Ok(config) => {
                     self.current.store(config);
                     seen = now;

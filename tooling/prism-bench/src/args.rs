@@ -24,6 +24,9 @@ pub enum Command {
     /// Serve a floor service (`run` starts these itself for the grpc-floor
     /// and grpc-redis-floor targets).
     Floor(FloorArgs),
+    /// Receive OTLP/gRPC trace exports and count them (a collector that
+    /// costs next to nothing, to measure what tracing costs the proxy).
+    OtlpSink(OtlpSinkArgs),
 }
 
 /// What one request does.
@@ -197,6 +200,13 @@ pub struct RunArgs {
     pub no_progress: bool,
 }
 
+/// Arguments of `otlp-sink`.
+#[derive(Debug, Args)]
+pub struct OtlpSinkArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+}
+
 #[derive(Debug, Args)]
 pub struct FloorArgs {
     /// grpc: answers from memory; grpc-redis: calls Redis.
@@ -320,7 +330,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Run(r) => Ok(*r),
-            Command::Floor(_) => unreachable!(),
+            Command::Floor(_) | Command::OtlpSink(_) => unreachable!(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod floor;
+pub mod otlp_sink;
 pub mod procstat;
 pub mod report;
 pub mod run;

@@ -8,6 +8,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Floor(args) => prism_bench::floor::serve(args).await,
+        Command::OtlpSink(args) => prism_bench::otlp_sink::serve(args).await,
         Command::Run(args) => {
             let json = args.json.clone();
             match prism_bench::run(*args).await {
