@@ -40,7 +40,12 @@ OUT_DIR = ROOT / "target" / "bench-ab"
 REDIS_URL = "redis://127.0.0.1:6379"
 
 
-def write_config(work: Path, port: int, side: str, tracing: str = "") -> Path:
+def has_admin_http(proxy: Path) -> bool:
+    """Whether a prism-proxy build knows `admin_http` (older builds refuse the field)."""
+    return b"admin_http" in proxy.read_bytes()
+
+
+def write_config(work: Path, port: int, side: str, tracing: str = "", admin_http: bool = True) -> Path:
     (work / "namespaces").mkdir(parents=True)
     for backend in ("memstore", "redis"):
         (work / "namespaces" / f"ab-{backend}.yaml").write_text(
@@ -51,7 +56,7 @@ def write_config(work: Path, port: int, side: str, tracing: str = "") -> Path:
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}
-admin_http: {{listen: "127.0.0.1:0"}}
+{'admin_http: {listen: "127.0.0.1:0"}' if admin_http else ''}
 namespaces_dir: namespaces
 plugins:
   memstore:
@@ -124,7 +129,7 @@ def main() -> None:
                 tracing = ""
                 if side in ratios:
                     tracing = f'tracing: {{otlp_endpoint: "{endpoint}", sampling_ratio: {ratios[side]}}}\n'
-                config = write_config(work, ports[side], side, tracing)
+                config = write_config(work, ports[side], side, tracing, has_admin_http(bindir / "prism-proxy"))
                 procs[side] = subprocess.Popen([str(bindir / "prism-proxy"), "--config", str(config)], cwd=work,
                                                stdin=subprocess.DEVNULL)
             for side, proc in procs.items():
