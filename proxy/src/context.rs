@@ -25,6 +25,9 @@ pub struct RequestContext {
     /// What the stages learned, for the audit record; `None` when the audit
     /// log is off (or the call is not audited), so no stage does audit work.
     pub facts: Option<SharedFacts>,
+    /// Whether the call is traced (its spans exported), decided when it
+    /// arrived; the plugin hop has a span only then.
+    pub traced: bool,
 }
 
 impl RequestContext {
@@ -38,6 +41,7 @@ impl RequestContext {
             deadline: now + timeout,
             principal: Arc::new(Principal::dev()),
             facts: None,
+            traced: false,
         }
     }
 

@@ -227,6 +227,11 @@ async fn the_admin_listener_off_loopback_needs_credentials() {
     assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "plain HTTP was served");
 }
 
+/// The proxy config's `tracing` block, exporting to `collector`.
+fn tracing(collector: &Collector, sampling_ratio: f64) -> String {
+    format!("tracing: {{otlp_endpoint: \"{}\", sampling_ratio: {sampling_ratio}}}", collector.endpoint())
+}
+
 /// One call with a client `traceparent` is one trace: the proxy's span is
 /// the client span's child, the plugin call the proxy span's, the plugin's
 /// span the plugin call's and the backend call the plugin span's, on both
@@ -239,7 +244,7 @@ async fn a_client_trace_reaches_the_plugin_and_its_backend() {
         .plugin("unary", "command: [prism-plugin-memstore]\ntransport: unary")
         .keyvalue("traced", "mux")
         .keyvalue("traced-unary", "unary")
-        .extra(&format!("tracing: {{otlp_endpoint: \"{}\", sampling_ratio: 0.0}}", collector.endpoint()))
+        .extra(&tracing(&collector, 0.0))
         // Export at once instead of every 5 s.
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .start();
@@ -287,9 +292,50 @@ async fn a_client_trace_reaches_the_plugin_and_its_backend() {
             }
         }
     }
-    // With a sampling ratio of 0, a call without a traceparent is not traced.
+    // With a sampling ratio of 0, a call without a traceparent is not
+    // traced, nor is one whose client did not sample it (flags 00).
     let before = collector.spans().len();
     kv.put(put("traced", "untraced", b"v")).await.unwrap();
+    let mut request = tonic::Request::new(put("traced", "unsampled", b"v"));
+    request
+        .metadata_mut()
+        .insert("traceparent", "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".parse().unwrap());
+    kv.put(request).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(collector.spans().len(), before, "an unsampled call was exported");
+    assert_eq!(collector.spans().len(), before, "an unsampled call was exported: {:#?}", collector.spans());
+}
+
+/// With a sampling ratio of 1 every call is traced: one without a
+/// `traceparent`, or with a malformed one, starts a new trace of its own
+/// (proxy, plugin and backend spans).
+#[tokio::test]
+async fn a_call_without_a_client_trace_starts_one() {
+    let collector = Collector::start();
+    let proxy = ProxyConfig::new()
+        .plugin("mem", "command: [prism-plugin-memstore]\ntransport: multiplex")
+        .keyvalue("roots", "mem")
+        .extra(&tracing(&collector, 1.0))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .start();
+    let mut kv = proxy.kv().await;
+    kv.put(put("roots", "a", b"v")).await.unwrap();
+    let mut request = tonic::Request::new(get("roots", "a"));
+    request.metadata_mut().insert("traceparent", "00-not-a-trace-context-01".parse().unwrap());
+    kv.get(request).await.unwrap();
+
+    let roots = |spans: &[prism_tests::otlp::ReceivedSpan]| -> Vec<prism_tests::otlp::ReceivedSpan> {
+        spans.iter().filter(|s| s.service == "prism-proxy" && s.parent_span_id.is_empty()).cloned().collect()
+    };
+    let complete = eventually(Duration::from_secs(20), || async {
+        let spans = collector.spans();
+        let roots = roots(&spans);
+        roots.len() >= 2 && roots.iter().all(|root| spans.iter().filter(|s| s.trace_id == root.trace_id).count() >= 4)
+    })
+    .await;
+    let spans = collector.spans();
+    assert!(complete, "not two complete traces: {spans:#?}");
+    let roots = roots(&spans);
+    assert!(roots.iter().any(|s| s.name.contains("KeyValueService/Put")), "{roots:#?}");
+    assert!(roots.iter().any(|s| s.name.contains("KeyValueService/Get")), "{roots:#?}");
+    assert_ne!(roots[0].trace_id, roots[1].trace_id, "two calls, two traces");
 }

@@ -28,20 +28,32 @@ use crate::backend::Backend;
 use crate::error::PluginError;
 
 /// The span of one call, with the proxy's request id when it sent one.
-/// While traces are exported it is an INFO span, the child of the proxy's
-/// span for the call (its trace context came with the call); otherwise a
-/// DEBUG span, whose fields are only formatted when debug logs are on.
+/// A call the proxy traced (its trace context came with the call, sampled)
+/// has an INFO span, exported, the child of the proxy's span for the call;
+/// any other a DEBUG span, whose fields are only formatted when debug logs
+/// are on.
 fn span(method: &dyn std::fmt::Display, request_id: &[u8], parent: Parent<'_>) -> tracing::Span {
-    let request_id = String::from_utf8_lossy(request_id);
-    if !prism_telemetry::tracing_on() {
+    let request_id = Lossy(request_id);
+    let sampled = match parent {
+        Parent::Headers(headers) => prism_telemetry::sample(headers),
+        Parent::Fields(traceparent, tracestate) => prism_telemetry::sample_fields(traceparent, tracestate),
+    };
+    let Some(parent) = sampled else {
         return tracing::debug_span!("call", %method, %request_id);
-    }
+    };
     let span = tracing::info_span!("call", otel.name = %method, otel.kind = "server", rpc.system = "grpc", %request_id);
-    match parent {
-        Parent::Headers(headers) => prism_telemetry::set_parent_from_headers(&span, headers),
-        Parent::Fields(traceparent, tracestate) => prism_telemetry::set_parent(&span, traceparent, tracestate),
-    }
+    prism_telemetry::set_parent(&span, parent);
     span
+}
+
+/// Bytes shown as text, decoded only when a span field is formatted (a
+/// disabled span formats nothing, so an untraced call pays nothing).
+struct Lossy<'a>(&'a [u8]);
+
+impl std::fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
+    }
 }
 
 /// Where the trace context of a call is.
@@ -50,10 +62,11 @@ enum Parent<'a> {
     Fields(&'a [u8], &'a [u8]),
 }
 
-/// A backend call in its span (`db.system`, `db.operation`; never a key or
-/// a value), while traces are exported.
+/// A backend call of a traced call in its span (`db.system`,
+/// `db.operation`; never a key or a value).
 pub(crate) fn backend<B: Backend, F: Future>(operation: &'static str, call: F) -> Instrumented<F> {
-    if !prism_telemetry::tracing_on() {
+    // `tracing_on` first: off, the current span is not even looked up.
+    if !prism_telemetry::tracing_on() || !prism_telemetry::traced(&tracing::Span::current()) {
         return call.instrument(tracing::Span::none());
     }
     call.instrument(tracing::info_span!(

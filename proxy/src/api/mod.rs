@@ -181,7 +181,7 @@ impl DataPlane {
         if let Some(reply) = call.validate(route, &self.limits)? {
             return Ok(reply);
         }
-        let span = plugin_span(route, C::METHOD);
+        let span = if ctx.traced { plugin_span(route, C::METHOD) } else { tracing::Span::none() };
         let mut options = ctx.call_options();
         if let Some((traceparent, tracestate)) = prism_telemetry::inject(&span) {
             options.traceparent = Some(traceparent);
@@ -194,13 +194,9 @@ impl DataPlane {
     }
 }
 
-/// The span of the plugin hop, a child of the request's: exported while
-/// traces are on (its context travels to the plugin, whose spans become its
-/// children), nothing otherwise.
+/// The span of the plugin hop of a traced call, a child of the request's:
+/// its context travels to the plugin, whose spans become its children.
 fn plugin_span(route: &Route, method: Method) -> tracing::Span {
-    if !prism_telemetry::tracing_on() {
-        return tracing::Span::none();
-    }
     tracing::info_span!(
         "plugin call",
         otel.name = %format_args!("prism.plugin.v1/{}", method.as_str()),

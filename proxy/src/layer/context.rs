@@ -42,14 +42,15 @@ impl ContextLayer {
     }
 }
 
-/// The span of one call. While traces are exported it is an INFO span (so
-/// it is exported, and every log line of the call carries the request and
-/// trace ids), the child of the client's `traceparent` when there is one;
-/// otherwise a DEBUG span, which costs nothing unless debug logs are on.
+/// The span of one call. A traced call (the client's `traceparent` asked
+/// for it, or it is in `tracing.sampling_ratio`'s share) has an INFO span,
+/// exported, the child of the client's span when there is one, and every
+/// log line of the call carries the request and trace ids; any other call a
+/// DEBUG span, which costs nothing unless debug logs are on.
 fn request_span(path: &str, request_id: &str, headers: &http::HeaderMap) -> tracing::Span {
-    if !prism_telemetry::tracing_on() {
+    let Some(parent) = prism_telemetry::sample(headers) else {
         return tracing::debug_span!("request", request_id, method = path);
-    }
+    };
     let span = tracing::info_span!(
         "request",
         otel.name = path.trim_start_matches('/'),
@@ -61,7 +62,7 @@ fn request_span(path: &str, request_id: &str, headers: &http::HeaderMap) -> trac
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    prism_telemetry::set_parent_from_headers(&span, headers);
+    prism_telemetry::set_parent(&span, parent);
     if let Some(trace_id) = prism_telemetry::trace_id(&span) {
         span.record("trace_id", trace_id);
     }
@@ -113,6 +114,7 @@ where
             deadline: started + timeout,
             principal: self.layer.unauthenticated.clone(),
             facts: None,
+            traced: prism_telemetry::traced(&span),
         });
         ContextFuture { inner: self.inner.call(request).instrument(span), request_id, started }
     }

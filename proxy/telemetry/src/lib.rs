@@ -3,15 +3,23 @@
 //! [`init`] installs the process's `tracing` subscriber: structured logs on
 //! standard error (text or JSON, filtered by `PRISM_LOG` or a default level),
 //! and, when traces are configured, an OpenTelemetry layer that exports spans
-//! over OTLP/gRPC. Spans of the request path are created at DEBUG level while
-//! tracing is off (so nothing is built for them) and at INFO level while it is
-//! on (so they are exported, and every log line inside them carries the
-//! request id and trace id): [`tracing_on`] tells the request path which.
+//! over OTLP/gRPC.
+//!
+//! Whether a call is traced is decided once, when it arrives ([`sample`],
+//! [`sample_fields`]): a caller's W3C `traceparent` decides (its sampled
+//! flag), else a share of the calls (`Sampling::Ratio`) is. A traced call's
+//! spans are INFO spans, exported, and every log line inside them carries
+//! the request id and trace id; the spans of every other call are DEBUG
+//! spans, which cost nothing unless debug logs are on (a span formatted
+//! for the logs costs more than the rest of a plugin call: measured in
+//! ADR-011). Deciding up front, rather than letting the OpenTelemetry
+//! sampler drop spans it was handed, is what makes a low ratio cheap: an
+//! unsampled call builds no OpenTelemetry span at all.
 //!
 //! The W3C trace context crosses the proxy → plugin hop through
-//! [`inject`] and [`set_parent`].
+//! [`inject`] and [`sample_fields`]; the plugin follows the proxy's decision.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -33,9 +41,18 @@ pub const LOG_ENV: &str = "PRISM_LOG";
 /// Whether spans are exported; read on every request to pick the span level.
 static TRACING: AtomicBool = AtomicBool::new(false);
 
+/// The share of the calls with no caller's decision that are traced, as
+/// `f64` bits (0 in a plugin: its traces start in the proxy).
+static ROOT_RATIO: AtomicU64 = AtomicU64::new(0);
+
 /// Whether this process exports traces (set by [`init`]).
 pub fn tracing_on() -> bool {
     TRACING.load(Ordering::Relaxed)
+}
+
+/// Whether `span` is exported: an INFO span (or higher) while tracing is on.
+pub fn traced(span: &tracing::Span) -> bool {
+    tracing_on() && span.metadata().is_some_and(|meta| *meta.level() <= tracing::Level::INFO)
 }
 
 /// Log output format.
@@ -125,10 +142,13 @@ pub fn init(logs: &Logs, traces: Option<&Traces>) -> Result<Telemetry, Telemetry
         .with_timeout(traces.timeout)
         .build()
         .map_err(|source| TelemetryError::Exporter { endpoint: traces.endpoint.clone(), source })?;
-    let sampler = match traces.sampling {
-        Sampling::Ratio(ratio) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
-        Sampling::ParentOnly => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+    let root_ratio = match traces.sampling {
+        Sampling::Ratio(ratio) => ratio.clamp(0.0, 1.0),
+        Sampling::ParentOnly => 0.0,
     };
+    // The decision is taken before a span exists (`sample`); every span
+    // built is one to keep.
+    let sampler = Sampler::AlwaysOn;
     let resource = Resource::builder()
         .with_service_name(traces.service_name.clone())
         .with_attributes(traces.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
@@ -139,15 +159,16 @@ pub fn init(logs: &Logs, traces: Option<&Traces>) -> Result<Telemetry, Telemetry
         .with_resource(resource)
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    // Only Prism's own spans (the request, the plugin call, the backend
-    // call) are exported, and only at INFO, the level they have while
-    // tracing is on.
+    // Only Prism's own spans (the request, the plugin call, the plugin's
+    // call, the backend call) are exported, and only at INFO, the level
+    // they have when their call is traced.
     let exported = filter::filter_fn(|meta| {
         meta.is_span() && meta.target().starts_with("prism") && *meta.level() <= tracing::Level::INFO
     });
     let otel =
         tracing_opentelemetry::layer().with_tracer(provider.tracer("prism")).with_location(false).with_filter(exported);
     let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    ROOT_RATIO.store(root_ratio.to_bits(), Ordering::Relaxed);
     TRACING.store(true, Ordering::Relaxed);
     Ok(Telemetry { provider: Some(provider) })
 }
@@ -205,25 +226,53 @@ fn propagator() -> TraceContextPropagator {
     TraceContextPropagator::new()
 }
 
-/// Makes `span` the child of the trace context in `headers` (a client's
-/// `traceparent`), when there is one.
-pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent = propagator().extract(&Headers(headers));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+/// Whether a call that arrived with `headers` is traced: `Some` with its
+/// parent (the caller's span; an empty context for a new trace), `None` when
+/// it is not. Tracing off answers `None` without reading the headers.
+pub fn sample(headers: &http::HeaderMap) -> Option<Context> {
+    if !tracing_on() {
+        return None;
     }
+    // A constant name: `contains_key(&str)` would parse the name per call.
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    if !headers.contains_key(&TRACEPARENT) {
+        return sample_root();
+    }
+    follow(propagator().extract(&Headers(headers)))
 }
 
-/// Makes `span` the child of a trace context received as bytes (a plugin
-/// call's `traceparent` and `tracestate`), when there is one.
-pub fn set_parent(span: &tracing::Span, traceparent: &[u8], tracestate: &[u8]) {
-    let (Ok(traceparent), Ok(tracestate)) = (std::str::from_utf8(traceparent), std::str::from_utf8(tracestate)) else {
-        return;
-    };
-    if traceparent.is_empty() {
-        return;
+/// [`sample`] for a call whose trace context came as bytes (a plugin call's
+/// `traceparent` and `tracestate`).
+pub fn sample_fields(traceparent: &[u8], tracestate: &[u8]) -> Option<Context> {
+    if !tracing_on() {
+        return None;
     }
-    let parent = propagator().extract(&Fields { traceparent, tracestate });
+    if traceparent.is_empty() {
+        return sample_root();
+    }
+    let (Ok(traceparent), Ok(tracestate)) = (std::str::from_utf8(traceparent), std::str::from_utf8(tracestate)) else {
+        return sample_root();
+    };
+    follow(propagator().extract(&Fields { traceparent, tracestate }))
+}
+
+/// The caller's decision when its trace context is valid; a malformed one
+/// is ignored, as W3C Trace Context asks, and the call is sampled as a root.
+fn follow(parent: Context) -> Option<Context> {
+    let span_context = parent.span().span_context().clone();
+    if !span_context.is_valid() {
+        return sample_root();
+    }
+    span_context.is_sampled().then_some(parent)
+}
+
+fn sample_root() -> Option<Context> {
+    let ratio = f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed));
+    (ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)).then(Context::new)
+}
+
+/// Makes `span` the child of `parent` (from [`sample`]) when it is a span.
+pub fn set_parent(span: &tracing::Span, parent: Context) {
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
@@ -270,13 +319,54 @@ mod tests {
             let fields = Fields { traceparent: bad, tracestate: "" };
             assert!(!propagator().extract(&fields).span().span_context().is_valid(), "{bad}");
         }
-        // Not UTF-8: ignored, no panic.
-        set_parent(&tracing::Span::none(), &[0xff, 0xfe], b"");
+        // Not UTF-8: ignored (a root), no panic.
+        assert!(sample_fields(&[0xff, 0xfe], b"").is_none());
     }
 
     #[test]
     fn an_untraced_span_injects_nothing() {
         assert!(inject(&tracing::Span::none()).is_none());
         assert!(trace_id(&tracing::Span::none()).is_none());
+    }
+
+    fn headers(traceparent: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", traceparent.parse().unwrap());
+        headers
+    }
+
+    fn parent(traceparent: &str) -> Context {
+        propagator().extract(&Headers(&headers(traceparent)))
+    }
+
+    /// The caller decides when it sent a valid trace context; otherwise
+    /// the root ratio does. One test, as the ratio is process-wide.
+    #[test]
+    fn the_caller_decides_else_the_ratio() {
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        ROOT_RATIO.store(0.0f64.to_bits(), Ordering::Relaxed);
+        let followed = follow(parent(sampled)).unwrap();
+        assert_eq!(followed.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(follow(parent(unsampled)).is_none());
+        assert!(follow(parent("00-garbage-01")).is_none(), "a malformed context is a root, and the ratio is 0");
+
+        ROOT_RATIO.store(1.0f64.to_bits(), Ordering::Relaxed);
+        assert!(follow(parent(unsampled)).is_none(), "the caller's no wins over the ratio");
+        let root = follow(parent("00-garbage-01")).unwrap();
+        assert!(!root.span().span_context().is_valid(), "a new trace has no parent");
+
+        ROOT_RATIO.store(0.25f64.to_bits(), Ordering::Relaxed);
+        let kept = (0..20_000).filter(|_| sample_root().is_some()).count();
+        // 5000 expected; 4 standard deviations (~61 each) either side.
+        assert!((4_750..=5_250).contains(&kept), "{kept} of 20000 kept at 0.25");
+        ROOT_RATIO.store(0.0f64.to_bits(), Ordering::Relaxed);
+    }
+
+    #[test]
+    fn tracing_off_samples_nothing() {
+        assert!(!tracing_on());
+        assert!(sample(&headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).is_none());
+        assert!(sample_fields(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", b"").is_none());
     }
 }
