@@ -67,9 +67,12 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(start(config, options));
-    // Spans still buffered are exported before the process ends.
-    telemetry.shutdown();
+    let result = runtime.block_on(async move {
+        let result = start(config, options).await;
+        // Spans still buffered are exported before the process ends.
+        telemetry.shutdown().await;
+        result
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -339,3 +339,36 @@ async fn a_call_without_a_client_trace_starts_one() {
     assert!(roots.iter().any(|s| s.name.contains("KeyValueService/Get")), "{roots:#?}");
     assert_ne!(roots[0].trace_id, roots[1].trace_id, "two calls, two traces");
 }
+
+/// Spans still buffered when the proxy stops are exported, the plugins'
+/// included: a plugin (one runtime thread by default) flushes its exporter
+/// while its runtime still runs, instead of hanging until it is killed.
+#[tokio::test]
+async fn buffered_spans_are_exported_on_shutdown() {
+    let collector = Collector::start();
+    let mut proxy = ProxyConfig::new()
+        .plugin("mem", "command: [prism-plugin-memstore]\ntransport: multiplex")
+        .keyvalue("flushed", "mem")
+        .extra(&tracing(&collector, 1.0))
+        // No export before the shutdown: only the flush can deliver them.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .start();
+    let mut kv = proxy.kv().await;
+    kv.put(put("flushed", "k", b"v")).await.unwrap();
+    drop(kv);
+    // Off this runtime, which must run to close the client's connection.
+    let status = tokio::task::spawn_blocking(move || proxy.terminate(Duration::from_secs(30))).await.unwrap();
+    assert!(status.success(), "{status}");
+    let spans = collector.spans();
+    for (service, name) in [
+        ("prism-proxy", "KeyValueService/Put"),
+        ("prism-proxy", "prism.plugin.v1/Put"),
+        ("prism-proxy-plugin-mem", "KeyValueBackend/Put"),
+        ("prism-proxy-plugin-mem", "memstore put"),
+    ] {
+        assert!(
+            spans.iter().any(|s| s.service == service && s.name.contains(name)),
+            "{service} {name} was not exported at shutdown: {spans:#?}"
+        );
+    }
+}

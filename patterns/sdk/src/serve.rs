@@ -117,11 +117,12 @@ impl<B: Backend> PluginServer<B> {
             let _entered = runtime.enter();
             init_telemetry::<B>(args.log_format)
         };
-        let code = runtime.block_on(self.run_with(args));
-        // Off the runtime: the exporter's shutdown blocks until the spans
-        // still buffered are sent.
-        telemetry.shutdown();
-        code
+        runtime.block_on(async move {
+            let code = self.run_with(args).await;
+            // Spans still buffered are exported before the process ends.
+            telemetry.shutdown().await;
+            code
+        })
     }
 
     /// Parses the command line, serves until SIGTERM, SIGINT or (with
@@ -130,8 +131,10 @@ impl<B: Backend> PluginServer<B> {
     /// (see [`PluginServer::main`]).
     pub async fn run(self) -> ExitCode {
         let args = PluginArgs::parse();
-        let _telemetry = init_telemetry::<B>(args.log_format);
-        self.run_with(args).await
+        let telemetry = init_telemetry::<B>(args.log_format);
+        let code = self.run_with(args).await;
+        telemetry.shutdown().await;
+        code
     }
 
     async fn run_with(self, args: PluginArgs) -> ExitCode {

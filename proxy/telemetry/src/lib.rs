@@ -110,13 +110,18 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports the spans still buffered and stops the exporter. Blocks (the
-    /// batch processor has its own thread); call it off the async runtime.
-    pub fn shutdown(&self) {
-        if let Some(provider) = &self.provider
-            && let Err(e) = provider.shutdown()
-        {
-            eprintln!("traces: shutdown: {e}");
+    /// Exports the spans still buffered and stops the exporter. The batch
+    /// processor's thread blocks on the export, which is a tonic call: the
+    /// runtime it was built in must keep running meanwhile (a current-thread
+    /// runtime, as a plugin's, only runs inside `block_on`), so the blocking
+    /// wait happens on a blocking thread while this future is awaited.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else { return };
+        let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("traces: shutdown: {e}"),
+            Err(e) => eprintln!("traces: shutdown: {e}"),
         }
     }
 }
