@@ -372,3 +372,33 @@ async fn buffered_spans_are_exported_on_shutdown() {
         );
     }
 }
+
+/// A call that fails on the server's side (here: its plugin is gone) is
+/// logged with its request id, so the id a client got back finds the log
+/// line, with tracing off and logs at the default level.
+#[tokio::test]
+async fn a_failed_call_is_logged_with_its_request_id() {
+    let plugin = prism_tests::PluginProcess::start_tcp("prism-plugin-memstore");
+    let proxy = ProxyConfig::new()
+        .plugin("remote", &format!("address: {}\nhealth_interval: 1h", plugin.addr))
+        .keyvalue("fails", "remote")
+        .start();
+    let mut kv = proxy.kv().await;
+    kv.put(put("fails", "k", b"v")).await.unwrap();
+    drop(plugin);
+    let mut request = tonic::Request::new(get("fails", "k"));
+    request.metadata_mut().insert("x-request-id", "req-failed-42".parse().unwrap());
+    let status = kv.get(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let logged = eventually(Duration::from_secs(5), || async {
+        !proxy.logs.lines_with(&["call failed", "req-failed-42", "Unavailable"]).is_empty()
+    })
+    .await;
+    assert!(logged, "no log line with the failed call's request id:\n{}", proxy.logs.text());
+    // A call that succeeds, or fails for the client's reasons, is not logged.
+    let mut request = tonic::Request::new(get("nowhere", "k"));
+    request.metadata_mut().insert("x-request-id", "req-not-found-43".parse().unwrap());
+    assert_eq!(kv.get(request).await.unwrap_err().code(), tonic::Code::NotFound);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!proxy.logs.contains("req-not-found-43"), "a client error was logged");
+}

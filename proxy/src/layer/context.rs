@@ -120,8 +120,15 @@ where
     }
 }
 
+/// A code that says the proxy or its plugins failed the call, not the
+/// client: the calls an operator looks for in the log.
+fn server_fault(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss | tonic::Code::Unavailable)
+}
+
 pin_project! {
-    /// The call, in its span; adds the request id to the response.
+    /// The call, in its span; adds the request id to the response, logs a
+    /// call the server failed.
     pub struct ContextFuture<F> {
         #[pin]
         inner: Instrumented<F>,
@@ -143,13 +150,30 @@ where
             response.headers_mut().insert(metadata::REQUEST_ID, value);
         }
         let span = this.inner.span();
-        if !span.is_disabled() {
-            let code = super::grpc_status(&response);
+        let code = super::grpc_status(&response);
+        if prism_telemetry::traced(span) {
             span.record("rpc.grpc.status_code", code as i32);
             if code != tonic::Code::Ok {
                 span.record("otel.status_code", "ERROR");
             }
-            span.in_scope(|| tracing::debug!(elapsed_us = this.started.elapsed().as_micros() as u64, ?code, "done"));
+        }
+        let elapsed_us = || this.started.elapsed().as_micros() as u64;
+        if server_fault(code) {
+            // With its request id (the span's fields are only logged when
+            // the call is traced or debug logs are on): the id the client
+            // got back finds this line.
+            span.in_scope(|| {
+                let status = tonic::Status::from_header_map(response.headers());
+                tracing::warn!(
+                    request_id = %this.request_id,
+                    ?code,
+                    error = status.as_ref().map_or("", tonic::Status::message),
+                    elapsed_us = elapsed_us(),
+                    "call failed"
+                );
+            });
+        } else if tracing::enabled!(tracing::Level::DEBUG) {
+            span.in_scope(|| tracing::debug!(elapsed_us = elapsed_us(), ?code, "done"));
         }
         Poll::Ready(Ok(response))
     }
