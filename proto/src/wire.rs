@@ -25,16 +25,23 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// without waiting for a call to time out.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Metadata of a unary plugin call (the multiplexed call carries the same
-/// facts in `CallOptions`): the client's request id, so one request can be
-/// followed from the proxy's log into the plugin's, and the W3C trace
-/// context. The remaining deadline travels as the standard `grpc-timeout`.
+/// Headers a call carries, as constant names: looking a header up by a
+/// `&str` parses the name on every call, and these are read on every call.
+///
+/// A unary plugin call carries the client's request id (so one request can
+/// be followed from the proxy's log into the plugin's), the remaining
+/// deadline as the standard `grpc-timeout`, and the W3C trace context
+/// (`prism_telemetry` names those); a multiplexed call carries the same
+/// facts in `CallOptions`.
 pub mod metadata {
+    use http::HeaderName;
+
     /// The request id; also the header clients may send and always get back.
-    pub const REQUEST_ID: &str = "x-request-id";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = "traceparent";
-    pub const TRACESTATE: &str = "tracestate";
+    pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// A call's deadline (gRPC over HTTP/2).
+    pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    /// The status of a trailers-only gRPC response (an error).
+    pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 }
 
 /// Parses a `grpc-timeout` header value: digits followed by a unit (H, M,

@@ -180,9 +180,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let headers = request.headers();
-        let request_id = headers.get(metadata::REQUEST_ID).map_or(&b""[..], |v| v.as_bytes());
+        let request_id = headers.get(&metadata::REQUEST_ID).map_or(&b""[..], |v| v.as_bytes());
         let deadline = headers
-            .get("grpc-timeout")
+            .get(&metadata::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(wire::parse_grpc_timeout)
             .map(|t| Instant::now() + t);

@@ -98,11 +98,11 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let headers = request.headers();
         let request_id: Arc<str> = headers
-            .get(metadata::REQUEST_ID)
+            .get(&metadata::REQUEST_ID)
             .and_then(valid_request_id)
             .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from);
         let timeout = headers
-            .get("grpc-timeout")
+            .get(&metadata::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(wire::parse_grpc_timeout)
             .map_or(self.layer.max_timeout, |t| t.min(self.layer.max_timeout));
@@ -147,7 +147,7 @@ where
         let mut this = self.project();
         let mut response = std::task::ready!(this.inner.as_mut().poll(cx))?;
         if let Ok(value) = HeaderValue::from_str(this.request_id) {
-            response.headers_mut().insert(metadata::REQUEST_ID, value);
+            response.headers_mut().insert(metadata::REQUEST_ID.clone(), value);
         }
         let span = this.inner.span();
         let code = super::grpc_status(&response);

@@ -19,11 +19,9 @@ pub mod limit;
 /// The gRPC status of a unary response: errors travel as trailers-only
 /// responses, with `grpc-status` in the headers; success has none there.
 fn grpc_status<B>(response: &http::Response<B>) -> tonic::Code {
-    // A constant name: `get(&str)` would parse the name on every call.
-    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     response
         .headers()
-        .get(&GRPC_STATUS)
+        .get(&prism_proto::wire::metadata::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(tonic::Code::Ok, tonic::Code::from_i32)

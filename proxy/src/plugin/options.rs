@@ -38,14 +38,14 @@ impl CallOptions {
         request.set_timeout(self.remaining());
         let meta = request.metadata_mut();
         for (key, value) in [
-            (metadata::REQUEST_ID, Some(&*self.request_id)),
-            (metadata::TRACEPARENT, self.traceparent.as_deref()),
-            (metadata::TRACESTATE, self.tracestate.as_deref()),
+            (&metadata::REQUEST_ID, Some(&*self.request_id)),
+            (&prism_telemetry::TRACEPARENT, self.traceparent.as_deref()),
+            (&prism_telemetry::TRACESTATE, self.tracestate.as_deref()),
         ] {
             // Values were checked when they entered the proxy; one that is
             // not a valid header is dropped rather than failing the call.
             if let Some(value) = value.and_then(|v| MetadataValue::try_from(v).ok()) {
-                meta.insert(key, value);
+                meta.insert(key.as_str(), value);
             }
         }
         request
@@ -72,7 +72,7 @@ mod tests {
     fn both_transports_carry_the_same_facts() {
         let options = CallOptions::new(Instant::now() + Duration::from_secs(2), Arc::from("req-42"));
         let request = options.request(());
-        assert_eq!(request.metadata().get(metadata::REQUEST_ID).unwrap(), "req-42");
+        assert_eq!(request.metadata().get(metadata::REQUEST_ID.as_str()).unwrap(), "req-42");
         let timeout = request.metadata().get("grpc-timeout").unwrap().to_str().unwrap();
         let timeout = prism_proto::wire::parse_grpc_timeout(timeout).unwrap();
         assert!(timeout <= Duration::from_secs(2) && timeout > Duration::from_secs(1), "{timeout:?}");

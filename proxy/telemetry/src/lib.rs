@@ -38,6 +38,10 @@ use tracing_subscriber::{EnvFilter, Layer, filter};
 /// plugins inherit it from the proxy.
 pub const LOG_ENV: &str = "PRISM_LOG";
 
+/// The W3C trace-context headers, as constant names (read on every call).
+pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// Whether spans are exported; read on every request to pick the span level.
 static TRACING: AtomicBool = AtomicBool::new(false);
 
@@ -238,8 +242,6 @@ pub fn sample(headers: &http::HeaderMap) -> Option<Context> {
     if !tracing_on() {
         return None;
     }
-    // A constant name: `contains_key(&str)` would parse the name per call.
-    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
     if !headers.contains_key(&TRACEPARENT) {
         return sample_root();
     }
