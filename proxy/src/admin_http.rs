@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::Controller;
 use crate::health;
 use crate::metrics::Metrics;
-use crate::plugin::Plugins;
+use crate::plugin::{PluginStatus, Plugins};
 use crate::routes::Routes;
 use crate::security::Principal;
 use crate::security::admin::AdminPolicy;
@@ -132,26 +132,13 @@ struct NamespaceStatus {
 }
 
 #[derive(Serialize)]
-struct PluginState {
-    name: String,
-    phase: &'static str,
-    message: String,
-    backend: String,
-    version: String,
-    pid: Option<u32>,
-    target: String,
-    restarts: u64,
-    since: String,
-}
-
-#[derive(Serialize)]
 struct Status {
     version: &'static str,
     ready: bool,
     not_ready: Vec<String>,
     route_table_version: u64,
     namespaces: Vec<NamespaceStatus>,
-    plugins: Vec<PluginState>,
+    plugins: Vec<PluginStatus>,
 }
 
 async fn status(State(admin): State<AdminHttp>) -> Response {
@@ -167,24 +154,7 @@ async fn status(State(admin): State<AdminHttp>) -> Response {
         })
         .collect();
     namespaces.sort_by(|a, b| a.name.cmp(&b.name));
-    let plugins = admin
-        .plugins
-        .values()
-        .map(|p| {
-            let s = p.status();
-            PluginState {
-                name: s.name,
-                phase: s.phase,
-                message: s.message,
-                backend: s.backend,
-                version: s.version,
-                pid: s.pid,
-                target: s.target,
-                restarts: s.restarts,
-                since: humantime::format_rfc3339_seconds(s.since).to_string(),
-            }
-        })
-        .collect();
+    let plugins = admin.plugins.values().map(|p| p.status()).collect();
     axum::Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         ready: not_ready.is_empty(),

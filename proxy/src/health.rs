@@ -15,7 +15,6 @@ use futures::StreamExt;
 use prism_proto::admin::v1::admin_service_server::AdminServiceServer;
 use prism_proto::graph::v1::graph_service_server::GraphServiceServer;
 use prism_proto::keyvalue::v1::key_value_service_server::KeyValueServiceServer;
-use prism_proto::plugin::v1::Pattern;
 use prism_proto::timeseries::v1::time_series_service_server::TimeSeriesServiceServer;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -32,8 +31,8 @@ use crate::api::keyvalue::KeyValueApi;
 use crate::api::timeseries::TimeSeriesApi;
 use crate::control::admin::AdminApi;
 use crate::namespace::PatternKind;
-use crate::plugin::Plugins;
-use crate::routes::{RouteTable, Routes};
+use crate::plugin::{Phase, Plugins};
+use crate::routes::{RouteTable, Routes, proto_pattern};
 use crate::security::audit::Audit;
 
 /// The pattern services and the pattern each serves.
@@ -44,14 +43,6 @@ const PATTERN_SERVICES: [(&str, PatternKind); 3] = [
 ];
 
 const ADMIN_SERVICE: &str = <AdminServiceServer<AdminApi> as NamedService>::NAME;
-
-fn proto_pattern(pattern: PatternKind) -> Pattern {
-    match pattern {
-        PatternKind::Keyvalue => Pattern::Keyvalue,
-        PatternKind::Timeseries => Pattern::Timeseries,
-        PatternKind::Graph => Pattern::Graph,
-    }
-}
 
 /// Whether any plugin that can serve `pattern` is serving.
 pub fn pattern_serving(pattern: PatternKind, table: &RouteTable, plugins: &Plugins) -> bool {
@@ -148,8 +139,6 @@ struct PatternLabel {
     pattern: &'static str,
 }
 
-const PHASES: [&str; 5] = ["starting", "ready", "unhealthy", "down", "stopped"];
-
 fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
     let gauge = ConstGauge::new(value);
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
@@ -165,16 +154,19 @@ impl Collector for StateCollector {
             i64::try_from(in_flight).unwrap_or(i64::MAX),
         )?;
 
-        let statuses: Vec<_> = self.plugins.values().map(|p| p.status()).collect();
+        let plugins: Vec<(PluginLabel, Phase, u64)> = self
+            .plugins
+            .values()
+            .map(|p| (PluginLabel { plugin: p.name().to_owned() }, p.phase(), p.restarts()))
+            .collect();
         let mut up = encoder.encode_descriptor(
             "plugin_up",
             "Whether the plugin's process is reachable (1) or not (0)",
             None,
             MetricType::Gauge,
         )?;
-        for s in &statuses {
-            let reachable = matches!(s.phase, "ready" | "unhealthy");
-            ConstGauge::new(i64::from(reachable)).encode(up.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        for (label, phase, _) in &plugins {
+            ConstGauge::new(i64::from(phase.connection().is_some())).encode(up.encode_family(label)?)?;
         }
         let mut ready = encoder.encode_descriptor(
             "plugin_ready",
@@ -182,9 +174,8 @@ impl Collector for StateCollector {
             None,
             MetricType::Gauge,
         )?;
-        for s in &statuses {
-            ConstGauge::new(i64::from(s.phase == "ready"))
-                .encode(ready.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        for (label, phase, _) in &plugins {
+            ConstGauge::new(i64::from(matches!(phase, Phase::Ready(_)))).encode(ready.encode_family(label)?)?;
         }
         let mut state = encoder.encode_descriptor(
             "plugin_state",
@@ -192,10 +183,10 @@ impl Collector for StateCollector {
             None,
             MetricType::Gauge,
         )?;
-        for s in &statuses {
-            for phase in PHASES {
-                let labels = PluginStateLabels { plugin: s.name.clone(), state: phase };
-                ConstGauge::new(i64::from(s.phase == phase)).encode(state.encode_family(&labels)?)?;
+        for (label, phase, _) in &plugins {
+            for name in Phase::NAMES {
+                let labels = PluginStateLabels { plugin: label.plugin.clone(), state: name };
+                ConstGauge::new(i64::from(phase.name() == name)).encode(state.encode_family(&labels)?)?;
             }
         }
         let mut restarts = encoder.encode_descriptor(
@@ -204,8 +195,8 @@ impl Collector for StateCollector {
             None,
             MetricType::Counter,
         )?;
-        for s in &statuses {
-            ConstCounter::new(s.restarts).encode(restarts.encode_family(&PluginLabel { plugin: s.name.clone() })?)?;
+        for (label, _, count) in &plugins {
+            ConstCounter::new(*count).encode(restarts.encode_family(label)?)?;
         }
 
         gauge(

@@ -84,14 +84,19 @@ impl Route {
     pub fn settings(&self) -> NamespaceSettings {
         NamespaceSettings {
             name: self.name().to_owned(),
-            pattern: match self.pattern() {
-                PatternKind::Keyvalue => Pattern::Keyvalue,
-                PatternKind::Timeseries => Pattern::Timeseries,
-                PatternKind::Graph => Pattern::Graph,
-            } as i32,
+            pattern: proto_pattern(self.pattern()) as i32,
             max_value_bytes: self.max_value_bytes as u64,
             retention_seconds: self.doc.spec.needs.retention.map_or(0, |d| d.as_secs()),
         }
+    }
+}
+
+/// A namespace document's pattern as the plugin protocol names it.
+pub(crate) fn proto_pattern(kind: PatternKind) -> Pattern {
+    match kind {
+        PatternKind::Keyvalue => Pattern::Keyvalue,
+        PatternKind::Timeseries => Pattern::Timeseries,
+        PatternKind::Graph => Pattern::Graph,
     }
 }
 

@@ -12,10 +12,11 @@
 
 use std::sync::Arc;
 
-use prism_proto::plugin::v1::{Capabilities, Consistency as CapConsistency, Durability as CapDurability, Pattern};
+use prism_proto::plugin::v1::{Capabilities, Consistency as CapConsistency, Durability as CapDurability};
 
 use crate::namespace::{Consistency, Durability, Needs, PatternKind};
 use crate::plugin::Plugin;
+use crate::routes::proto_pattern;
 
 /// One row of the selection table.
 pub struct Rule {
@@ -73,19 +74,11 @@ pub struct Offer {
     pub caps: Capabilities,
 }
 
-fn pattern_of(kind: PatternKind) -> Pattern {
-    match kind {
-        PatternKind::Keyvalue => Pattern::Keyvalue,
-        PatternKind::Timeseries => Pattern::Timeseries,
-        PatternKind::Graph => Pattern::Graph,
-    }
-}
-
 /// Why `caps` cannot serve a namespace with `pattern` and `needs`: one
 /// message per unmet need, each with the field it is about.
 pub fn unmet(pattern: PatternKind, needs: &Needs, caps: &Capabilities) -> Vec<(&'static str, String)> {
     let mut why = Vec::new();
-    if !caps.patterns.contains(&(pattern_of(pattern) as i32)) {
+    if !caps.patterns.contains(&(proto_pattern(pattern) as i32)) {
         why.push(("spec.pattern", format!("does not serve the {} pattern", pattern.as_str())));
     }
     if needs.ttl.is_some() && !caps.ttl {
@@ -171,6 +164,8 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use prism_proto::plugin::v1::Pattern;
 
     use super::*;
     use crate::config::Config;

@@ -73,6 +73,10 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase's name, in the order of the variants (the values of the
+    /// `state` label of `prism_plugin_state`).
+    pub const NAMES: [&'static str; 5] = ["starting", "ready", "unhealthy", "down", "stopped"];
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Starting => "starting",
@@ -83,7 +87,8 @@ impl Phase {
         }
     }
 
-    fn connection(&self) -> Option<&Arc<Connection>> {
+    /// The connection of a reachable plugin (ready or unhealthy).
+    pub(crate) fn connection(&self) -> Option<&Arc<Connection>> {
         match self {
             Self::Ready(c) | Self::Unhealthy(c, _) => Some(c),
             _ => None,
@@ -91,8 +96,9 @@ impl Phase {
     }
 }
 
-/// A point-in-time view of a plugin, for status output.
-#[derive(Debug, Clone)]
+/// A point-in-time view of a plugin, for status output (the admin
+/// listener's `/status` serializes it).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginStatus {
     pub name: String,
     pub phase: &'static str,
@@ -102,8 +108,14 @@ pub struct PluginStatus {
     pub pid: Option<u32>,
     pub target: String,
     pub restarts: u64,
+    #[serde(skip)]
     pub capabilities: Option<Capabilities>,
+    #[serde(serialize_with = "rfc3339")]
     pub since: SystemTime,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_seconds(*time))
 }
 
 /// One configured plugin.
@@ -163,6 +175,11 @@ impl Plugin {
         }
         self.phase.store(Arc::new((phase, SystemTime::now())));
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Times the plugin was restarted or reconnected after it went down.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_restart(&self) {
@@ -262,7 +279,7 @@ impl Plugin {
             version: conn.map(|c| c.info.version.clone()).unwrap_or_default(),
             pid: conn.and_then(|c| c.pid),
             target: conn.map(|c| c.target.to_string()).unwrap_or_default(),
-            restarts: self.restarts.load(Ordering::Relaxed),
+            restarts: self.restarts(),
             capabilities: conn.map(|c| c.capabilities()),
             since: *since,
         }
