@@ -15,19 +15,23 @@ fn logs(config: &Config) -> Logs {
     }
 }
 
-/// Installs the global subscriber: logs on standard error (`PRISM_LOG`, an
-/// `EnvFilter` directive, overrides the configured level) and, with
-/// `tracing` configured, the OTLP span exporter. Must run inside the tokio
-/// runtime when tracing is configured.
-pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
-    let traces = config.tracing.as_ref().map(|t| Traces {
+/// The traces of `config`, when it has a `tracing` block.
+fn traces(config: &Config) -> Option<Traces> {
+    config.tracing.as_ref().map(|t| Traces {
         endpoint: t.otlp_endpoint.clone(),
         sampling: Sampling::Ratio(t.sampling_ratio),
         service_name: t.service_name.clone(),
         resource: t.resource.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         timeout: t.export_timeout,
-    });
-    prism_telemetry::init(&logs(config), traces.as_ref())
+    })
+}
+
+/// Installs the global subscriber: logs on standard error (`PRISM_LOG`, an
+/// `EnvFilter` directive, overrides the configured level) and, with
+/// `tracing` configured, the OTLP span exporter. Must run inside the tokio
+/// runtime when tracing is configured.
+pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
+    prism_telemetry::init(&logs(config), traces(config).as_ref())
 }
 
 /// Environment of a plugin the proxy starts: its log format, and, when the
@@ -35,28 +39,10 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
 /// plugin export its spans to the same collector.
 pub fn plugin_env(config: &Config, plugin: &str) -> Vec<(String, String)> {
     let mut env = vec![(prism_proto::wire::flags::LOG_FORMAT_ENV.to_owned(), config.log.format.as_str().to_owned())];
-    if let Some(t) = &config.tracing {
-        let resource: Vec<String> = t.resource.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();
-        env.extend([
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), t.otlp_endpoint.clone()),
-            ("OTEL_SERVICE_NAME".to_owned(), format!("{}-plugin-{plugin}", t.service_name)),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".to_owned(), t.export_timeout.as_millis().to_string()),
-            ("OTEL_RESOURCE_ATTRIBUTES".to_owned(), resource.join(",")),
-        ]);
+    if let Some(traces) = traces(config) {
+        env.extend(traces.child_env(&format!("{}-plugin-{plugin}", traces.service_name)));
     }
     env
-}
-
-/// Percent-encodes what the `OTEL_RESOURCE_ATTRIBUTES` syntax reserves.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            ',' | '=' | '%' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

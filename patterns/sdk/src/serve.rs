@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use prism_proto::plugin::v1::graph_backend_server::GraphBackendServer;
@@ -231,18 +230,7 @@ fn init_telemetry<B: Backend>(format: LogFormat) -> prism_telemetry::Telemetry {
         },
         default_filter: "info".to_owned(),
     };
-    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).map(|endpoint| {
-        prism_telemetry::Traces {
-            endpoint,
-            sampling: prism_telemetry::Sampling::ParentOnly,
-            service_name: std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("prism-plugin-{}", B::KIND)),
-            resource: resource_attributes(&std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()),
-            timeout: std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
-                .ok()
-                .and_then(|ms| ms.parse().ok())
-                .map_or(Duration::from_secs(10), Duration::from_millis),
-        }
-    });
+    let traces = prism_telemetry::Traces::from_env(&format!("prism-plugin-{}", B::KIND));
     match prism_telemetry::init(&logs, traces.as_ref()) {
         Ok(telemetry) => telemetry,
         Err(err) => {
@@ -252,33 +240,6 @@ fn init_telemetry<B: Backend>(format: LogFormat) -> prism_telemetry::Telemetry {
             prism_telemetry::Telemetry::default()
         }
     }
-}
-
-/// `key=value,key=value` with percent-encoded parts, as
-/// `OTEL_RESOURCE_ATTRIBUTES` writes them.
-fn resource_attributes(text: &str) -> Vec<(String, String)> {
-    let decode = |part: &str| {
-        let mut out = Vec::with_capacity(part.len());
-        let bytes = part.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%'
-                && let Some(byte) = part.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    text.split(',')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k.trim()), decode(v.trim())))
-        .filter(|(k, _)| !k.is_empty())
-        .collect()
 }
 
 async fn shutdown_signal(watch_stdin: bool) {
@@ -318,15 +279,6 @@ mod tests {
     use clap::Parser;
 
     use super::PluginArgs;
-
-    #[test]
-    fn resource_attributes_are_decoded() {
-        assert_eq!(
-            super::resource_attributes("team=a%2Cb%3Dc, env=prod,broken,=x"),
-            vec![("team".to_owned(), "a,b=c".to_owned()), ("env".to_owned(), "prod".to_owned())]
-        );
-        assert!(super::resource_attributes("").is_empty());
-    }
 
     #[test]
     fn worker_threads_default_to_one_and_refuse_nonsense() {

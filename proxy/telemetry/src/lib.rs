@@ -100,6 +100,63 @@ pub struct Traces {
     pub timeout: Duration,
 }
 
+/// The standard OpenTelemetry variables through which a process the proxy
+/// starts (a plugin) learns where and as what to export.
+const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const SERVICE_NAME_ENV: &str = "OTEL_SERVICE_NAME";
+const TIMEOUT_ENV: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+const RESOURCE_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES";
+
+/// What `OTEL_RESOURCE_ATTRIBUTES` percent-encodes in a key or value: its
+/// separators, `%` itself, and what is not printable ASCII.
+const RESOURCE_RESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b',').add(b'=').add(b'%').add(b' ');
+
+impl Traces {
+    /// The environment of a child process (a plugin) that makes it export
+    /// to the same collector as `service_name`, with the same resource
+    /// attributes and export timeout.
+    pub fn child_env(&self, service_name: &str) -> Vec<(String, String)> {
+        let encode = |text: &str| percent_encoding::utf8_percent_encode(text, RESOURCE_RESERVED).to_string();
+        let resource: Vec<String> = self.resource.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        vec![
+            (ENDPOINT_ENV.to_owned(), self.endpoint.clone()),
+            (SERVICE_NAME_ENV.to_owned(), service_name.to_owned()),
+            (TIMEOUT_ENV.to_owned(), self.timeout.as_millis().to_string()),
+            (RESOURCE_ENV.to_owned(), resource.join(",")),
+        ]
+    }
+
+    /// The traces [`Traces::child_env`] set up for this process, read back
+    /// from the environment; `None` when it names no collector. Such a
+    /// process only follows its caller's decisions ([`Sampling::ParentOnly`]).
+    pub fn from_env(default_service_name: &str) -> Option<Self> {
+        let endpoint = std::env::var(ENDPOINT_ENV).ok().filter(|e| !e.is_empty())?;
+        Some(Self {
+            endpoint,
+            sampling: Sampling::ParentOnly,
+            service_name: std::env::var(SERVICE_NAME_ENV).unwrap_or_else(|_| default_service_name.to_owned()),
+            resource: resource_attributes(&std::env::var(RESOURCE_ENV).unwrap_or_default()),
+            timeout: std::env::var(TIMEOUT_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis),
+        })
+    }
+}
+
+/// `key=value,key=value` with percent-encoded parts, as
+/// `OTEL_RESOURCE_ATTRIBUTES` writes them. The OpenTelemetry SDK reads the
+/// variable too but does not decode it; these decoded pairs override its.
+fn resource_attributes(text: &str) -> Vec<(String, String)> {
+    let decode = |part: &str| percent_encoding::percent_decode_str(part.trim()).decode_utf8_lossy().into_owned();
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -368,6 +425,29 @@ mod tests {
         // 5000 expected; 4 standard deviations (~61 each) either side.
         assert!((4_750..=5_250).contains(&kept), "{kept} of 20000 kept at 0.25");
         ROOT_RATIO.store(0.0f64.to_bits(), Ordering::Relaxed);
+    }
+
+    #[test]
+    fn resource_attributes_are_decoded() {
+        assert_eq!(
+            resource_attributes("team=a%2Cb%3Dc, env=prod,broken,=x"),
+            vec![("team".to_owned(), "a,b=c".to_owned()), ("env".to_owned(), "prod".to_owned())]
+        );
+        assert!(resource_attributes("").is_empty());
+    }
+
+    #[test]
+    fn a_child_reads_back_the_resource_it_was_given() {
+        let traces = Traces {
+            endpoint: "http://127.0.0.1:4317".to_owned(),
+            sampling: Sampling::Ratio(1.0),
+            service_name: "prism-proxy".to_owned(),
+            resource: vec![("team".to_owned(), "a,b=c 100% é".to_owned()), ("env".to_owned(), "prod".to_owned())],
+            timeout: Duration::from_secs(3),
+        };
+        let env: std::collections::HashMap<_, _> = traces.child_env("prism-proxy-plugin-mem").into_iter().collect();
+        assert_eq!(env[TIMEOUT_ENV], "3000");
+        assert_eq!(resource_attributes(&env[RESOURCE_ENV]), traces.resource);
     }
 
     #[test]
