@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import free_port, wait_port  # noqa: E402
+from bench_report import free_port, wait_port, write_namespaces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "target" / "bench-ab"
@@ -46,13 +46,7 @@ def has_admin_http(proxy: Path) -> bool:
 
 
 def write_config(work: Path, port: int, side: str, tracing: str = "", admin_http: bool = True) -> Path:
-    (work / "namespaces").mkdir(parents=True)
-    for backend in ("memstore", "redis"):
-        (work / "namespaces" / f"ab-{backend}.yaml").write_text(
-            "apiVersion: prism/v1\nkind: Namespace\n"
-            f"metadata: {{name: ab-{backend}}}\n"
-            f"spec: {{pattern: keyvalue, backend: {backend}}}\n"
-        )
+    write_namespaces(work, "ab", ("memstore", "redis"))
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}

@@ -83,14 +83,19 @@ def pid_of(name: str) -> int | None:
         return None
 
 
-def write_proxy_config(work: Path, port: int) -> Path:
-    (work / "namespaces").mkdir()
-    for backend in PRISM:
-        (work / "namespaces" / f"bench-{backend}.yaml").write_text(
+def write_namespaces(work: Path, prefix: str, backends) -> None:
+    """One keyvalue namespace `<prefix>-<backend>` per backend in `work/namespaces`."""
+    (work / "namespaces").mkdir(parents=True)
+    for backend in backends:
+        (work / "namespaces" / f"{prefix}-{backend}.yaml").write_text(
             "apiVersion: prism/v1\nkind: Namespace\n"
-            f"metadata:\n  name: bench-{backend}\n  team: bench\n"
+            f"metadata:\n  name: {prefix}-{backend}\n  team: bench\n"
             f"spec:\n  pattern: keyvalue\n  backend: {backend}\n"
         )
+
+
+def write_proxy_config(work: Path, port: int) -> Path:
+    write_namespaces(work, "bench", PRISM)
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}
