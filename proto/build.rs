@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "prism/graph/v1/graph.proto",
     "prism/plugin/v1/plugin.proto",
     "prism/admin/v1/admin.proto",
+    "prism/options/v1/pii.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -54,3 +54,10 @@ pub mod plugin {
         tonic::include_proto!("prism.plugin.v1");
     }
 }
+
+/// The source of `prism/options/v1/pii.proto`, the `(prism.pii)` field
+/// option, for tools that compile a team's files (`prismctl schema push`)
+/// without it on their include path.
+pub const PII_OPTIONS_PROTO: &str = include_str!("../prism/options/v1/pii.proto");
+/// Its import path.
+pub const PII_OPTIONS_PATH: &str = "prism/options/v1/pii.proto";
