@@ -476,6 +476,10 @@ def validator_fields(validate_text: str, paths: dict[str, RustField]) -> tuple[d
             prefix = ""
         else:
             parents = [p for p in paths if p.split(".")[-1] == section]
+            if len(parents) > 1:
+                # A list and a mapping may share a name (`spec.access.pii`, `spec.pii`); fields are listed for
+                # the mapping.
+                parents = [p for p in parents if any(q.startswith(p + ".") for q in paths)] or parents
             if len(parents) != 1:
                 errors.append(
                     f"{VALIDATE_RS.relative_to(ROOT).as_posix()}:{line}: cannot tell which mapping "

@@ -151,3 +151,16 @@ def test_api_drift_is_caught():
     assert any("`Apply` does not name the request field `force`" in e for e in errors), errors
     assert any("`Watch` is documented but Admin in admin.proto has no such rpc" in e for e in errors), errors
     assert not any("not_mine" in e for e in errors), errors
+
+
+def test_a_list_and_a_mapping_of_one_name_resolve_to_the_mapping():
+    paths = {
+        "spec": None,
+        "spec.access": None,
+        "spec.access.pii": None,
+        "spec.pii": None,
+        "spec.pii.encrypt": None,
+    }
+    known, errors = cr.validator_fields('pub const PII_FIELDS: &[&str] = &["encrypt"];\n', paths)
+    assert errors == []
+    assert known == {"spec.pii.encrypt": 1}

@@ -9,11 +9,15 @@
 //! by the proxy's control plane when a change is planned.
 
 pub mod duration;
+pub mod pii;
 mod spec;
 pub mod validate;
 pub mod yaml;
 
-pub use spec::{Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind};
+pub use pii::{PiiAction, PiiClass};
+pub use spec::{
+    Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind, PiiSpec, Schema,
+};
 pub use yaml::SpecError;
 
 /// DNS-label names (namespaces, plugins): lowercase letters, digits and `-`,

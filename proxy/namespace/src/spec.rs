@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration;
+use crate::pii::{PiiAction, PiiClass};
 use crate::validate;
 use crate::yaml::{self, Node, SpecError};
 use serde_saphyr::Spanned;
@@ -51,6 +52,12 @@ pub struct NamespaceSpec {
     /// Who may do what.
     #[serde(default)]
     pub access: Option<Access>,
+    /// The message type of the values (enables PII handling).
+    #[serde(default)]
+    pub schema: Option<Schema>,
+    /// How tagged fields are shown and stored; needs `schema`.
+    #[serde(default)]
+    pub pii: Option<PiiSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -120,6 +127,42 @@ pub struct Access {
     pub admin: Vec<String>,
     #[serde(default)]
     pub pii: Vec<String>,
+}
+
+/// `spec.schema`: the message type of a namespace's values.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// A fully qualified message name registered with `prismctl schema
+    /// push`, such as `acme.profile.v1.UserProfile`.
+    pub message: String,
+}
+
+/// `spec.pii`: what readers without the `pii` right see, and whether tagged
+/// fields are stored encrypted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiSpec {
+    /// Action per class name, and `default` for the classes not listed
+    /// (itself `redact` when absent).
+    #[serde(default)]
+    pub policy: BTreeMap<String, PiiAction>,
+    /// Store tagged string and bytes fields AEAD-encrypted with the proxy's
+    /// keyring, so the backend never holds them in clear.
+    #[serde(default)]
+    pub encrypt: bool,
+}
+
+impl PiiSpec {
+    /// The action for `class`: its own entry, else `default`, else redact.
+    pub fn action(&self, class: PiiClass) -> PiiAction {
+        self.policy.get(class.as_str()).or_else(|| self.policy.get("default")).copied().unwrap_or(PiiAction::Redact)
+    }
+
+    /// Whether any class may be hashed (hashing needs the keyring).
+    pub fn uses_hash(&self) -> bool {
+        self.policy.values().any(|a| *a == PiiAction::Hash)
+    }
 }
 
 impl NamespaceDoc {

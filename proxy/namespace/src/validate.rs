@@ -10,15 +10,20 @@ use serde_saphyr::Spanned;
 
 use crate::duration;
 use crate::is_dns_label;
+use crate::pii::{PiiAction, PiiClass};
 use crate::yaml::{Node, SpecError};
 
 /// Top-level fields of a namespace document.
 pub const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 pub const METADATA_FIELDS: &[&str] = &["name", "team", "labels"];
-pub const SPEC_FIELDS: &[&str] = &["pattern", "backend", "needs", "access", "schema", "shadow"];
+pub const SPEC_FIELDS: &[&str] = &["pattern", "backend", "needs", "access", "schema", "pii", "shadow"];
 pub const NEEDS_FIELDS: &[&str] =
     &["consistency", "durability", "read_rps", "write_rps", "max_value_bytes", "ttl", "retention"];
 pub const ACCESS_FIELDS: &[&str] = &["read", "write", "admin", "pii"];
+pub const SCHEMA_FIELDS: &[&str] = &["message"];
+pub const PII_FIELDS: &[&str] = &["policy", "encrypt"];
+/// Longest message name in `spec.schema.message`.
+pub const MAX_MESSAGE_NAME: usize = 256;
 
 /// Most expected requests per second a spec may state.
 pub const MAX_RPS: i64 = 10_000_000;
@@ -224,17 +229,67 @@ impl Checker {
                 }
                 "needs" => self.needs(node, &path),
                 "access" => self.access(node, &path),
-                "schema" => self.error(
-                    &path,
-                    node,
-                    "PII masking by schema is not available in this version of Prism; remove spec.schema",
-                ),
+                "schema" => self.schema(node, &path),
+                "pii" => self.pii(node, &path),
                 _ => self.error(
                     &path,
                     node,
                     "shadow traffic is not available in this version of Prism; remove spec.shadow",
                 ),
             }
+        }
+    }
+
+    /// `spec.schema`, and what it implies for the rest of the spec.
+    fn schema(&mut self, node: &Spanned<Node>, path: &str) {
+        let Some(fields) = self.map(node, path, SCHEMA_FIELDS, SCHEMA_FIELDS) else { return };
+        for (_, node, path) in fields {
+            if let Some(name) = self.string(node, &path)
+                && !is_message_name(name)
+            {
+                self.error(
+                    &path,
+                    node,
+                    format!("{name:?} is not a message name: use the full name, such as acme.profile.v1.UserProfile"),
+                );
+            }
+        }
+    }
+
+    fn pii(&mut self, node: &Spanned<Node>, path: &str) {
+        let Some(fields) = self.map(node, path, PII_FIELDS, &[]) else { return };
+        for (field, node, path) in fields {
+            match field {
+                "encrypt" => {
+                    if !matches!(node.value, Node::Bool(_)) {
+                        self.error(&path, node, format!("expected true or false, found {}", node.value.kind()));
+                    }
+                }
+                _ => self.policy(node, &path),
+            }
+        }
+    }
+
+    fn policy(&mut self, node: &Spanned<Node>, path: &str) {
+        let Node::Map(entries) = &node.value else {
+            self.error(
+                path,
+                node,
+                format!("expected a mapping of PII classes to actions, found {}", node.value.kind()),
+            );
+            return;
+        };
+        let actions = PiiAction::ALL.map(PiiAction::as_str);
+        for (key, value) in entries {
+            let entry_path = join(path, &key.value);
+            if key.value != "default" && PiiClass::parse(&key.value).is_none() {
+                self.error(
+                    &entry_path,
+                    key,
+                    format!("{:?} is not a PII class (classes: {}, or default)", key.value, PiiClass::names()),
+                );
+            }
+            self.one_of(value, &entry_path, &actions);
         }
     }
 
@@ -308,11 +363,52 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name` is a fully qualified protobuf message name: dot-separated
+/// identifiers, without the leading dot.
+pub fn is_message_name(name: &str) -> bool {
+    name.len() <= MAX_MESSAGE_NAME
+        && name.split('.').all(|part| {
+            part.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
+
 /// Every structural problem of a parsed document.
 pub fn check(root: &Spanned<Node>) -> Vec<SpecError> {
     let mut checker = Checker { errors: Vec::new() };
     checker.document(root);
+    checker.related(root);
     checker.errors
+}
+
+impl Checker {
+    /// Rules between fields: `pii` needs `schema`, and a schema types the
+    /// values of keyvalue and timeseries namespaces only.
+    fn related(&mut self, root: &Spanned<Node>) {
+        let Some(spec) = field(root, "spec") else { return };
+        let schema = field(spec, "schema");
+        if let Some(pii) = field(spec, "pii")
+            && schema.is_none()
+        {
+            self.error("spec.pii", pii, "spec.pii needs spec.schema: the message whose tagged fields it acts on");
+        }
+        if let (Some(schema), Some(pattern)) = (schema, field(spec, "pattern"))
+            && matches!(&pattern.value, Node::Str(p) if p == "graph")
+        {
+            self.error(
+                "spec.schema",
+                schema,
+                "a schema types keyvalue values and timeseries payloads; graph properties are not typed",
+            );
+        }
+    }
+}
+
+fn field<'a>(node: &'a Spanned<Node>, name: &str) -> Option<&'a Spanned<Node>> {
+    match &node.value {
+        Node::Map(entries) => entries.iter().find(|(k, _)| k.value == name).map(|(_, v)| v),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +452,37 @@ mod tests {
             );
         }
         assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+    }
+
+    #[test]
+    fn schema_and_pii() {
+        let base = "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\nspec:\n";
+        let ok = format!(
+            "{base}  pattern: keyvalue\n  schema: {{message: acme.profile.v1.UserProfile}}\n  pii: {{policy: {{email: mask, phone: last4, name: initial, ssn: redact, default: hash}}, encrypt: true}}\n"
+        );
+        assert_eq!(errors(&ok), Vec::<String>::new());
+        let cases = [
+            ("  pattern: keyvalue\n  schema: {message: 'acme..X'}\n", "spec.schema.message"),
+            ("  pattern: keyvalue\n  schema: {message: .acme.X}\n", "not a message name"),
+            ("  pattern: keyvalue\n  schema: {}\n", "required field `message`"),
+            ("  pattern: keyvalue\n  schema: {message: a.B, type: x}\n", "unknown field `type`"),
+            ("  pattern: keyvalue\n  pii: {encrypt: true}\n", "spec.pii needs spec.schema"),
+            ("  pattern: graph\n  schema: {message: a.B}\n", "graph properties are not typed"),
+            (
+                "  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {policy: {mail: mask}}\n",
+                "\"mail\" is not a PII class",
+            ),
+            (
+                "  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {policy: {email: blur}}\n",
+                "\"blur\" is not one of",
+            ),
+            ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {encrypt: yes please}\n", "expected true or false"),
+            ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {policy: [mask]}\n", "mapping of PII classes"),
+        ];
+        for (spec, needle) in cases {
+            let errs = errors(&format!("{base}{spec}"));
+            assert!(errs.iter().any(|e| e.contains(needle)), "{needle:?} not in {errs:?}");
+        }
     }
 
     #[test]
