@@ -69,6 +69,11 @@ pub struct Config {
     /// `/readyz` and the `/status` page.
     #[serde(default)]
     pub admin_http: AdminHttpConfig,
+    /// Keys of PII field encryption (`spec.pii.encrypt`) and of the `hash`
+    /// policy action. Without this block, namespaces that need them are
+    /// refused.
+    #[serde(default)]
+    pub pii: Option<PiiConfig>,
     /// Directory of the config file: relative paths in it resolve here, and
     /// `command:` plugins run here.
     #[serde(skip, default = "defaults::base_dir")]
@@ -368,6 +373,25 @@ pub struct TracingConfig {
     pub export_timeout: Duration,
 }
 
+/// The PII keyring: a directory of key files `<id>.key` (or one such file),
+/// each holding 32 random bytes in base64 (`head -c 32 /dev/urandom |
+/// base64`). Keep it readable by the proxy only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    /// The key directory or file. A relative path is resolved against this
+    /// file's directory.
+    pub keyring: PathBuf,
+    /// The key new values are encrypted with; default the highest id. Pin
+    /// it while a new key is being copied to every proxy, then move it.
+    #[serde(default)]
+    pub active_key: Option<u32>,
+    /// The key the `hash` action derives its per-namespace keys from;
+    /// default the lowest id. Changing it changes every hash.
+    #[serde(default)]
+    pub hash_key: Option<u32>,
+}
+
 /// The admin HTTP listener. On a loopback address it is open to the
 /// machine; on any other address it follows the client listener's rules:
 /// TLS (with client certificates) when `tls` is configured, and
@@ -559,6 +583,9 @@ impl Config {
         }
         if let AuditSink::File(path) = &mut self.audit.sink {
             resolve(path);
+        }
+        if let Some(pii) = self.pii.as_mut() {
+            resolve(&mut pii.keyring);
         }
         for plugin in self.plugins.values_mut() {
             if let Some(program) = plugin.command.as_mut().and_then(|c| c.first_mut())

@@ -54,6 +54,9 @@ pub enum ProxyError {
     /// The plugin or its backend is down; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// Stored data that cannot be read back (an altered ciphertext).
+    #[error("{0}")]
+    DataLoss(String),
     /// A bug or an unexpected answer; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -100,7 +103,27 @@ impl ProxyError {
             ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::Unavailable(_) => Code::Unavailable,
+            ProxyError::DataLoss(_) => Code::DataLoss,
             ProxyError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// A PII handling failure of namespace `namespace`. The codec's errors
+    /// name the message type and field, never a value.
+    pub fn pii(namespace: &str, err: prism_pii::CodecError) -> Self {
+        use prism_pii::CodecError;
+        use prism_pii::keyring::DecryptError;
+        match err {
+            CodecError::NotTheType { .. } => {
+                Self::InvalidArgument(format!("namespace {namespace:?} stores typed values: {err}"))
+            }
+            CodecError::Unreadable { .. } | CodecError::Decrypt { error: DecryptError::UnknownKey(_), .. } => {
+                Self::FailedPrecondition(format!("namespace {namespace:?}: {err}"))
+            }
+            CodecError::Decrypt { error: DecryptError::Corrupt, .. } => {
+                Self::DataLoss(format!("namespace {namespace:?}: {err}"))
+            }
+            CodecError::Encrypt(e) => Self::Internal(format!("namespace {namespace:?}: {e}")),
         }
     }
 }

@@ -39,6 +39,13 @@ pub struct Route {
     pub default_ttl_seconds: u64,
     /// This namespace's metric handles.
     pub metrics: RouteMetrics,
+    /// PII handling of a typed namespace (`spec.schema`): its values'
+    /// message type, the policy and the keys; `None` for untyped ones,
+    /// which pay nothing.
+    pub codec: Option<Arc<prism_pii::Codec>>,
+    /// The schema pool the codec was planned against: a newer pool means
+    /// re-planning.
+    pub schemas: Option<Arc<prism_pii::SchemaPool>>,
 }
 
 impl Route {
@@ -69,6 +76,8 @@ impl Route {
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes,
             default_ttl_seconds,
+            codec: None,
+            schemas: None,
         }
     }
 

@@ -100,8 +100,14 @@ pub async fn run(
         max_in_flight: config.limits.max_concurrent_requests,
         audit: audit.clone(),
     }));
-    let controller =
-        Arc::new(Controller::new(routes.clone(), plugins.clone(), loaded.registry, &config, metrics.clone()));
+    let controller = Arc::new(Controller::new(
+        routes.clone(),
+        plugins.clone(),
+        loaded.registry,
+        loaded.keyring,
+        &config,
+        metrics.clone(),
+    ));
 
     let stop = CancellationToken::new();
     // The admin listener answers from the start: `/readyz` says what the

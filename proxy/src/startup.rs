@@ -48,6 +48,8 @@ pub enum StartError {
     NamespacesDir { path: PathBuf, source: std::io::Error },
     #[error("registry.postgres.url: not a PostgreSQL connection string: {0}")]
     RegistryUrl(#[source] tokio_postgres::Error),
+    #[error("pii.keyring: {0}")]
+    Keyring(#[from] prism_pii::KeyringError),
     #[error("no namespace registry configured (namespaces_dir or registry.postgres)")]
     NoRegistry,
     #[error("namespace registry: {0}")]
@@ -82,6 +84,8 @@ impl fmt::Display for Problems {
 pub struct Loaded {
     pub tls: Option<Arc<tls::Reloading>>,
     pub registry: Registry,
+    /// The PII keyring (`pii.keyring`), when configured.
+    pub keyring: Option<Arc<prism_pii::Keyring>>,
 }
 
 /// Runs every loader on `config`, for a listener on `listen`. Returns all
@@ -117,6 +121,13 @@ pub fn load(config: &Config, options: Options, listen: SocketAddr) -> Result<Loa
             }
         }
     }
+    let keyring = match keyring(config) {
+        Ok(keyring) => keyring,
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
     let registry = match registry(config) {
         Ok(registry) => Some(registry),
         Err(e) => {
@@ -125,7 +136,7 @@ pub fn load(config: &Config, options: Options, listen: SocketAddr) -> Result<Loa
         }
     };
     match registry {
-        Some(registry) if problems.is_empty() => Ok(Loaded { tls, registry }),
+        Some(registry) if problems.is_empty() => Ok(Loaded { tls, registry, keyring }),
         _ => Err(Problems(problems)),
     }
 }
@@ -138,6 +149,23 @@ pub fn check_listen(config: &Config, options: Options, listen: SocketAddr) -> Re
         return Err(StartError::NotLoopback(listen));
     }
     Ok(())
+}
+
+/// Loads the PII keyring; warns when its files are readable by others.
+fn keyring(config: &Config) -> Result<Option<Arc<prism_pii::Keyring>>, StartError> {
+    let Some(pii) = &config.pii else { return Ok(None) };
+    let keyring = prism_pii::Keyring::load(&pii.keyring, pii.active_key, pii.hash_key)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&pii.keyring)
+            && meta.permissions().mode() & 0o007 != 0
+        {
+            tracing::warn!(keyring = %pii.keyring.display(), "the PII keyring is readable by every user of this machine; restrict it to the proxy's user");
+        }
+    }
+    tracing::info!(keyring = %pii.keyring.display(), keys = ?keyring.ids().collect::<Vec<_>>(), active = keyring.active(), "PII keyring loaded");
+    Ok(Some(Arc::new(keyring)))
 }
 
 fn registry(config: &Config) -> Result<Registry, StartError> {
@@ -204,8 +232,21 @@ pub async fn check(config: &Config, options: Options) -> bool {
     // Plans against the plugins of the config, none of them started.
     let plugins = Arc::new(plugin::plugins(&config.plugins));
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let controller = Controller::new(Arc::new(Routes::default()), plugins, loaded.registry, config, metrics);
+    let controller =
+        Controller::new(Arc::new(Routes::default()), plugins, loaded.registry, loaded.keyring, config, metrics);
     let mut ok = true;
+    match prism_pii::SchemaPool::build(snapshot.schemas) {
+        Ok(pool) => {
+            for schema in pool.schemas() {
+                println!("ok    schema {} version {}", schema.name, schema.version);
+            }
+            controller.set_schemas(pool);
+        }
+        Err(e) => {
+            println!("error {e}");
+            ok = false;
+        }
+    }
     let mut seen: Vec<(String, String)> = Vec::new();
     for (source, why) in &snapshot.unreadable {
         println!("error {source}: {why}");

@@ -364,6 +364,13 @@ impl Proxy {
 
     /// The config directory this proxy was started from, if the harness
     /// wrote it.
+    /// Stops the proxy and hands back its config (and directory), to start
+    /// it again.
+    pub fn stop(mut self) -> Option<ProxyConfig> {
+        self.terminate(Duration::from_secs(20));
+        self.config.take()
+    }
+
     pub fn config(&self) -> Option<&ProxyConfig> {
         self.config.as_ref()
     }

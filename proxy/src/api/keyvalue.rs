@@ -9,7 +9,7 @@ use prism_proto::keyvalue::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{DataPlane, at_item, check_name, page_size};
+use super::{DataPlane, at_item, check_name, page_size, replace};
 use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::routes::Route;
@@ -67,6 +67,11 @@ data_call!(PutRequest => PutResponse, Keyvalue, Put, Write,
         check_value(route, &r.value)?;
         default_ttl(route, &mut r.ttl_seconds);
         Ok(None)
+    },
+    seal(r, codec) {
+        let sealed = codec.write(&r.value)?;
+        replace(&mut r.value, sealed);
+        Ok(())
     }
 );
 
@@ -76,6 +81,14 @@ data_call!(GetRequest => GetResponse, Keyvalue, Get, Read,
     validate(r, route, limits) {
         check_name(route, "key", &r.key)?;
         Ok(None)
+    },
+    reveal(reply, codec, raw) {
+        if !reply.found {
+            return Ok(false);
+        }
+        let shown = codec.read(&reply.value, raw)?;
+        replace(&mut reply.value, shown);
+        Ok(true)
     }
 );
 
@@ -97,6 +110,15 @@ data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, BatchGet, Read,
             check_name(route, "key", key)?;
         }
         Ok(r.keys.is_empty().then(BatchGetResponse::default))
+    },
+    reveal(reply, codec, raw) {
+        let mut any = false;
+        for item in reply.items.iter_mut().filter(|i| i.found) {
+            let shown = codec.read(&item.value, raw)?;
+            replace(&mut item.value, shown);
+            any = true;
+        }
+        Ok(any)
     }
 );
 
@@ -112,6 +134,13 @@ data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, BatchPut, Write,
             default_ttl(route, &mut item.ttl_seconds);
         }
         Ok(r.items.is_empty().then(BatchPutResponse::default))
+    },
+    seal(r, codec) {
+        for (i, item) in r.items.iter_mut().enumerate() {
+            let sealed = codec.write(&item.value).map_err(|e| e.at_item("items", i))?;
+            replace(&mut item.value, sealed);
+        }
+        Ok(())
     }
 );
 
@@ -131,6 +160,13 @@ data_call!(ScanRequest => ScanResponse, Keyvalue, Scan, Read,
         }
         r.page_size = page_size(r.page_size, limits);
         Ok(None)
+    },
+    reveal(reply, codec, raw) {
+        for item in &mut reply.items {
+            let shown = codec.read(&item.value, raw)?;
+            replace(&mut item.value, shown);
+        }
+        Ok(!reply.items.is_empty())
     }
 );
 

@@ -19,6 +19,8 @@ use crate::namespace::PatternKind;
 use crate::plugin::{CallOptions, Plugin};
 use crate::routes::{Route, Routes};
 use crate::security::Right;
+use crate::security::audit::PiiReturned;
+use prism_pii::{Codec, CodecError};
 
 /// What the data plane needs from the proxy: the route table, the request
 /// limits and the metrics. Cheap to clone; every pattern service holds one.
@@ -51,6 +53,20 @@ pub trait DataCall: prost::Message + Sized + 'static {
     /// without a plugin call (an empty batch).
     fn validate(&mut self, route: &Route, limits: &Limits) -> Result<Option<Self::Reply>, ProxyError>;
 
+    /// PII, for a typed namespace: checks that the values the call writes
+    /// are the namespace's message, and encrypts their tagged fields when
+    /// the namespace asks. Calls that write no values have nothing to do.
+    fn seal(&mut self, _codec: &Codec) -> Result<(), CodecError> {
+        Ok(())
+    }
+
+    /// PII, for a typed namespace: turns the values of a reply into what
+    /// the caller may see (decrypted; masked unless `raw`). Returns whether
+    /// the reply carried any value.
+    fn reveal(_reply: &mut Self::Reply, _codec: &Codec, _raw: bool) -> Result<bool, CodecError> {
+        Ok(false)
+    }
+
     /// The plugin call that carries the request.
     fn send(
         self,
@@ -68,6 +84,8 @@ macro_rules! data_call {
         keys($k:ident) $keys:expr,
         send($s:ident, $plugin:ident, $options:ident) $send:expr,
         validate($this:ident, $route:ident, $limits:ident) $validate:block
+        $(, seal($sealing:ident, $seal_codec:ident) $seal:block)?
+        $(, reveal($reply_ident:ident, $reveal_codec:ident, $raw:ident) $reveal:block)?
     ) => {
         impl $crate::api::DataCall for $request {
             type Reply = $reply;
@@ -102,8 +120,32 @@ macro_rules! data_call {
                 let $s = self;
                 $send
             }
+
+            $(
+                fn seal(&mut self, $seal_codec: &prism_pii::Codec) -> Result<(), prism_pii::CodecError> {
+                    let $sealing = self;
+                    $seal
+                }
+            )?
+
+            $(
+                fn reveal(
+                    $reply_ident: &mut $reply,
+                    $reveal_codec: &prism_pii::Codec,
+                    $raw: bool,
+                ) -> Result<bool, prism_pii::CodecError> {
+                    $reveal
+                }
+            )?
         }
     };
+}
+
+/// Replaces `value` by what the codec made of it, if it changed anything.
+pub(crate) fn replace(value: &mut bytes::Bytes, changed: Option<bytes::Bytes>) {
+    if let Some(changed) = changed {
+        *value = changed;
+    }
 }
 
 // After the macro, so that they can use it.
@@ -116,26 +158,30 @@ impl DataPlane {
         Self { routes, limits: Arc::new(limits), metrics }
     }
 
-    /// Serves one data call: **authorize → validate → call the plugin →
-    /// map errors**, and records it in the metrics.
+    /// Serves one data call: **authorize → validate → PII (writes) → call
+    /// the plugin → PII (reads) → map errors**, and records it in the
+    /// metrics.
     ///
     /// 1. *Authorize*: the namespace's route, if the caller holds the
     ///    call's right on it (noting the namespace, right and key hash for
     ///    the audit record).
     /// 2. *Validate* against the limits, before any plugin sees the call.
-    /// 3. *Call the plugin* under the request's deadline, in its own span,
+    /// 3. *PII, writes*: in a typed namespace, the values must be its
+    ///    message; tagged fields are encrypted when it asks.
+    /// 4. *Call the plugin* under the request's deadline, in its own span,
     ///    with the call options (deadline, request id, the span's trace
     ///    context) the plugin honours on both transports.
-    /// 4. *Map errors*: every failure is a `ProxyError`, turned into a gRPC
+    /// 5. *PII, reads*: in a typed namespace, the values of the reply are
+    ///    decrypted and, unless the caller holds `pii`, masked by the
+    ///    namespace's policy; the audit record notes which classes went out
+    ///    and how.
+    /// 6. *Map errors*: every failure is a `ProxyError`, turned into a gRPC
     ///    status in one place (`crate::error`).
     ///
-    /// This is where the capabilities that act on each data call plug in,
-    /// and in this order: PII handling transforms the validated request
-    /// (field encryption of writes) before step 3 and the reply (masking of
-    /// reads by the caller's rights) after it; the shadow tee hands the
-    /// acknowledged write (or a sampled read and its answer) to the
-    /// namespace's shadow queue after step 3, never waiting on it; their
-    /// metrics join the route's.
+    /// Untyped namespaces skip steps 3 and 5 at the cost of one branch.
+    /// The shadow tee plugs in here too: it hands the acknowledged write
+    /// (or a sampled read and its answer) to the namespace's shadow queue
+    /// after step 4, never waiting on it; its metrics join the route's.
     pub async fn forward<C: DataCall>(&self, mut request: Request<C>) -> Result<Response<C::Reply>, Status> {
         let ctx = RequestContext::take(&mut request)?;
         let call = request.into_inner();
@@ -169,7 +215,7 @@ impl DataPlane {
         }
     }
 
-    /// Steps 2 and 3 of [`DataPlane::forward`]; `plugin_time` is how long
+    /// Steps 2 to 5 of [`DataPlane::forward`]; `plugin_time` is how long
     /// the plugin took, when the call reached it.
     async fn call<C: DataCall>(
         &self,
@@ -181,6 +227,9 @@ impl DataPlane {
         if let Some(reply) = call.validate(route, &self.limits)? {
             return Ok(reply);
         }
+        if let Some(codec) = &route.codec {
+            call.seal(codec).map_err(|e| ProxyError::pii(route.name(), e))?;
+        }
         let span = if ctx.traced { plugin_span(route, C::METHOD) } else { tracing::Span::none() };
         let mut options = ctx.call_options();
         if let Some((traceparent, tracestate)) = prism_telemetry::inject(&span) {
@@ -190,7 +239,22 @@ impl DataPlane {
         let started = Instant::now();
         let reply = tokio::time::timeout_at(ctx.deadline, call.send(&route.plugin, &options).instrument(span)).await;
         *plugin_time = Some(started.elapsed());
-        reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))?
+        let mut reply =
+            reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))??;
+        if let Some(codec) = &route.codec {
+            let raw = ctx.principal.may(route.doc.spec.access.as_ref(), Right::Pii);
+            if C::reveal(&mut reply, codec, raw).map_err(|e| ProxyError::pii(route.name(), e))?
+                && !codec.plan().classes().is_empty()
+            {
+                ctx.note(|facts| {
+                    facts.pii = Some(PiiReturned {
+                        returned: if raw { "raw" } else { "masked" },
+                        classes: codec.plan().classes().iter().map(|c| c.as_str()).collect(),
+                    });
+                });
+            }
+        }
+        Ok(reply)
     }
 }
 

@@ -9,7 +9,7 @@ use prism_proto::timeseries::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{DataPlane, at_item, check_name, page_size};
+use super::{DataPlane, at_item, check_name, page_size, replace};
 use crate::error::ProxyError;
 use crate::plugin::unary;
 
@@ -57,6 +57,15 @@ data_call!(AppendRequest => AppendResponse, Timeseries, Append, Write,
             }
         }
         Ok(r.events.is_empty().then(AppendResponse::default))
+    },
+    seal(r, codec) {
+        // A typed series types its payloads; events without one carry a
+        // value only.
+        for (i, event) in r.events.iter_mut().enumerate().filter(|(_, e)| !e.payload.is_empty()) {
+            let sealed = codec.write(&event.payload).map_err(|e| e.at_item("events", i))?;
+            replace(&mut event.payload, sealed);
+        }
+        Ok(())
     }
 );
 
@@ -68,6 +77,15 @@ data_call!(QueryRequest => QueryResponse, Timeseries, Query, Read,
         check_range(r.start, r.end)?;
         r.limit = page_size(r.limit, limits);
         Ok(None)
+    },
+    reveal(reply, codec, raw) {
+        let mut any = false;
+        for event in reply.events.iter_mut().filter(|e| !e.payload.is_empty()) {
+            let shown = codec.read(&event.payload, raw)?;
+            replace(&mut event.payload, shown);
+            any = true;
+        }
+        Ok(any)
     }
 );
 

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use prism_pii::{SchemaPool, SchemaVersion};
 use prism_proto::admin::v1::admin_service_server::AdminService;
 use prism_proto::admin::v1::{
     ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest, DeleteNamespaceResponse,
-    GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, ListPluginsRequest,
-    ListPluginsResponse, NamespaceInfo, PluginInfo,
+    GetNamespaceRequest, GetNamespaceResponse, GetSchemaRequest, GetSchemaResponse, ListNamespacesRequest,
+    ListNamespacesResponse, ListPluginsRequest, ListPluginsResponse, ListSchemasRequest, ListSchemasResponse,
+    MessageInfo, NamespaceInfo, PiiField, PluginInfo, PushSchemaRequest, PushSchemaResponse, SchemaInfo,
 };
 use tonic::{Request, Response, Status};
 
@@ -80,6 +82,50 @@ fn info(route: &Route) -> NamespaceInfo {
     }
 }
 
+/// What `version` of a schema holds: its messages, their tagged fields, the
+/// namespaces using each (from `routes`). Messages are read from `pool`
+/// when it holds this version, else from the version's own descriptors.
+fn schema_info(version: &SchemaVersion, pool: &SchemaPool, routes: &Routes) -> SchemaInfo {
+    let own;
+    let source = if pool.latest(&version.name).is_some_and(|v| v.version == version.version) {
+        pool
+    } else {
+        own = SchemaPool::build([version.clone()]).unwrap_or_default();
+        &own
+    };
+    let table = routes.snapshot();
+    let messages = source
+        .messages_of(&version.name)
+        .iter()
+        .map(|name| {
+            let pii_fields = source
+                .plan(name)
+                .map(|plan| {
+                    plan.fields()
+                        .iter()
+                        .map(|f| PiiField { path: f.path.clone(), class: f.class.as_str().to_owned() })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut namespaces: Vec<String> = table
+                .iter()
+                .filter(|r| r.doc.spec.schema.as_ref().is_some_and(|s| &s.message == name))
+                .map(|r| r.name().to_owned())
+                .collect();
+            namespaces.sort();
+            MessageInfo { name: name.clone(), pii_fields, namespaces }
+        })
+        .collect();
+    SchemaInfo {
+        name: version.name.clone(),
+        version: version.version,
+        pushed_at: version.pushed_at.clone(),
+        pushed_by: version.pushed_by.clone(),
+        messages,
+        versions: Vec::new(),
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn apply_namespace(
@@ -128,6 +174,66 @@ impl AdminService for AdminApi {
         let may_change = |name: &str, current: Option<&Route>| self.check_admin(&ctx, name, current);
         let data_purged = self.controller.delete(&req.name, req.purge_data, req.force, may_change).await?;
         Ok(Response::new(DeleteNamespaceResponse { data_purged }))
+    }
+
+    async fn push_schema(&self, request: Request<PushSchemaRequest>) -> Result<Response<PushSchemaResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        self.check_proxy_admin(&ctx)?;
+        let req = request.into_inner();
+        prism_pii::registry::check_name(&req.name).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        if req.file_descriptor_set.is_empty() {
+            return Err(ProxyError::InvalidArgument("file_descriptor_set is empty".to_owned()).into());
+        }
+        let pushed_by = ctx.principal.to_string();
+        let pushed =
+            self.controller.push_schema(&req.name, req.file_descriptor_set, req.force, req.dry_run, &pushed_by).await?;
+        let pool = self.controller.schemas();
+        let mut schema = schema_info(&pushed.version, &pool, &self.routes);
+        if !pushed.applied {
+            // A dry run: the version is not in the pool; describe it alone.
+            schema = schema_info(&pushed.version, &SchemaPool::default(), &self.routes);
+        }
+        Ok(Response::new(PushSchemaResponse {
+            schema: Some(schema),
+            applied: pushed.applied,
+            breaking: pushed.breaking,
+        }))
+    }
+
+    async fn list_schemas(
+        &self,
+        request: Request<ListSchemasRequest>,
+    ) -> Result<Response<ListSchemasResponse>, Status> {
+        // Schemas describe types, not data: any authenticated caller may
+        // read them, as with server reflection.
+        let _ctx = RequestContext::of(&request)?;
+        let pool = self.controller.schemas();
+        let schemas = pool.schemas().map(|v| schema_info(v, &pool, &self.routes)).collect();
+        Ok(Response::new(ListSchemasResponse { schemas }))
+    }
+
+    async fn get_schema(&self, request: Request<GetSchemaRequest>) -> Result<Response<GetSchemaResponse>, Status> {
+        let _ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let versions = self.controller.registry().schema_versions(&req.name).await?;
+        let wanted = match req.version {
+            0 => versions.last(),
+            n => versions.iter().find(|v| v.version == n),
+        };
+        let Some(version) = wanted else {
+            return Err(ProxyError::NotFound(match req.version {
+                0 => format!("schema {:?} is not registered", req.name),
+                n => format!(
+                    "schema {:?} has no version {n} (versions: {})",
+                    req.name,
+                    versions.iter().map(|v| v.version.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            })
+            .into());
+        };
+        let mut schema = schema_info(version, &self.controller.schemas(), &self.routes);
+        schema.versions = versions.iter().map(|v| v.version).collect();
+        Ok(Response::new(GetSchemaResponse { schema: Some(schema), file_descriptor_set: version.descriptor.clone() }))
     }
 
     async fn list_plugins(

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use prism_pii::{Codec, Keyring, SchemaPool, SchemaVersion};
 use prism_proto::admin::v1::{Plan, plan};
 use prism_proto::plugin::v1::{DescribeNamespaceRequest, DropNamespaceRequest, PrepareNamespaceRequest};
 use serde_saphyr::Spanned;
@@ -49,6 +51,20 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     /// Whether the registry was read once (readiness).
     loaded: std::sync::atomic::AtomicBool,
+    /// The registered schemas typed namespaces are planned against.
+    schemas: ArcSwap<SchemaPool>,
+    /// The PII keyring (`pii.keyring`), if configured.
+    keyring: Option<Arc<Keyring>>,
+}
+
+/// What pushing a schema did.
+pub struct Pushed {
+    pub version: SchemaVersion,
+    /// The breaking changes pushed with force (empty otherwise).
+    pub breaking: Vec<String>,
+    pub applied: bool,
+    /// The typed namespaces that now use the new version.
+    pub namespaces: Vec<String>,
 }
 
 /// What a reconcile changed.
@@ -74,10 +90,13 @@ impl Controller {
         routes: Arc<Routes>,
         plugins: Arc<Plugins>,
         registry: Registry,
+        keyring: Option<Arc<Keyring>>,
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            schemas: ArcSwap::default(),
+            keyring,
             metrics,
             loaded: std::sync::atomic::AtomicBool::new(false),
             routes,
@@ -92,6 +111,16 @@ impl Controller {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The registered schemas.
+    pub fn schemas(&self) -> Arc<SchemaPool> {
+        self.schemas.load_full()
+    }
+
+    /// Uses `pool` from now on (`--check`, which reads the registry once).
+    pub fn set_schemas(&self, pool: SchemaPool) {
+        self.schemas.store(Arc::new(pool));
     }
 
     /// Plugins whose capabilities are known, for selection.
@@ -117,7 +146,7 @@ impl Controller {
     ) -> Result<Planned, Vec<SpecError>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let chosen = self.check(&doc, tree, &mut errors, &mut warnings);
+        let (chosen, codec) = self.check(&doc, tree, &mut errors, &mut warnings);
         let Some((plugin, reason)) = chosen else { return Err(errors) };
         if !errors.is_empty() {
             return Err(errors);
@@ -153,22 +182,27 @@ impl Controller {
             diff,
             warnings,
         };
-        let route = Route::new(doc, yaml.to_owned(), source, plugin, reason, &self.limits, &self.metrics);
+        let mut route = Route::new(doc, yaml.to_owned(), source, plugin, reason, &self.limits, &self.metrics);
+        if let Some((codec, pool)) = codec {
+            route.codec = Some(codec);
+            route.schemas = Some(pool);
+        }
         Ok(Planned { plan, route })
     }
 
     /// Checks a document against the proxy: its backend exists and meets
     /// its needs (when the plugin's capabilities are known), the limits,
     /// the fields that only some patterns have. Returns the plugin chosen
-    /// and why, and adds every problem to `errors` and every caveat to
-    /// `warnings`.
+    /// and why, and the PII handling of a typed namespace, and adds every
+    /// problem to `errors` and every caveat to `warnings`.
+    #[allow(clippy::type_complexity)]
     fn check(
         &self,
         doc: &NamespaceDoc,
         tree: &Spanned<Node>,
         errors: &mut Vec<SpecError>,
         warnings: &mut Vec<String>,
-    ) -> Option<(Arc<Plugin>, String)> {
+    ) -> (Option<(Arc<Plugin>, String)>, Option<(Arc<Codec>, Arc<SchemaPool>)>) {
         let spec = &doc.spec;
         let limits = &self.limits;
 
@@ -242,7 +276,49 @@ impl Controller {
         if spec.access.is_some() && !self.auth_enabled {
             warnings.push("spec.access is not enforced: the proxy runs without authentication (dev mode)".to_owned());
         }
-        chosen
+        if spec.schema.is_none() && spec.access.as_ref().is_some_and(|a| !a.pii.is_empty()) {
+            warnings.push("spec.access.pii has no effect: without spec.schema no field is PII".to_owned());
+        }
+        let codec = self.codec(doc, &self.schemas.load_full(), tree, errors);
+        (chosen, codec)
+    }
+
+    /// The PII handling of a typed namespace against `pool`; adds why not
+    /// to `errors`.
+    fn codec(
+        &self,
+        doc: &NamespaceDoc,
+        pool: &Arc<SchemaPool>,
+        tree: &Spanned<Node>,
+        errors: &mut Vec<SpecError>,
+    ) -> Option<(Arc<Codec>, Arc<SchemaPool>)> {
+        let schema = doc.spec.schema.as_ref()?;
+        let Ok(plan) = pool.plan(&schema.message) else {
+            let known: Vec<&str> = pool.schemas().flat_map(|v| pool.messages_of(&v.name)).map(String::as_str).collect();
+            errors.push(SpecError::at(
+                tree,
+                "spec.schema.message",
+                format!(
+                    "message {} is not registered; push its .proto file with `prismctl schema push` ({})",
+                    schema.message,
+                    if known.is_empty() {
+                        "no schema is registered".to_owned()
+                    } else {
+                        format!("registered: {}", known.join(", "))
+                    }
+                ),
+            ));
+            return None;
+        };
+        match Codec::new(plan, doc.name(), doc.spec.pii.as_ref(), self.keyring.as_ref()) {
+            Ok(codec) => Some((Arc::new(codec), pool.clone())),
+            Err(problems) => {
+                for why in problems {
+                    errors.push(SpecError::at(tree, "spec.pii", why));
+                }
+                None
+            }
+        }
     }
 
     /// Plans a document without changing anything, for `prism-proxy
@@ -257,11 +333,11 @@ impl Controller {
             // The selection needs the plugins' capabilities; they are known
             // once the plugins run.
             let mut ignored = Vec::new();
-            self.check(&doc, &tree, &mut ignored, &mut warnings);
+            let _ = self.check(&doc, &tree, &mut ignored, &mut warnings);
             errors.extend(ignored.into_iter().filter(|e| e.path != "spec.needs"));
             "chosen at start from the plugins' capabilities".to_owned()
         } else {
-            match self.check(&doc, &tree, &mut errors, &mut warnings) {
+            match self.check(&doc, &tree, &mut errors, &mut warnings).0 {
                 Some((plugin, _)) => format!("plugin {}", plugin.name()),
                 None => String::new(),
             }
@@ -424,6 +500,8 @@ impl Controller {
     async fn reconcile_once(&self) -> Result<Reconciled, ProxyError> {
         let snapshot = self.registry.load().await?;
         let _changes = self.lock.lock().await;
+        let schemas_changed = self.reload_schemas(snapshot.schemas);
+        let pool = self.schemas.load_full();
         let table = self.routes.snapshot();
         let mut report = Reconciled::default();
         let mut seen: HashMap<String, String> = HashMap::new();
@@ -450,9 +528,12 @@ impl Controller {
             }
             seen.insert(name.clone(), source.clone());
             let current = table.get(&name);
+            // A typed namespace is planned again against a new schema pool.
+            let stale = current.is_some_and(|c| c.schemas.as_ref().is_some_and(|p| !Arc::ptr_eq(p, &pool)));
             if let Some(cur) = current
                 && cur.yaml == yaml
                 && cur.source == source
+                && !stale
             {
                 continue;
             }
@@ -463,7 +544,10 @@ impl Controller {
                         plan::Action::Unchanged => {}
                         _ => report.updated.push(name),
                     }
-                    if planned.plan.action() != plan::Action::Unchanged || current.is_none_or(|c| c.source != source) {
+                    if planned.plan.action() != plan::Action::Unchanged
+                        || current.is_none_or(|c| c.source != source)
+                        || stale
+                    {
                         changes.push(Arc::new(planned.route));
                     }
                 }
@@ -487,6 +571,12 @@ impl Controller {
         for (source, why) in &report.rejected {
             tracing::error!(%source, error = %why, "namespace document skipped");
         }
+        if schemas_changed {
+            tracing::info!(
+                schemas = ?pool.schemas().map(|v| format!("{}@{}", v.name, v.version)).collect::<Vec<_>>(),
+                "schemas reloaded"
+            );
+        }
         if !(report.added.is_empty() && report.updated.is_empty() && report.removed.is_empty()) {
             tracing::info!(
                 added = ?report.added,
@@ -497,6 +587,107 @@ impl Controller {
             );
         }
         Ok(report)
+    }
+
+    /// Uses the registry's latest schema versions, if they differ from the
+    /// current pool's. A set that does not load keeps the current pool.
+    fn reload_schemas(&self, latest: Vec<SchemaVersion>) -> bool {
+        let current = self.schemas.load();
+        let same = latest.len() == current.schemas().count()
+            && latest.iter().all(|v| current.latest(&v.name).is_some_and(|c| c.version == v.version));
+        if same {
+            return false;
+        }
+        match SchemaPool::build(latest) {
+            Ok(pool) => {
+                self.schemas.store(Arc::new(pool));
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "registered schemas do not load; keeping the previous ones");
+                false
+            }
+        }
+    }
+
+    /// Registers `descriptor` (an encoded `FileDescriptorSet`) as the next
+    /// version of schema `name`: refused if it does not load, has unknown
+    /// PII classes, conflicts with another schema, breaks a typed
+    /// namespace, or (unless `force`) is incompatible with the previous
+    /// version. Typed namespaces switch to it at once.
+    pub async fn push_schema(
+        &self,
+        name: &str,
+        descriptor: bytes::Bytes,
+        force: bool,
+        dry_run: bool,
+        pushed_by: &str,
+    ) -> Result<Pushed, ProxyError> {
+        let _changes = self.lock.lock().await;
+        let old = self.schemas.load_full();
+        let previous = old.latest(name).map_or(0, |v| v.version);
+        let candidate = SchemaVersion {
+            name: name.to_owned(),
+            version: previous + 1,
+            descriptor: descriptor.clone(),
+            pushed_at: String::new(),
+            pushed_by: pushed_by.to_owned(),
+        };
+        let new = old.with(candidate.clone()).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        let table = self.routes.snapshot();
+        let typed: Vec<&Arc<Route>> = table.iter().filter(|r| r.codec.is_some()).collect();
+        let in_use: Vec<(String, String)> = typed
+            .iter()
+            .filter_map(|r| r.doc.spec.schema.as_ref().map(|s| (r.name().to_owned(), s.message.clone())))
+            .collect();
+        let breaking = prism_pii::compat::breaking(&old, &new, name, &in_use);
+        if !breaking.is_empty() && !force {
+            return Err(ProxyError::FailedPrecondition(format!(
+                "schema {name}: {} breaking change(s) from version {previous}: {}. Push with force to register it anyway",
+                breaking.len(),
+                breaking.join("; ")
+            )));
+        }
+        // Every typed namespace must still be servable with the new pool,
+        // whatever force says: a namespace without a plan cannot serve.
+        let new = Arc::new(new);
+        let mut replanned = Vec::new();
+        let mut problems = Vec::new();
+        for route in &typed {
+            let (doc, tree) = NamespaceDoc::parse_with_tree(&route.yaml).map_err(ProxyError::InvalidSpec)?;
+            let mut errors = Vec::new();
+            if self.codec(&doc, &new, &tree, &mut errors).is_none() {
+                problems.extend(errors.iter().map(|e| format!("namespace {}: {}", route.name(), e.message)));
+            }
+            replanned.push((doc, tree, Arc::clone(route)));
+        }
+        if !problems.is_empty() {
+            return Err(ProxyError::FailedPrecondition(format!(
+                "schema {name}: typed namespaces could not use this version: {}",
+                problems.join("; ")
+            )));
+        }
+        let namespaces: Vec<String> = replanned
+            .iter()
+            .filter(|(doc, _, _)| doc.spec.schema.as_ref().is_some_and(|s| new.schema_of(&s.message) == Some(name)))
+            .map(|(doc, _, _)| doc.name().to_owned())
+            .collect();
+        if dry_run {
+            return Ok(Pushed { version: candidate, breaking, applied: false, namespaces });
+        }
+        let stored = self.registry.put_schema(name, previous, &descriptor, pushed_by).await?;
+        let pool = Arc::new(old.with(stored.clone()).map_err(|e| ProxyError::Internal(e.to_string()))?);
+        self.schemas.store(pool.clone());
+        for (doc, tree, route) in replanned {
+            match self.plan_doc(doc, &tree, &route.yaml, route.source.clone(), Some(&route)) {
+                Ok(planned) => self.activate(Arc::new(planned.route)).await,
+                Err(errors) => {
+                    tracing::error!(namespace = route.name(), errors = %summarize(&errors), "namespace keeps its previous schema");
+                }
+            }
+        }
+        tracing::info!(schema = %name, version = stored.version, forced = !breaking.is_empty(), "schema pushed");
+        Ok(Pushed { version: stored, breaking, applied: true, namespaces })
     }
 
     /// Reconciles whenever the registry signals a change, until the

@@ -1,7 +1,8 @@
-//! Where namespace documents are stored: a directory of YAML files (one
-//! proxy, the embedded default) or a PostgreSQL table shared by many
-//! proxies. Either way the registry holds raw documents; the controller
-//! parses, validates and plans them.
+//! Where namespace documents and registered schemas are stored: a directory
+//! of YAML files (one proxy, the embedded default; schemas in its `schemas/`
+//! subdirectory) or PostgreSQL tables shared by many proxies. Either way the
+//! registry holds raw documents and descriptor sets; the controller parses,
+//! validates and plans them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,10 @@ use futures::StreamExt;
 use notify::RecursiveMode;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prism_pii::SchemaVersion;
 
 use crate::config::PostgresRegistry;
 use crate::error::ProxyError;
@@ -29,6 +34,8 @@ pub struct Snapshot {
     pub docs: Vec<Stored>,
     /// Entries that could not be read at all: `(source, why)`.
     pub unreadable: Vec<(String, String)>,
+    /// The latest version of every registered schema.
+    pub schemas: Vec<SchemaVersion>,
 }
 
 pub enum Registry {
@@ -73,8 +80,52 @@ impl Registry {
 
     pub async fn load(&self) -> Result<Snapshot, ProxyError> {
         match self {
-            Self::Directory(dir) => load_dir(dir).map_err(|e| unavailable(&format!("reading {}", dir.display()), e)),
+            Self::Directory(dir) => {
+                let mut snapshot = load_dir(dir).map_err(|e| unavailable(&format!("reading {}", dir.display()), e))?;
+                snapshot.schemas = dir_schemas(dir, None)?
+                    .into_iter()
+                    .fold(std::collections::BTreeMap::<String, SchemaVersion>::new(), |mut latest, v| {
+                        if latest.get(&v.name).is_none_or(|cur| cur.version < v.version) {
+                            latest.insert(v.name.clone(), v);
+                        }
+                        latest
+                    })
+                    .into_values()
+                    .collect();
+                Ok(snapshot)
+            }
             Self::Postgres(pg) => pg_load(pg).await,
+        }
+    }
+
+    /// Every stored version of schema `name`, oldest first.
+    pub async fn schema_versions(&self, name: &str) -> Result<Vec<SchemaVersion>, ProxyError> {
+        match self {
+            Self::Directory(dir) => dir_schemas(dir, Some(name)),
+            Self::Postgres(pg) => pg_schema_versions(pg, name).await,
+        }
+    }
+
+    /// Stores `descriptor` as version `previous + 1` of schema `name`.
+    /// Fails with `Conflict` if another version was stored since
+    /// `previous` was read (another proxy pushed meanwhile).
+    pub async fn put_schema(
+        &self,
+        name: &str,
+        previous: u32,
+        descriptor: &[u8],
+        pushed_by: &str,
+    ) -> Result<SchemaVersion, ProxyError> {
+        let version = SchemaVersion {
+            name: name.to_owned(),
+            version: previous + 1,
+            descriptor: bytes::Bytes::copy_from_slice(descriptor),
+            pushed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            pushed_by: pushed_by.to_owned(),
+        };
+        match self {
+            Self::Directory(dir) => dir_put_schema(dir, &version).map(|()| version),
+            Self::Postgres(pg) => pg_put_schema(pg, version).await,
         }
     }
 
@@ -135,6 +186,78 @@ fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     Ok(snapshot)
 }
 
+/// The subdirectory of the namespaces directory that holds schemas; it is
+/// not a namespace document, so the namespace loader skips it.
+const SCHEMA_DIR: &str = "schemas";
+
+/// One stored schema version, as a JSON file `<name>.v<N>.json` (the name
+/// percent-encoded, since it holds `/`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SchemaFile {
+    name: String,
+    version: u32,
+    descriptor_base64: String,
+    pushed_at: String,
+    pushed_by: String,
+}
+
+fn schema_file_name(name: &str, version: u32) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("{encoded}.v{version}.json")
+}
+
+fn dir_schemas(dir: &Path, only: Option<&str>) -> Result<Vec<SchemaVersion>, ProxyError> {
+    let schemas = dir.join(SCHEMA_DIR);
+    let entries = match std::fs::read_dir(&schemas) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unavailable(&format!("reading {}", schemas.display()), e)),
+    };
+    let mut versions = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bad = |why: String| unavailable(&format!("reading {}", path.display()), why);
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let file: SchemaFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if only.is_some_and(|n| n != file.name) {
+            continue;
+        }
+        let descriptor = STANDARD.decode(file.descriptor_base64).map_err(|e| bad(e.to_string()))?;
+        versions.push(SchemaVersion {
+            name: file.name,
+            version: file.version,
+            descriptor: descriptor.into(),
+            pushed_at: file.pushed_at,
+            pushed_by: file.pushed_by,
+        });
+    }
+    versions.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    Ok(versions)
+}
+
+fn dir_put_schema(dir: &Path, v: &SchemaVersion) -> Result<(), ProxyError> {
+    let schemas = dir.join(SCHEMA_DIR);
+    std::fs::create_dir_all(&schemas).map_err(|e| unavailable(&format!("creating {}", schemas.display()), e))?;
+    let path = schemas.join(schema_file_name(&v.name, v.version));
+    if path.exists() {
+        return Err(ProxyError::Conflict(format!(
+            "schema {} version {} was pushed meanwhile; push again",
+            v.name, v.version
+        )));
+    }
+    let file = SchemaFile {
+        name: v.name.clone(),
+        version: v.version,
+        descriptor_base64: STANDARD.encode(&v.descriptor),
+        pushed_at: v.pushed_at.clone(),
+        pushed_by: v.pushed_by.clone(),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ProxyError::Internal(e.to_string()))?;
+    write_atomically(&path, &text).map_err(|e| unavailable(&format!("writing {}", path.display()), e))
+}
+
 /// Writes through a temporary file and a rename, so a reader (this proxy's
 /// watcher, an operator's editor) never sees half a document. The
 /// temporary name does not end in `.yaml`, so it is never loaded.
@@ -191,6 +314,10 @@ fn table(pg: &PostgresRegistry) -> String {
     format!("\"{}\".namespaces", pg.schema)
 }
 
+fn schema_table(pg: &PostgresRegistry) -> String {
+    format!("\"{}\".schemas", pg.schema)
+}
+
 fn channel(pg: &PostgresRegistry) -> String {
     format!("prism_namespaces_{}", pg.schema)
 }
@@ -221,9 +348,17 @@ async fn ensure_table(pg: &PostgresRegistry, client: &tokio_postgres::Client) ->
              spec       text NOT NULL,
              revision   bigint NOT NULL DEFAULT 1,
              updated_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS {schemas} (
+             name       text NOT NULL,
+             version    integer NOT NULL,
+             descriptor bytea NOT NULL,
+             pushed_by  text NOT NULL,
+             pushed_at  timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (name, version));
          COMMIT;",
         schema = pg.schema,
-        table = table(pg)
+        table = table(pg),
+        schemas = schema_table(pg)
     );
     client.batch_execute(&sql).await.map_err(|e| unavailable("creating the registry table", e))
 }
@@ -242,7 +377,80 @@ async fn pg_load(registry: &PgRegistry) -> Result<Snapshot, ProxyError> {
             Stored { source: format!("postgres:{}/{name}", table(pg)), yaml: r.get(1) }
         })
         .collect();
-    Ok(Snapshot { docs, unreadable: Vec::new() })
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (name) name, version, descriptor, pushed_by, \
+                 to_char(pushed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                 FROM {} ORDER BY name, version DESC",
+                schema_table(pg)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| unavailable("reading schemas", e))?;
+    let schemas = rows.iter().map(schema_row).collect();
+    Ok(Snapshot { docs, unreadable: Vec::new(), schemas })
+}
+
+fn schema_row(r: &tokio_postgres::Row) -> SchemaVersion {
+    let version: i32 = r.get(1);
+    let descriptor: Vec<u8> = r.get(2);
+    SchemaVersion {
+        name: r.get(0),
+        version: u32::try_from(version).unwrap_or_default(),
+        descriptor: descriptor.into(),
+        pushed_by: r.get(3),
+        pushed_at: r.get(4),
+    }
+}
+
+async fn pg_schema_versions(registry: &PgRegistry, name: &str) -> Result<Vec<SchemaVersion>, ProxyError> {
+    let pg = &registry.config;
+    let client = registry.client().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT name, version, descriptor, pushed_by, \
+                 to_char(pushed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                 FROM {} WHERE name = $1 ORDER BY version",
+                schema_table(pg)
+            ),
+            &[&name],
+        )
+        .await
+        .map_err(|e| unavailable("reading schemas", e))?;
+    Ok(rows.iter().map(schema_row).collect())
+}
+
+async fn pg_put_schema(registry: &PgRegistry, mut v: SchemaVersion) -> Result<SchemaVersion, ProxyError> {
+    let pg = &registry.config;
+    let mut client = registry.client().await?;
+    let tx = client.transaction().await.map_err(|e| unavailable("writing a schema", e))?;
+    let version = i32::try_from(v.version).map_err(|_| ProxyError::ResourceExhausted("too many versions".into()))?;
+    // The primary key refuses a version another proxy stored meanwhile.
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} (name, version, descriptor, pushed_by) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                schema_table(pg)
+            ),
+            &[&v.name, &version, &v.descriptor.as_ref(), &v.pushed_by],
+        )
+        .await
+        .map_err(|e| unavailable("writing a schema", e))?;
+    if inserted == 0 {
+        return Err(ProxyError::Conflict(format!(
+            "schema {} version {} was pushed meanwhile; push again",
+            v.name, v.version
+        )));
+    }
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &format!("schema:{}", v.name)])
+        .await
+        .map_err(|e| unavailable("notifying proxies", e))?;
+    tx.commit().await.map_err(|e| unavailable("writing a schema", e))?;
+    v.pushed_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    Ok(v)
 }
 
 async fn pg_put(registry: &PgRegistry, name: &str, yaml: &str) -> Result<String, ProxyError> {

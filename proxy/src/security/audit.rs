@@ -37,6 +37,17 @@ pub struct Facts {
     /// Number of keys of a batch call.
     pub keys: Option<usize>,
     pub denied: Option<String>,
+    /// The PII classes a read of a typed namespace returned, and how.
+    pub pii: Option<PiiReturned>,
+}
+
+/// What a read of a typed namespace returned of its tagged fields: the
+/// classes, and whether raw (the caller holds `pii`) or masked. Never the
+/// values.
+#[derive(Debug, Clone, Serialize)]
+pub struct PiiReturned {
+    pub returned: &'static str,
+    pub classes: Vec<&'static str>,
 }
 
 pub type SharedFacts = Arc<Mutex<Facts>>;
@@ -76,6 +87,8 @@ pub struct Record {
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pii: Option<PiiReturned>,
 }
 
 pub fn now() -> String {
@@ -101,6 +114,7 @@ impl Record {
             reason: Some(reason.to_owned()),
             status: None,
             latency_ms: None,
+            pii: None,
         }
     }
 }
@@ -139,6 +153,7 @@ impl Record {
             reason,
             status: Some(format!("{:?}", call.status)),
             latency_ms: Some(call.latency.as_secs_f64() * 1000.0),
+            pii: facts.pii,
         }
     }
 }

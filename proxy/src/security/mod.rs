@@ -24,6 +24,8 @@ pub enum Right {
     Read,
     Write,
     Admin,
+    /// Reading tagged fields of a typed namespace raw, not masked.
+    Pii,
 }
 
 impl Right {
@@ -32,6 +34,7 @@ impl Right {
             Self::Read => "read",
             Self::Write => "write",
             Self::Admin => "admin",
+            Self::Pii => "pii",
         }
     }
 }
@@ -132,6 +135,7 @@ impl Principal {
             Right::Read => &access.read,
             Right::Write => &access.write,
             Right::Admin => &access.admin,
+            Right::Pii => &access.pii,
         };
         self.matches_any(list)
     }
