@@ -10,6 +10,7 @@ mod login;
 mod namespace;
 mod output;
 mod plugins;
+mod schema;
 mod settings;
 mod ts;
 
@@ -75,6 +76,9 @@ enum Command {
     /// Inspect backend plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Register and inspect the .proto schemas of typed namespaces (PII).
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Get an access token from an OIDC issuer (client credentials, or the
     /// device grant for people) and keep it for later commands.
     Login(login::LoginArgs),
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Graph(cmd) => graph::run(&client, cmd).await,
         Command::Namespace(cmd) => namespace::run(&client, cmd).await,
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
+        Command::Schema(cmd) => schema::run(&client, cmd).await,
         Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),
     }
 }
