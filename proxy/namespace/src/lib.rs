@@ -16,7 +16,8 @@ pub mod yaml;
 
 pub use pii::{PiiAction, PiiClass};
 pub use spec::{
-    Access, Consistency, Durability, Metadata, NamespaceDoc, NamespaceSpec, Needs, PatternKind, PiiSpec, Schema,
+    Access, Consistency, DEFAULT_SHADOW_QUEUE, Durability, Metadata, Mirror, NamespaceDoc, NamespaceSpec, Needs,
+    PatternKind, PiiSpec, Schema, ShadowSpec,
 };
 pub use yaml::SpecError;
 

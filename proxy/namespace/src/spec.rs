@@ -58,6 +58,52 @@ pub struct NamespaceSpec {
     /// How tagged fields are shown and stored; needs `schema`.
     #[serde(default)]
     pub pii: Option<PiiSpec>,
+    /// A second backend that gets the namespace's traffic too.
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `spec.shadow`: mirror the namespace's writes (and compare a share of its
+/// reads) to a second plugin, without the clients depending on it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// The plugin that gets the copies; not the namespace's own.
+    pub backend: String,
+    /// What is mirrored: every acknowledged write, or nothing (reads may
+    /// still be compared).
+    #[serde(default)]
+    pub mirror: Mirror,
+    /// Share of reads, 0 to 1, also sent to the shadow and compared.
+    #[serde(default)]
+    pub compare_reads: f64,
+    /// Most copies waiting for the shadow; more are dropped and counted.
+    #[serde(default = "default_shadow_queue")]
+    pub queue: usize,
+}
+
+/// Copies waiting for a shadow by default.
+pub const DEFAULT_SHADOW_QUEUE: usize = 10_000;
+
+fn default_shadow_queue() -> usize {
+    DEFAULT_SHADOW_QUEUE
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mirror {
+    #[default]
+    Writes,
+    None,
+}
+
+impl Mirror {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Writes => "writes",
+            Self::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

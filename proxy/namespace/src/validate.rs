@@ -22,6 +22,9 @@ pub const NEEDS_FIELDS: &[&str] =
 pub const ACCESS_FIELDS: &[&str] = &["read", "write", "admin", "pii"];
 pub const SCHEMA_FIELDS: &[&str] = &["message"];
 pub const PII_FIELDS: &[&str] = &["policy", "encrypt"];
+pub const SHADOW_FIELDS: &[&str] = &["backend", "mirror", "compare_reads", "queue"];
+/// Most copies a shadow queue may hold.
+pub const MAX_SHADOW_QUEUE: i64 = 1_000_000;
 /// Longest message name in `spec.schema.message`.
 pub const MAX_MESSAGE_NAME: usize = 256;
 
@@ -231,11 +234,7 @@ impl Checker {
                 "access" => self.access(node, &path),
                 "schema" => self.schema(node, &path),
                 "pii" => self.pii(node, &path),
-                _ => self.error(
-                    &path,
-                    node,
-                    "shadow traffic is not available in this version of Prism; remove spec.shadow",
-                ),
+                _ => self.shadow(node, &path),
             }
         }
     }
@@ -252,6 +251,33 @@ impl Checker {
                     node,
                     format!("{name:?} is not a message name: use the full name, such as acme.profile.v1.UserProfile"),
                 );
+            }
+        }
+    }
+
+    fn shadow(&mut self, node: &Spanned<Node>, path: &str) {
+        let Some(fields) = self.map(node, path, SHADOW_FIELDS, &["backend"]) else { return };
+        for (field, node, path) in fields {
+            match field {
+                "backend" => {
+                    if let Some(name) = self.string(node, &path)
+                        && !is_dns_label(name)
+                    {
+                        self.error(&path, node, format!("{name:?} is not a plugin name"));
+                    }
+                }
+                "mirror" => self.one_of(node, &path, &["writes", "none"]),
+                "compare_reads" => match node.value {
+                    Node::Float(f) if (0.0..=1.0).contains(&f) => {}
+                    Node::Int(0 | 1) => {}
+                    Node::Float(_) | Node::Int(_) => {
+                        self.error(&path, node, "a share of reads: a number from 0 to 1, such as 0.05");
+                    }
+                    ref other => {
+                        self.error(&path, node, format!("expected a number from 0 to 1, found {}", other.kind()));
+                    }
+                },
+                _ => self.integer(node, &path, 1, MAX_SHADOW_QUEUE),
             }
         }
     }
@@ -428,7 +454,7 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_with_its_path_and_line() {
-        let text = "apiVersion: prism/v2\nkind: Table\nmetadata:\n  name: Bad_Name\n  colour: red\nspec:\n  pattern: document\n  backnd: redis\n  needs:\n    ttl: forever\n    read_rps: lots\n    write_rps: -1\n    consistency: linearizable\n  access:\n    read: [alice]\n  shadow: {backend: pg}\n";
+        let text = "apiVersion: prism/v2\nkind: Table\nmetadata:\n  name: Bad_Name\n  colour: red\nspec:\n  pattern: document\n  backnd: redis\n  needs:\n    ttl: forever\n    read_rps: lots\n    write_rps: -1\n    consistency: linearizable\n  access:\n    read: [alice]\n  shadow: {pg: pg}\n";
         let errs = errors(text);
         let expect = [
             "apiVersion (line 1, column 13): expected \"prism/v1\"",
@@ -442,7 +468,8 @@ mod tests {
             "spec.needs.write_rps (line 12, column 16): -1 is out of range",
             "spec.needs.consistency (line 13, column 18)",
             "spec.access.read[0] (line 15, column 12): \"alice\" is not a principal",
-            "spec.shadow (line 16, column 11): shadow traffic is not available",
+            "spec.shadow.backend (line 16, column 11): the required field `backend` is missing",
+            "spec.shadow.pg (line 16, column 12): unknown field `pg`",
         ];
         for needle in expect {
             assert!(
@@ -478,6 +505,33 @@ mod tests {
             ),
             ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {encrypt: yes please}\n", "expected true or false"),
             ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {policy: [mask]}\n", "mapping of PII classes"),
+        ];
+        for (spec, needle) in cases {
+            let errs = errors(&format!("{base}{spec}"));
+            assert!(errs.iter().any(|e| e.contains(needle)), "{needle:?} not in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn shadow() {
+        let base = "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\nspec:\n  pattern: keyvalue\n";
+        for ok in [
+            "  shadow: {backend: postgres}\n",
+            "  shadow: {backend: pg, mirror: none, compare_reads: 0.05, queue: 100}\n",
+            "  shadow: {backend: pg, compare_reads: 1}\n",
+        ] {
+            assert_eq!(errors(&format!("{base}{ok}")), Vec::<String>::new(), "{ok}");
+        }
+        let cases = [
+            ("  shadow: {}\n", "required field `backend`"),
+            ("  shadow: {backend: Postgres}\n", "not a plugin name"),
+            ("  shadow: {backend: pg, mirror: reads}\n", "\"reads\" is not one of writes, none"),
+            ("  shadow: {backend: pg, compare_reads: 1.5}\n", "a number from 0 to 1"),
+            ("  shadow: {backend: pg, compare_reads: -0.1}\n", "a number from 0 to 1"),
+            ("  shadow: {backend: pg, compare_reads: half}\n", "expected a number from 0 to 1"),
+            ("  shadow: {backend: pg, queue: 0}\n", "out of range"),
+            ("  shadow: {backend: pg, queue: 2000000}\n", "out of range"),
+            ("  shadow: postgres\n", "expected a mapping"),
         ];
         for (spec, needle) in cases {
             let errs = errors(&format!("{base}{spec}"));
