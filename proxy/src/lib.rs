@@ -19,6 +19,7 @@ pub mod plugin;
 pub mod routes;
 pub mod security;
 pub mod server;
+pub mod shadow;
 pub mod startup;
 
 /// The namespace document (the `prism-namespace` crate, shared with

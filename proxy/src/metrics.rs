@@ -142,6 +142,41 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    namespace: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: Arc<str>,
+}
+
+/// What became of one copy handed to a namespace's shadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    Mirrored,
+    MirrorFailed,
+    Dropped,
+    Matched,
+    Mismatched,
+    CompareFailed,
+}
+
+impl ShadowOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mirrored => "mirrored",
+            Self::MirrorFailed => "mirror_failed",
+            Self::Dropped => "dropped",
+            Self::Matched => "matched",
+            Self::Mismatched => "mismatched",
+            Self::CompareFailed => "compare_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -167,6 +202,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     rejected_documents: Gauge,
     audit_dropped: Counter,
+    shadow: Family<ShadowLabels, Counter>,
+    shadow_queue: Family<NamespaceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -232,6 +269,14 @@ impl Metrics {
             "Audit records dropped because the writer's queue was full",
             audit_dropped.clone(),
         );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_copies",
+            "Copies of a namespace's calls handed to its shadow (spec.shadow), by what became of them: mirrored, mirror_failed, dropped (queue full), matched, mismatched, compare_failed",
+            shadow.clone(),
+        );
+        let shadow_queue = Family::<NamespaceLabels, Gauge>::default();
+        registry.register("shadow_queue_depth", "Copies waiting for a namespace's shadow", shadow_queue.clone());
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The proxy's version (always 1)", build);
@@ -249,7 +294,19 @@ impl Metrics {
             reloads,
             rejected_documents,
             audit_dropped,
+            shadow,
+            shadow_queue,
         }
+    }
+
+    /// One copy handed to `namespace`'s shadow and what became of it.
+    pub fn shadow(&self, namespace: &Arc<str>, outcome: ShadowOutcome) {
+        self.shadow.get_or_create(&ShadowLabels { namespace: namespace.clone(), outcome: outcome.as_str() }).inc();
+    }
+
+    /// The depth gauge of `namespace`'s shadow queue.
+    pub fn shadow_queue(&self, namespace: &Arc<str>) -> Gauge {
+        self.shadow_queue.get_or_create(&NamespaceLabels { namespace: namespace.clone() }).clone()
     }
 
     /// Registers the collector of the proxy's state gauges (read at each

@@ -46,6 +46,8 @@ pub struct Route {
     /// The schema pool the codec was planned against: a newer pool means
     /// re-planning.
     pub schemas: Option<Arc<prism_pii::SchemaPool>>,
+    /// The namespace's shadow (`spec.shadow`), fed by `DataPlane::forward`.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
 }
 
 impl Route {
@@ -78,6 +80,7 @@ impl Route {
             default_ttl_seconds,
             codec: None,
             schemas: None,
+            shadow: None,
         }
     }
 
@@ -226,8 +229,14 @@ impl Routes {
         Ok(route)
     }
 
-    /// Settings of every namespace served by `plugin`, to prepare on it.
+    /// Settings of every namespace served or shadowed by `plugin`, to
+    /// prepare on it.
     pub fn namespaces_of(&self, plugin: &str) -> Vec<NamespaceSettings> {
-        self.table.load().iter().filter(|r| r.plugin.name() == plugin).map(|r| r.settings()).collect()
+        self.table
+            .load()
+            .iter()
+            .filter(|r| r.plugin.name() == plugin || r.shadow.as_ref().is_some_and(|s| s.plugin().name() == plugin))
+            .map(|r| r.settings())
+            .collect()
     }
 }

@@ -237,7 +237,27 @@ fn malformed() -> Vec<Bad> {
             message: "not registered",
             local: false,
         },
-        bad("shadow not available", good.clone() + "  shadow: {backend: sqlite}\n", "spec.shadow", "not available"),
+        bad("shadow without a backend", good.clone() + "  shadow: {queue: 10}\n", "spec.shadow.backend", "required"),
+        bad(
+            "shadow share out of range",
+            good.clone() + "  shadow: {backend: lite, compare_reads: 2}\n",
+            "spec.shadow.compare_reads",
+            "from 0 to 1",
+        ),
+        Bad {
+            name: "shadow plugin unknown",
+            yaml: good.clone() + "  shadow: {backend: sqlite}\n",
+            field: "spec.shadow.backend",
+            message: "not a plugin of this proxy",
+            local: false,
+        },
+        Bad {
+            name: "shadow is the namespace's own plugin",
+            yaml: good.clone() + "  shadow: {backend: memstore}\n",
+            field: "spec.shadow.backend",
+            message: "another plugin",
+            local: false,
+        },
         bad("labels not a map", good.replace("team: shop", "team: shop\n  labels: [a]"), "metadata.labels", "mapping"),
         bad("too large", good.clone() + &format!("# {}\n", "x".repeat(70 * 1024)), "", "over the limit"),
         Bad {

@@ -60,6 +60,16 @@ data_call!(GetVertexRequest => GetVertexResponse, Graph, GetVertex, Read,
     validate(r, route, limits) {
         check_name(route, "id", &r.id)?;
         Ok(None)
+    },
+    compare(r, primary, theirs) when true => {
+        if primary.found != theirs.found {
+            return Some(format!("found: primary {}, shadow {}", primary.found, theirs.found));
+        }
+        match (&primary.vertex, &theirs.vertex) {
+            (Some(p), Some(t)) if p.label != t.label => Some("label differs".to_owned()),
+            (Some(p), Some(t)) if p.properties != t.properties => Some("properties differ".to_owned()),
+            _ => None,
+        }
     }
 );
 

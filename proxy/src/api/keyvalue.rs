@@ -13,6 +13,8 @@ use super::{DataPlane, at_item, check_name, page_size, replace};
 use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::routes::Route;
+use crate::security::audit::key_hash;
+use crate::shadow::describe_values;
 
 pub struct KeyValueApi {
     plane: DataPlane,
@@ -52,6 +54,14 @@ fn check_batch(limits: &Limits, len: usize) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// How two answers about one key differ, if they do.
+fn found_and_value(found: bool, value: &[u8], their_found: bool, their_value: &[u8]) -> Option<String> {
+    if found != their_found {
+        return Some(format!("found: primary {found}, shadow {their_found}"));
+    }
+    (found && value != their_value).then(|| describe_values("value", value, their_value))
+}
+
 /// A write without a TTL gets the namespace's (`spec.needs.ttl`).
 fn default_ttl(route: &Route, ttl_seconds: &mut u64) {
     if *ttl_seconds == 0 {
@@ -72,6 +82,9 @@ data_call!(PutRequest => PutResponse, Keyvalue, Put, Write,
         let sealed = codec.write(&r.value)?;
         replace(&mut r.value, sealed);
         Ok(())
+    },
+    shadow(r) {
+        r.if_version = None;
     }
 );
 
@@ -89,6 +102,9 @@ data_call!(GetRequest => GetResponse, Keyvalue, Get, Read,
         let shown = codec.read(&reply.value, raw)?;
         replace(&mut reply.value, shown);
         Ok(true)
+    },
+    compare(r, primary, theirs) when true => {
+        found_and_value(primary.found, &primary.value, theirs.found, &theirs.value)
     }
 );
 
@@ -98,6 +114,9 @@ data_call!(DeleteRequest => DeleteResponse, Keyvalue, Delete, Write,
     validate(r, route, limits) {
         check_name(route, "key", &r.key)?;
         Ok(None)
+    },
+    shadow(r) {
+        r.if_version = None;
     }
 );
 
@@ -119,6 +138,14 @@ data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, BatchGet, Read,
             any = true;
         }
         Ok(any)
+    },
+    compare(r, primary, theirs) when true => {
+        if primary.items.len() != theirs.items.len() {
+            return Some(format!("items: primary {}, shadow {}", primary.items.len(), theirs.items.len()));
+        }
+        primary.items.iter().zip(&theirs.items).enumerate().find_map(|(i, (p, t))| {
+            found_and_value(p.found, &p.value, t.found, &t.value).map(|d| format!("items[{i}]: {d}"))
+        })
     }
 );
 
@@ -167,6 +194,18 @@ data_call!(ScanRequest => ScanResponse, Keyvalue, Scan, Read,
             replace(&mut item.value, shown);
         }
         Ok(!reply.items.is_empty())
+    },
+    compare(r, primary, theirs) when r.page_token.is_empty() => {
+        if primary.items.len() != theirs.items.len() {
+            return Some(format!("items: primary {}, shadow {}", primary.items.len(), theirs.items.len()));
+        }
+        primary.items.iter().zip(&theirs.items).enumerate().find_map(|(i, (p, t))| {
+            if p.key != t.key {
+                Some(format!("items[{i}]: key differs: primary {}, shadow {}", key_hash(&p.key), key_hash(&t.key)))
+            } else {
+                (p.value != t.value).then(|| format!("items[{i}]: {}", describe_values("value", &p.value, &t.value)))
+            }
+        })
     }
 );
 

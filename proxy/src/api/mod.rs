@@ -19,7 +19,8 @@ use crate::namespace::PatternKind;
 use crate::plugin::{CallOptions, Plugin};
 use crate::routes::{Route, Routes};
 use crate::security::Right;
-use crate::security::audit::PiiReturned;
+use crate::security::audit::{PiiReturned, key_hash};
+use crate::shadow::{self, Shadow};
 use prism_pii::{Codec, CodecError};
 
 /// What the data plane needs from the proxy: the route table, the request
@@ -33,8 +34,8 @@ pub struct DataPlane {
 
 /// One data RPC, as [`DataPlane::forward`] drives it. Implemented by each
 /// request message of the public pattern APIs.
-pub trait DataCall: prost::Message + Sized + 'static {
-    type Reply: prost::Message + Send + 'static;
+pub trait DataCall: prost::Message + Clone + Sized + 'static {
+    type Reply: prost::Message + Clone + Send + 'static;
     /// The pattern whose namespaces this call may use.
     const PATTERN: PatternKind;
     /// The method, for metrics and spans.
@@ -67,6 +68,25 @@ pub trait DataCall: prost::Message + Sized + 'static {
         Ok(false)
     }
 
+    /// Shadow traffic: the write as replayed on the shadow. Preconditions
+    /// (`if_version`) are dropped: the primary decided them, and the
+    /// shadow's versions are its own.
+    fn for_shadow(&mut self) {}
+
+    /// Shadow traffic: whether this read is compared with the shadow's
+    /// answer (reads that continue a page of the primary's are not: page
+    /// tokens belong to a backend).
+    fn compared(&self) -> bool {
+        false
+    }
+
+    /// Shadow traffic: how the shadow's answer differs from the primary's,
+    /// or `None` when they agree. Backend version numbers are not compared.
+    /// Names values by length and hash only (`shadow::describe_values`).
+    fn compare(&self, _primary: &Self::Reply, _shadow: &Self::Reply) -> Option<String> {
+        None
+    }
+
     /// The plugin call that carries the request.
     fn send(
         self,
@@ -86,6 +106,8 @@ macro_rules! data_call {
         validate($this:ident, $route:ident, $limits:ident) $validate:block
         $(, seal($sealing:ident, $seal_codec:ident) $seal:block)?
         $(, reveal($reply_ident:ident, $reveal_codec:ident, $raw:ident) $reveal:block)?
+        $(, shadow($shadowing:ident) $shadow:block)?
+        $(, compare($comparing:ident, $primary:ident, $theirs:ident) when $when:expr => $compare:block)?
     ) => {
         impl $crate::api::DataCall for $request {
             type Reply = $reply;
@@ -135,6 +157,27 @@ macro_rules! data_call {
                     $raw: bool,
                 ) -> Result<bool, prism_pii::CodecError> {
                     $reveal
+                }
+            )?
+
+            $(
+                fn for_shadow(&mut self) {
+                    let $shadowing = self;
+                    $shadow
+                }
+            )?
+
+            $(
+                #[allow(unused_variables)]
+                fn compared(&self) -> bool {
+                    let $comparing = self;
+                    $when
+                }
+
+                #[allow(unused_variables)]
+                fn compare(&self, $primary: &$reply, $theirs: &$reply) -> Option<String> {
+                    let $comparing = self;
+                    $compare
                 }
             )?
         }
@@ -230,6 +273,13 @@ impl DataPlane {
         if let Some(codec) = &route.codec {
             call.seal(codec).map_err(|e| ProxyError::pii(route.name(), e))?;
         }
+        // The copy is taken after sealing, so the shadow stores the same
+        // bytes as the primary (encrypted fields included).
+        let copy = route.shadow.as_ref().and_then(|shadow| {
+            let kind = if C::RIGHT == Right::Write { shadow::Kind::Write } else { shadow::Kind::Read };
+            let eligible = kind == shadow::Kind::Write || call.compared();
+            (eligible && shadow.wants(kind)).then(|| (shadow.clone(), kind, call.clone()))
+        });
         let span = if ctx.traced { plugin_span(route, C::METHOD) } else { tracing::Span::none() };
         let mut options = ctx.call_options();
         if let Some((traceparent, tracestate)) = prism_telemetry::inject(&span) {
@@ -241,6 +291,9 @@ impl DataPlane {
         *plugin_time = Some(started.elapsed());
         let mut reply =
             reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))??;
+        if let Some((shadow, kind, copy)) = copy {
+            tee(&shadow, kind, copy, &reply);
+        }
         if let Some(codec) = &route.codec {
             let raw = ctx.principal.may(route.doc.spec.access.as_ref(), Right::Pii);
             if C::reveal(&mut reply, codec, raw).map_err(|e| ProxyError::pii(route.name(), e))?
@@ -256,6 +309,30 @@ impl DataPlane {
         }
         Ok(reply)
     }
+}
+
+/// Hands the shadow a copy of an acknowledged call: a write to replay, or a
+/// read with the primary's answer to compare (before PII masking: both
+/// backends hold the same stored bytes).
+fn tee<C: DataCall>(shadow: &Shadow, kind: shadow::Kind, mut copy: C, reply: &C::Reply) {
+    let key_hash = copy.keys().0.map(key_hash).unwrap_or_default();
+    let replay: shadow::Replay = match kind {
+        shadow::Kind::Write => {
+            copy.for_shadow();
+            Box::new(move |plugin, options| Box::pin(async move { copy.send(&plugin, &options).await.map(|_| None) }))
+        }
+        shadow::Kind::Read => {
+            let primary = reply.clone();
+            Box::new(move |plugin, options| {
+                Box::pin(async move {
+                    let request = copy.clone();
+                    let theirs = copy.send(&plugin, &options).await?;
+                    Ok(request.compare(&primary, &theirs))
+                })
+            })
+        }
+    };
+    shadow.offer(kind, C::METHOD.as_str(), key_hash, replay);
 }
 
 /// The span of the plugin hop of a traced call, a child of the request's:

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{DataPlane, at_item, check_name, page_size, replace};
 use crate::error::ProxyError;
 use crate::plugin::unary;
+use crate::shadow::describe_values;
 
 pub struct TimeSeriesApi {
     plane: DataPlane,
@@ -86,6 +87,21 @@ data_call!(QueryRequest => QueryResponse, Timeseries, Query, Read,
             any = true;
         }
         Ok(any)
+    },
+    compare(r, primary, theirs) when r.page_token.is_empty() => {
+        if primary.events.len() != theirs.events.len() {
+            return Some(format!("events: primary {}, shadow {}", primary.events.len(), theirs.events.len()));
+        }
+        primary.events.iter().zip(&theirs.events).enumerate().find_map(|(i, (p, t))| {
+            if (p.timestamp, &p.event_id) != (t.timestamp, &t.event_id) {
+                Some(format!("events[{i}]: a different event (timestamp {} and {})", p.timestamp, t.timestamp))
+            } else if p.value != t.value || p.attributes != t.attributes {
+                Some(format!("events[{i}]: value or attributes differ"))
+            } else {
+                (p.payload != t.payload)
+                    .then(|| format!("events[{i}]: {}", describe_values("payload", &p.payload, &t.payload)))
+            }
+        })
     }
 );
 

@@ -8,9 +8,10 @@ use prism_pii::{SchemaPool, SchemaVersion};
 use prism_proto::admin::v1::admin_service_server::AdminService;
 use prism_proto::admin::v1::{
     ApplyNamespaceRequest, ApplyNamespaceResponse, DeleteNamespaceRequest, DeleteNamespaceResponse,
-    GetNamespaceRequest, GetNamespaceResponse, GetSchemaRequest, GetSchemaResponse, ListNamespacesRequest,
-    ListNamespacesResponse, ListPluginsRequest, ListPluginsResponse, ListSchemasRequest, ListSchemasResponse,
-    MessageInfo, NamespaceInfo, PiiField, PluginInfo, PushSchemaRequest, PushSchemaResponse, SchemaInfo,
+    GetNamespaceRequest, GetNamespaceResponse, GetSchemaRequest, GetSchemaResponse, GetShadowStatusRequest,
+    GetShadowStatusResponse, ListNamespacesRequest, ListNamespacesResponse, ListPluginsRequest, ListPluginsResponse,
+    ListSchemasRequest, ListSchemasResponse, ListShadowDiffsRequest, ListShadowDiffsResponse, MessageInfo,
+    NamespaceInfo, PiiField, PluginInfo, PushSchemaRequest, PushSchemaResponse, SchemaInfo, ShadowDiff, ShadowStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -21,6 +22,7 @@ use crate::plugin::Plugins;
 use crate::routes::{Route, Routes};
 use crate::security::Right;
 use crate::security::admin::AdminPolicy;
+use crate::shadow::Shadow;
 
 pub struct AdminApi {
     routes: Arc<Routes>,
@@ -61,6 +63,19 @@ impl AdminApi {
             facts.denied.clone_from(&why);
         });
         why.map_or(Ok(()), |why| Err(ProxyError::PermissionDenied(why)))
+    }
+
+    /// The shadow of a namespace the caller may see.
+    fn shadowed(&self, ctx: &RequestContext, name: &str) -> Result<(Arc<Route>, Arc<Shadow>), ProxyError> {
+        let route =
+            self.routes.snapshot().get(name).cloned().ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
+        let allowed = self.may_see(ctx, &route);
+        self.record(ctx, Some(name), allowed)?;
+        let shadow = route
+            .shadow
+            .clone()
+            .ok_or_else(|| ProxyError::FailedPrecondition(format!("namespace {name:?} has no shadow (spec.shadow)")))?;
+        Ok((route, shadow))
     }
 
     /// Whether the caller may see `route` in get and list.
@@ -234,6 +249,55 @@ impl AdminService for AdminApi {
         let mut schema = schema_info(version, &self.controller.schemas(), &self.routes);
         schema.versions = versions.iter().map(|v| v.version).collect();
         Ok(Response::new(GetSchemaResponse { schema: Some(schema), file_descriptor_set: version.descriptor.clone() }))
+    }
+
+    async fn get_shadow_status(
+        &self,
+        request: Request<GetShadowStatusRequest>,
+    ) -> Result<Response<GetShadowStatusResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let name = request.into_inner().namespace;
+        let (route, shadow) = self.shadowed(&ctx, &name)?;
+        let counts = shadow.counts();
+        let status = ShadowStatus {
+            namespace: name,
+            primary: route.plugin.name().to_owned(),
+            backend: shadow.plugin().name().to_owned(),
+            backend_phase: shadow.plugin().phase().name().to_owned(),
+            mirror: if shadow.mirrors() { "writes" } else { "none" }.to_owned(),
+            compare_reads: shadow.compare_reads(),
+            queue_depth: counts.queue_depth,
+            queue_capacity: shadow.capacity() as u64,
+            mirrored: counts.mirrored,
+            mirror_failed: counts.mirror_failed,
+            dropped: counts.dropped,
+            matched: counts.matched,
+            mismatched: counts.mismatched,
+            compare_failed: counts.compare_failed,
+            last_error: shadow.last_error().unwrap_or_default(),
+            since: humantime::format_rfc3339_seconds(shadow.since()).to_string(),
+        };
+        Ok(Response::new(GetShadowStatusResponse { status: Some(status) }))
+    }
+
+    async fn list_shadow_diffs(
+        &self,
+        request: Request<ListShadowDiffsRequest>,
+    ) -> Result<Response<ListShadowDiffsResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let name = request.into_inner().namespace;
+        let (_, shadow) = self.shadowed(&ctx, &name)?;
+        let diffs = shadow
+            .diffs()
+            .into_iter()
+            .map(|d| ShadowDiff {
+                time: humantime::format_rfc3339_millis(d.time).to_string(),
+                method: d.method.to_owned(),
+                key_hash: d.key_hash,
+                difference: d.difference,
+            })
+            .collect();
+        Ok(Response::new(ListShadowDiffsResponse { diffs }))
     }
 
     async fn list_plugins(

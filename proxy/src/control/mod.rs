@@ -27,9 +27,10 @@ use crate::config::{Config, Limits};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::namespace::yaml::Node;
-use crate::namespace::{NamespaceDoc, PatternKind, SpecError};
+use crate::namespace::{Mirror, NamespaceDoc, PatternKind, SpecError};
 use crate::plugin::{Plugin, Plugins};
 use crate::routes::{Route, Routes};
+use crate::shadow::Shadow;
 use registry::{Registry, Stored};
 use select::Offer;
 
@@ -55,6 +56,14 @@ pub struct Controller {
     schemas: ArcSwap<SchemaPool>,
     /// The PII keyring (`pii.keyring`), if configured.
     keyring: Option<Arc<Keyring>>,
+}
+
+/// What [`Controller::check`] found: the plugin chosen and why, the PII
+/// handling of a typed namespace, the shadow plugin.
+struct Checked {
+    chosen: Option<(Arc<Plugin>, String)>,
+    codec: Option<(Arc<Codec>, Arc<SchemaPool>)>,
+    shadow: Option<Arc<Plugin>>,
 }
 
 /// What pushing a schema did.
@@ -146,7 +155,7 @@ impl Controller {
     ) -> Result<Planned, Vec<SpecError>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let (chosen, codec) = self.check(&doc, tree, &mut errors, &mut warnings);
+        let Checked { chosen, codec, shadow } = self.check(&doc, tree, &mut errors, &mut warnings);
         let Some((plugin, reason)) = chosen else { return Err(errors) };
         if !errors.is_empty() {
             return Err(errors);
@@ -187,6 +196,25 @@ impl Controller {
             route.codec = Some(codec);
             route.schemas = Some(pool);
         }
+        if let (Some(spec), Some(shadow_plugin)) = (&route.doc.spec.shadow, shadow) {
+            // The same shadow carries on (queue, counters, kept diffs) when
+            // only its sampling or mirroring changes.
+            let same = current
+                .filter(|c| Arc::ptr_eq(&c.plugin, &route.plugin))
+                .and_then(|c| c.shadow.clone())
+                .filter(|s| Arc::ptr_eq(s.plugin(), &shadow_plugin) && s.capacity() == spec.queue);
+            let shadow = same.unwrap_or_else(|| {
+                Shadow::start(
+                    route.name(),
+                    shadow_plugin,
+                    spec.queue,
+                    self.limits.request_timeout,
+                    self.metrics.clone(),
+                )
+            });
+            shadow.configure(spec.mirror == Mirror::Writes, spec.compare_reads);
+            route.shadow = Some(shadow);
+        }
         Ok(Planned { plan, route })
     }
 
@@ -195,14 +223,13 @@ impl Controller {
     /// the fields that only some patterns have. Returns the plugin chosen
     /// and why, and the PII handling of a typed namespace, and adds every
     /// problem to `errors` and every caveat to `warnings`.
-    #[allow(clippy::type_complexity)]
     fn check(
         &self,
         doc: &NamespaceDoc,
         tree: &Spanned<Node>,
         errors: &mut Vec<SpecError>,
         warnings: &mut Vec<String>,
-    ) -> (Option<(Arc<Plugin>, String)>, Option<(Arc<Codec>, Arc<SchemaPool>)>) {
+    ) -> Checked {
         let spec = &doc.spec;
         let limits = &self.limits;
 
@@ -280,7 +307,46 @@ impl Controller {
             warnings.push("spec.access.pii has no effect: without spec.schema no field is PII".to_owned());
         }
         let codec = self.codec(doc, &self.schemas.load_full(), tree, errors);
-        (chosen, codec)
+        let shadow = spec.shadow.as_ref().and_then(|shadow| {
+            let at = "spec.shadow.backend";
+            let Some(plugin) = self.plugins.get(&shadow.backend) else {
+                errors.push(SpecError::at(
+                    tree,
+                    at,
+                    format!(
+                        "{:?} is not a plugin of this proxy (it has: {})",
+                        shadow.backend,
+                        self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+                return None;
+            };
+            if chosen.as_ref().is_some_and(|(primary, _)| Arc::ptr_eq(primary, plugin)) {
+                errors.push(SpecError::at(
+                    tree,
+                    at,
+                    format!("the shadow must be another plugin than the namespace's own ({})", shadow.backend),
+                ));
+                return None;
+            }
+            match plugin.known().and_then(|i| i.capabilities.clone().map(|c| (i.backend.clone(), c))) {
+                Some((kind, caps)) => {
+                    for (_, why) in select::unmet(spec.pattern, &spec.needs, &caps) {
+                        errors.push(SpecError::at(
+                            tree,
+                            at,
+                            format!("shadow plugin {} ({kind}) {why}", shadow.backend),
+                        ));
+                    }
+                }
+                None => warnings.push(format!(
+                    "shadow plugin {} has not started yet, so the needs could not be checked against it",
+                    shadow.backend
+                )),
+            }
+            Some(plugin.clone())
+        });
+        Checked { chosen, codec, shadow }
     }
 
     /// The PII handling of a typed namespace against `pool`; adds why not
@@ -337,7 +403,7 @@ impl Controller {
             errors.extend(ignored.into_iter().filter(|e| e.path != "spec.needs"));
             "chosen at start from the plugins' capabilities".to_owned()
         } else {
-            match self.check(&doc, &tree, &mut errors, &mut warnings).0 {
+            match self.check(&doc, &tree, &mut errors, &mut warnings).chosen {
                 Some((plugin, _)) => format!("plugin {}", plugin.name()),
                 None => String::new(),
             }
@@ -350,8 +416,25 @@ impl Controller {
     /// either sees the route in the table or has already shown itself
     /// connected here.
     async fn activate(&self, route: Arc<Route>) {
+        // The shadow first: it is prepared before it gets its first copy.
+        let shadow = route.shadow.as_ref().map(|s| s.plugin().clone());
+        let _shadow_prepare = match &shadow {
+            Some(plugin) => {
+                let guard = plugin.prepare_lock.lock().await;
+                Self::prepare(plugin, &route).await;
+                Some(guard)
+            }
+            None => None,
+        };
         let plugin = route.plugin.clone();
         let _prepare = plugin.prepare_lock.lock().await;
+        Self::prepare(&plugin, &route).await;
+        let name = route.name().to_owned();
+        self.routes.set(&name, Some(route));
+    }
+
+    /// Prepares `route`'s namespace on `plugin`, if it is connected.
+    async fn prepare(plugin: &Plugin, route: &Route) {
         if let Ok(mut lifecycle) = plugin.lifecycle() {
             let request = PrepareNamespaceRequest { settings: Some(route.settings()) };
             if let Err(status) = lifecycle.prepare_namespace(request).await {
@@ -359,8 +442,6 @@ impl Controller {
                 tracing::warn!(namespace = route.name(), plugin = plugin.name(), error = %status.message(), "prepare failed");
             }
         }
-        let name = route.name().to_owned();
-        self.routes.set(&name, Some(route));
     }
 
     /// Waits until no request holds `route` any more (the caller's clone
@@ -469,6 +550,14 @@ impl Controller {
                 // Nothing has changed: serve it again; the call can be retried.
                 self.routes.set(name, Some(route));
                 return Err(e);
+            }
+            // The shadow's copy goes too; what it fails to drop is only a
+            // copy, so it is logged, not fatal.
+            if let Some(shadow) = &route.shadow
+                && let Ok(mut lifecycle) = shadow.plugin().lifecycle()
+                && let Err(status) = lifecycle.drop_namespace(DropNamespaceRequest { namespace: name.to_owned() }).await
+            {
+                tracing::warn!(namespace = %name, plugin = shadow.plugin().name(), error = %status.message(), "the shadow's copy was not dropped");
             }
         }
         if let Err(e) = self.registry.delete(name, &route.source).await {
