@@ -12,6 +12,7 @@ mod output;
 mod plugins;
 mod schema;
 mod settings;
+mod shadow;
 mod ts;
 
 use std::path::PathBuf;
@@ -79,6 +80,9 @@ enum Command {
     /// Register and inspect the .proto schemas of typed namespaces (PII).
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Inspect a namespace's shadow traffic (spec.shadow).
+    #[command(subcommand)]
+    Shadow(shadow::ShadowCommand),
     /// Get an access token from an OIDC issuer (client credentials, or the
     /// device grant for people) and keep it for later commands.
     Login(login::LoginArgs),
@@ -176,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespace(cmd) => namespace::run(&client, cmd).await,
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
         Command::Schema(cmd) => schema::run(&client, cmd).await,
+        Command::Shadow(cmd) => shadow::run(&client, cmd).await,
         Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),
     }
 }
