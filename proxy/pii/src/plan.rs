@@ -49,6 +49,39 @@ struct MessagePlan {
     steps: Vec<Step>,
 }
 
+/// What a tagged field's values are on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Text {
+    String,
+    Bytes,
+    /// Numbers, enums, messages: no text to transform.
+    Other,
+}
+
+/// One step of a message's plan by field number, for transforms that walk
+/// the encoded bytes instead of decoding the message.
+#[derive(Debug, Clone, Copy)]
+pub enum WireStep {
+    Tagged { class: PiiClass, text: Text, map: bool },
+    Nested { plan: usize, map: bool },
+}
+
+fn text_of(field: &FieldDescriptor) -> Text {
+    let kind = if field.is_map() {
+        match field.kind() {
+            Kind::Message(entry) => entry.map_entry_value_field().kind(),
+            other => other,
+        }
+    } else {
+        field.kind()
+    };
+    match kind {
+        Kind::String => Text::String,
+        Kind::Bytes => Text::Bytes,
+        _ => Text::Other,
+    }
+}
+
 /// A tagged field as a reader sees it: its path from the root message
 /// (`home.street`, `aliases[]`, `tags{}`) and its class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +103,8 @@ pub struct TypePlan {
     /// Every class a value of this type can carry, sorted.
     classes: Vec<PiiClass>,
     fields: Vec<TaggedField>,
+    /// The steps of each message by field number (index as `messages`).
+    wire: Vec<std::collections::HashMap<u32, WireStep>>,
 }
 
 /// Whether a field's values (list items, map values) are messages, and of
@@ -153,7 +188,24 @@ impl TypePlan {
                 Step::Nested { plan, .. } => live[*plan],
             });
         }
-        let mut plan = Self { root: root.clone(), messages, classes: Vec::new(), fields: Vec::new() };
+        let wire = messages
+            .iter()
+            .map(|m| {
+                m.steps
+                    .iter()
+                    .map(|step| match step {
+                        Step::Tagged { field, class } => (
+                            field.number(),
+                            WireStep::Tagged { class: *class, text: text_of(field), map: field.is_map() },
+                        ),
+                        Step::Nested { field, plan } => {
+                            (field.number(), WireStep::Nested { plan: *plan, map: field.is_map() })
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut plan = Self { root: root.clone(), messages, classes: Vec::new(), fields: Vec::new(), wire };
         let mut fields = Vec::new();
         plan.collect(0, "", &mut Vec::new(), &mut fields);
         let mut classes: Vec<PiiClass> = fields.iter().map(|f| f.class).collect();
@@ -213,6 +265,11 @@ impl TypePlan {
     /// Every tagged field, by path (a recursive type lists each once).
     pub fn fields(&self) -> &[TaggedField] {
         &self.fields
+    }
+
+    /// The step of field `number` of plan `at` (0 is the root message).
+    pub fn wire_step(&self, at: usize, number: u32) -> Option<WireStep> {
+        self.wire.get(at).and_then(|steps| steps.get(&number)).copied()
     }
 
     /// Whether the type has no tagged field at all.
