@@ -617,3 +617,45 @@ async fn refused_calls_to_any_service_are_audited() {
         records.iter().filter(|r| r["operation"].as_str().unwrap_or("").starts_with("grpc.reflection")).count();
     assert_eq!(reflection, 1, "an allowed reflection call was audited: {records:?}");
 }
+
+/// Two `authorization` headers are refused, whatever they hold: which one
+/// counts would depend on who reads the headers (the proxy, an intermediary,
+/// a log), so a valid token must not carry a garbage or expired one past the
+/// check, nor the other way round. Even next to a valid client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_authorization_headers_are_refused() {
+    let s = setup("optional", "any").await;
+    let mut kv = KeyValueServiceClient::new(s.channel(None).await.unwrap());
+    let valid = s.token(json!({ "sub": "rita", "groups": ["readers"] }));
+    let expired = s.token(json!({ "sub": "rita", "groups": ["readers"], "exp": pki::now() - 600 }));
+    // The valid token alone is served.
+    kv.get(get("k", Some(&valid))).await.unwrap();
+
+    let shop = s.ca.client(SHOP);
+    let mut kv_shop = KeyValueServiceClient::new(s.channel(Some(&shop)).await.unwrap());
+    let cases: [(&str, &[&str], bool); 5] = [
+        ("valid then garbage", &[&valid, "not-a-jwt"], false),
+        ("valid then expired", &[&valid, &expired], false),
+        ("expired then valid", &[&expired, &valid], false),
+        ("the same valid token twice", &[&valid, &valid], false),
+        ("next to a valid certificate", &[&valid, "not-a-jwt"], true),
+    ];
+    for (name, tokens, certificate) in cases {
+        let mut request = get("k", None);
+        for token in tokens {
+            request.metadata_mut().append("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let client = if certificate { &mut kv_shop } else { &mut kv };
+        let err = client.get(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{name}: {err:?}");
+        assert!(err.message().contains("2 authorization headers"), "{name}: {}", err.message());
+    }
+
+    let records = s.audit(1 + cases.len()).await;
+    let refused: Vec<&Value> = records.iter().filter(|r| r["decision"] == "deny").collect();
+    assert_eq!(refused.len(), cases.len(), "{records:?}");
+    for record in refused {
+        assert_eq!(record["status"], "Unauthenticated", "{record}");
+        assert!(record["reason"].as_str().unwrap().contains("2 authorization headers"), "{record}");
+    }
+}

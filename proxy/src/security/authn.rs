@@ -19,15 +19,28 @@ pub struct Credentials {
     /// The verified client certificate's identities, parsed when the
     /// connection was established.
     pub client: Option<Arc<ClientIdentity>>,
-    pub authorization: Option<http::HeaderValue>,
+    pub authorization: Authorization,
+}
+
+/// The `authorization` headers of a request.
+pub enum Authorization {
+    None,
+    One(http::HeaderValue),
+    /// More than one (how many). Refused whatever they hold: which one
+    /// counts would depend on who reads the headers first (the proxy, a
+    /// sidecar, a log), so a valid token could carry a bad one past a check.
+    Several(usize),
 }
 
 impl Credentials {
     pub fn of<B>(request: &Request<B>) -> Self {
-        Self {
-            client: request.extensions().get::<PeerInfo>().and_then(|i| i.client.clone()),
-            authorization: request.headers().get(http::header::AUTHORIZATION).cloned(),
-        }
+        let mut values = request.headers().get_all(http::header::AUTHORIZATION).iter();
+        let authorization = match (values.next(), values.next()) {
+            (None, _) => Authorization::None,
+            (Some(value), None) => Authorization::One(value.clone()),
+            (Some(_), Some(_)) => Authorization::Several(2 + values.count()),
+        };
+        Self { client: request.extensions().get::<PeerInfo>().and_then(|i| i.client.clone()), authorization }
     }
 }
 
@@ -38,6 +51,8 @@ pub enum AuthError {
     HeaderNotAscii,
     #[error("the authorization header is not `Bearer <token>`")]
     NotBearer,
+    #[error("{0} authorization headers: a call may carry one bearer token only")]
+    SeveralAuthorizations(usize),
     #[error("this proxy does not accept bearer tokens (auth.jwt is not configured)")]
     TokensNotAccepted,
     #[error(transparent)]
@@ -55,6 +70,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::HeaderNotAscii | Self::NotBearer => "malformed_header",
+            Self::SeveralAuthorizations(_) => "several_authorization_headers",
             Self::TokensNotAccepted => "tokens_not_accepted",
             Self::Token(e) => e.reason(),
             Self::NoCredentials => "no_credentials",
@@ -112,8 +128,10 @@ impl Authenticator {
             principal.dns_names.clone_from(&client.dns_names);
             principal.mtls = true;
         }
-        let Some(value) = credentials.authorization else {
-            return Authenticating::Done(self.require(principal));
+        let value = match credentials.authorization {
+            Authorization::None => return Authenticating::Done(self.require(principal)),
+            Authorization::One(value) => value,
+            Authorization::Several(n) => return Authenticating::Done(Err(AuthError::SeveralAuthorizations(n))),
         };
         let token = match bearer(&value) {
             Ok(token) => token.to_owned(),
