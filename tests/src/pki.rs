@@ -97,8 +97,14 @@ pub fn jwks(kid: &str) -> serde_json::Value {
 pub fn token(kid: &str, claims: &serde_json::Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(kid.to_owned());
+    token_with_header(&header, claims)
+}
+
+/// A token signed with the fixture key under a header of the caller's
+/// making (RS256, and its own `kid`), for header fields an issuer may add.
+pub fn token_with_header(header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&rsa_private_pem()).unwrap();
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
+    jsonwebtoken::encode(header, claims, &key).unwrap()
 }
 
 /// Seconds since the epoch.

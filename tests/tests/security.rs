@@ -62,6 +62,11 @@ impl Setup {
     }
 
     fn token(&self, claims: Value) -> String {
+        pki::token(KID, &self.claims(claims))
+    }
+
+    /// `claims` with a valid issuer, audience and expiry where they lack one.
+    fn claims(&self, claims: Value) -> Value {
         let mut claims = claims;
         let base = json!({ "iss": self.issuer.url, "aud": "prism", "exp": pki::now() + 300, "iat": pki::now() });
         for (k, v) in base.as_object().unwrap() {
@@ -69,7 +74,7 @@ impl Setup {
                 claims[k] = v.clone();
             }
         }
-        pki::token(KID, &claims)
+        claims
     }
 
     /// Audit records so far, waiting until at least `n` are written.
@@ -147,12 +152,21 @@ async fn bad_tokens_are_refused_and_audited() {
         b64(ring::hmac::sign(&key, format!("{hs_header}.{body}").as_bytes()).as_ref())
     };
     let hs256 = format!("{hs_header}.{body}.{hs_sig}");
+    // Signed by the issuer, but naming an extension the issuer says must
+    // be understood (RFC 7515 4.1.11), which Prism does not know.
+    let critical = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(KID.to_owned());
+        header.crit = Some(vec!["exp-ext".to_owned()]);
+        pki::token_with_header(&header, &s.claims(json!({ "sub": "a", "groups": ["readers"] })))
+    };
 
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "no credentials"),
         ("garbage", Some("not-a-jwt".into()), "malformed token"),
         ("alg none", Some(none), "malformed token"),
         ("HS256 with the public key", Some(hs256), "algorithm HS256 is not accepted"),
+        ("a critical extension", Some(critical), "crit"),
         ("expired", Some(s.token(json!({ "sub": "a", "groups": ["readers"], "exp": now - 600 }))), "token expired"),
         (
             "not yet valid",

@@ -38,6 +38,10 @@ pub enum JwtError {
     TooLarge(usize),
     #[error("malformed token: {0}")]
     Malformed(#[source] jsonwebtoken::errors::Error),
+    /// The header's `crit` lists extensions the issuer requires a
+    /// recipient to understand; Prism understands none.
+    #[error("token header marks extensions as critical (crit: {0:?}); Prism supports no JWS extensions")]
+    CriticalExtensions(Vec<String>),
     #[error("algorithm {alg} is not accepted (accepted: {accepted})")]
     Algorithm { alg: String, accepted: String },
     #[error("token has no kid (key id)")]
@@ -65,6 +69,7 @@ impl JwtError {
         match self {
             Self::TooLarge(_) => "token_too_large",
             Self::Malformed(_) => "token_malformed",
+            Self::CriticalExtensions(_) => "token_critical_extension",
             Self::Algorithm { .. } => "token_algorithm",
             Self::NoKeyId | Self::UnknownKeyId(_) => "token_unknown_key",
             Self::KeysUnavailable(_) => "keys_unavailable",
@@ -198,6 +203,13 @@ impl JwtVerifier {
             return Err(JwtError::TooLarge(token.len()));
         }
         let header = jsonwebtoken::decode_header(token).map_err(JwtError::Malformed)?;
+        // RFC 7515 4.1.11: an extension listed in `crit` changes what the
+        // token means (RFC 7797's unencoded payload, say), so a recipient
+        // that does not implement it must refuse the token rather than read
+        // it as if the extension were absent. An empty list is invalid too.
+        if let Some(crit) = header.crit {
+            return Err(JwtError::CriticalExtensions(crit));
+        }
         let alg = format!("{:?}", header.alg);
         if !self.config.algorithms.contains(&alg) {
             return Err(JwtError::Algorithm { alg, accepted: self.config.algorithms.join(", ") });
