@@ -173,7 +173,25 @@ async fn bad_tokens_are_refused_and_audited() {
             Some(s.token(json!({ "sub": "a", "groups": ["readers"], "nbf": now + 600 }))),
             "not yet valid",
         ),
+        (
+            "no exp",
+            Some(pki::token(KID, &json!({ "iss": s.issuer.url, "aud": "prism", "sub": "a", "groups": ["readers"] }))),
+            "token has no exp claim",
+        ),
+        (
+            "exp a string",
+            Some(s.token(json!({ "sub": "a", "groups": ["readers"], "exp": "tomorrow" }))),
+            "exp is not a number of seconds",
+        ),
+        ("exp negative", Some(s.token(json!({ "sub": "a", "groups": ["readers"], "exp": -5 }))), "exp is negative"),
+        ("exp huge", Some(s.token(json!({ "sub": "a", "groups": ["readers"], "exp": 1e30 }))), "exp is out of range"),
+        (
+            "nbf a string",
+            Some(s.token(json!({ "sub": "a", "groups": ["readers"], "nbf": "yesterday" }))),
+            "nbf is not a number of seconds",
+        ),
         ("wrong issuer", Some(s.token(json!({ "sub": "a", "iss": "https://evil.example" }))), "wrong issuer"),
+        ("issuer not a string", Some(s.token(json!({ "sub": "a", "iss": 42 }))), "iss is not a string"),
         ("wrong audience", Some(s.token(json!({ "sub": "a", "aud": "someone-else" }))), "wrong audience"),
         (
             "unknown kid",

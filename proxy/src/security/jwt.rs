@@ -255,7 +255,7 @@ impl JwtVerifier {
                 ),
                 ErrorKind::InvalidSignature => ("token_bad_signature", "bad signature".to_owned()),
                 ErrorKind::InvalidAlgorithm => ("token_algorithm", format!("algorithm {alg} does not fit key {kid:?}")),
-                ErrorKind::MissingRequiredClaim(c) => ("token_missing_claim", format!("token has no {c} claim")),
+                ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => claim_problem(token, c),
                 _ => ("token_invalid", format!("invalid token: {e}")),
             };
             JwtError::Invalid { reason, message }
@@ -276,6 +276,62 @@ impl JwtVerifier {
             subject: claims[&names.subject].as_str().map(str::to_owned),
             groups: strings(&claims[&names.groups]),
             scopes: strings(&claims[&names.scopes]),
+        }
+    }
+}
+
+/// The reason label and message for claim `name` of `token`, which
+/// jsonwebtoken reports missing (or malformed) also when it is there but not
+/// of its type: a string, negative or huge `exp` would read "token has no exp
+/// claim". jsonwebtoken checks claims only once the signature verified, so
+/// these are the claims the issuer signed; and the token is refused either
+/// way, only the message depends on what is read here.
+fn claim_problem(token: &str, name: &str) -> (&'static str, String) {
+    use serde_json::Value;
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(token).unwrap_or_default();
+    let time = matches!(name, "exp" | "nbf");
+    let problem = match &claims[name] {
+        Value::Null => return ("token_missing_claim", format!("token has no {name} claim")),
+        // A NumericDate (RFC 7519) that jsonwebtoken could not read as
+        // seconds since the epoch: below zero, or above what a u64 holds.
+        Value::Number(n) if time && n.as_f64().is_some_and(|f| f < 0.0) => "is negative",
+        Value::Number(_) if time => "is out of range",
+        _ if time => "is not a number of seconds",
+        _ if name == "aud" => "is not a string or a list of strings",
+        _ => "is not a string",
+    };
+    ("token_malformed_claim", format!("{name} {problem}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A token with `claims`; the signature does not matter here.
+    fn token(claims: &serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(b"test");
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn a_claim_of_the_wrong_type_is_named_not_called_missing() {
+        let cases = [
+            ("exp", json!({}), "token_missing_claim", "token has no exp claim"),
+            ("exp", json!({ "exp": null }), "token_missing_claim", "token has no exp claim"),
+            ("exp", json!({ "exp": "1999999999" }), "token_malformed_claim", "exp is not a number of seconds"),
+            ("exp", json!({ "exp": [1] }), "token_malformed_claim", "exp is not a number of seconds"),
+            ("exp", json!({ "exp": -1 }), "token_malformed_claim", "exp is negative"),
+            ("exp", json!({ "exp": -0.5 }), "token_malformed_claim", "exp is negative"),
+            // One past u64::MAX, which JSON parsers read as a float.
+            ("exp", json!({ "exp": 18_446_744_073_709_551_616.0 }), "token_malformed_claim", "exp is out of range"),
+            ("nbf", json!({ "nbf": true }), "token_malformed_claim", "nbf is not a number of seconds"),
+            ("iss", json!({ "iss": 7 }), "token_malformed_claim", "iss is not a string"),
+            ("aud", json!({ "aud": [1, 2] }), "token_malformed_claim", "aud is not a string or a list of strings"),
+        ];
+        for (name, claims, reason, message) in cases {
+            assert_eq!(claim_problem(&token(&claims), name), (reason, message.to_owned()), "{claims}");
         }
     }
 }
