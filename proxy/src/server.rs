@@ -50,6 +50,7 @@ use crate::routes::Routes;
 use crate::security::admin::AdminPolicy;
 use crate::security::audit::Audit;
 use crate::security::authn::Authenticator;
+use crate::security::jwt::MAX_HEADER_LIST_BYTES;
 use crate::security::tls;
 use crate::startup::{self, Options, StartError};
 
@@ -243,6 +244,9 @@ async fn serve(
         .into_inner();
     let max = limits.max_message_bytes;
     let router = Server::builder()
+        // Above the token limit, so an over-long token is refused (and
+        // audited) by authentication, not by HTTP/2 before any layer runs.
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -691,3 +691,44 @@ async fn several_authorization_headers_are_refused() {
         assert!(record["reason"].as_str().unwrap().contains("2 authorization headers"), "{record}");
     }
 }
+
+/// The documented token limit is the one a caller meets: a valid token of
+/// up to 16 KiB is served, and a longer one is refused by the proxy's own
+/// check (UNAUTHENTICATED naming the limit, and audited) rather than by the
+/// HTTP/2 header limit below it (HTTP 431, which a gRPC client sees as
+/// UNKNOWN, and no audit record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_limit_is_the_proxy_s_own() {
+    const LIMIT: usize = prism_proxy::security::jwt::MAX_TOKEN_BYTES;
+    let s = setup("optional", "any").await;
+    let mut kv = KeyValueServiceClient::new(s.channel(None).await.unwrap());
+
+    // A valid token padded to the limit: the claims' base64 gets the room
+    // the header and signature leave.
+    let padded = |pad: usize| {
+        let exp = pki::now() + 300;
+        s.token(json!({ "sub": "rita", "groups": ["readers"], "exp": exp, "iat": exp - 300, "pad": "x".repeat(pad) }))
+    };
+    let bare = padded(0);
+    let payload = bare.split('.').nth(1).unwrap().len();
+    let room = LIMIT - (bare.len() - payload);
+    let largest = padded(room * 3 / 4 - payload * 3 / 4);
+    assert!(largest.len() <= LIMIT && largest.len() > LIMIT - 4, "{} bytes", largest.len());
+    kv.get(get("k", Some(&largest))).await.unwrap();
+
+    for size in [LIMIT + 1, LIMIT + 8 * 1024] {
+        let err = kv.get(get("k", Some(&"x".repeat(size)))).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{size} bytes: {err:?}");
+        let expected = format!("token is {size} bytes, over the limit of {LIMIT} bytes");
+        assert!(err.message().contains(&expected), "{size} bytes: {}", err.message());
+    }
+
+    let records = s.audit(3).await;
+    let refused: Vec<&Value> = records.iter().filter(|r| r["decision"] == "deny").collect();
+    assert_eq!(refused.len(), 2, "{records:?}");
+    assert!(refused.iter().all(|r| r["reason"].as_str().unwrap().contains("over the limit")), "{refused:?}");
+
+    // Past the header list limit, HTTP/2 still refuses the call unread.
+    let max_list = prism_proxy::security::jwt::MAX_HEADER_LIST_BYTES as usize;
+    assert!(kv.get(get("k", Some(&"x".repeat(max_list)))).await.is_err());
+}

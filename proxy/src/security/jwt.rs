@@ -22,6 +22,15 @@ use crate::config::JwtConfig;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest token accepted, so a huge header is refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Largest header list a gRPC call may carry (HTTP/2
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and 32 bytes a header).
+/// hyper's default, 16 KiB, is less than a token at [`MAX_TOKEN_BYTES`] and
+/// the call's other headers, so such a call was answered HTTP 431 (UNKNOWN to
+/// a gRPC client, and never audited) and the token limit never fired. With
+/// room for a whole token and as much again, a long token reaches the token
+/// check, which refuses it naming its limit, and the audit layer records it.
+pub const MAX_HEADER_LIST_BYTES: u32 = 32 * 1024;
+const _: () = assert!(MAX_HEADER_LIST_BYTES as usize >= 2 * MAX_TOKEN_BYTES);
 
 /// What a valid token says about its bearer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +43,7 @@ pub struct Claims {
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
-    #[error("token is {0} bytes, over the limit of {MAX_TOKEN_BYTES}")]
+    #[error("token is {0} bytes, over the limit of {MAX_TOKEN_BYTES} bytes")]
     TooLarge(usize),
     #[error("malformed token: {0}")]
     Malformed(#[source] jsonwebtoken::errors::Error),
