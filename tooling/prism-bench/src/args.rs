@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tonic::metadata::{Ascii, MetadataValue};
+
+use crate::value::PROFILE_SIZE;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +59,17 @@ impl Workload {
     pub fn reads(self) -> bool {
         !matches!(self, Self::Put)
     }
+}
+
+/// What puts and the preload write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValueKind {
+    /// `--value-size` bytes of filler, the same for every key.
+    Raw,
+    /// A 1 KiB `bench.v1.Profile` message with five PII-tagged fields
+    /// (tooling/prism-bench/proto/profile.proto), for typed namespaces.
+    Profile,
 }
 
 /// What is measured.
@@ -159,9 +173,12 @@ pub struct RunArgs {
     /// Load before each measurement that is not recorded.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub warmup: Duration,
-    /// Value size in bytes for puts and preloaded keys.
-    #[arg(long, default_value_t = 100, value_parser = parse_positive)]
-    pub value_size: usize,
+    /// Values of puts and preloaded keys.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub value: ValueKind,
+    /// Size in bytes of raw values [default: 100]. Profiles are 1 KiB.
+    #[arg(long, value_parser = parse_positive)]
+    pub value_size: Option<usize>,
     /// Number of distinct keys; read workloads preload them all.
     #[arg(long, default_value_t = 10_000, value_parser = parse_positive)]
     pub key_space: usize,
@@ -175,6 +192,11 @@ pub struct RunArgs {
     /// Prism's client endpoint.
     #[arg(long, default_value = "127.0.0.1:8980")]
     pub prism: String,
+    /// OAuth2 bearer token sent with every call to prism targets (a proxy
+    /// that requires tokens; the caller's rights decide, for example,
+    /// whether typed values are masked).
+    #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Redis URL for the redis target and the grpc-redis-floor.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
@@ -249,11 +271,21 @@ pub struct Plan {
     pub rate: Option<f64>,
     pub stop: Stop,
     pub warmup_seconds: f64,
+    pub value: ValueKind,
+    /// Bytes per value.
     pub value_size: usize,
     pub key_space: usize,
     pub scan_page: usize,
     pub repeat: usize,
+    /// Whether calls carry a bearer token (never the token itself).
+    pub authenticated: bool,
+    /// `Bearer <token>` for the authorization header of prism calls.
+    #[serde(skip)]
+    pub authorization: Option<MetadataValue<Ascii>>,
 }
+
+/// Raw value size when `--value-size` is not given.
+const DEFAULT_VALUE_SIZE: usize = 100;
 
 /// Default measurement length when neither `--duration` nor `--requests`
 /// is given.
@@ -294,6 +326,33 @@ impl RunArgs {
         if self.workloads.contains(&Workload::Scan) && self.scan_page > 10_000 {
             errors.push("--scan-page must be at most 10000".to_owned());
         }
+        let value_size = match (self.value, self.value_size) {
+            (ValueKind::Raw, size) => size.unwrap_or(DEFAULT_VALUE_SIZE),
+            (ValueKind::Profile, None) => PROFILE_SIZE,
+            (ValueKind::Profile, Some(_)) => {
+                errors.push(format!("--value-size applies to raw values; a profile is always {PROFILE_SIZE} bytes"));
+                PROFILE_SIZE
+            }
+        };
+        let authorization = match self.token.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                errors.push("--token (or PRISM_TOKEN) is empty".to_owned());
+                None
+            }
+            Some(token) => match MetadataValue::try_from(format!("Bearer {token}")) {
+                Ok(mut value) => {
+                    // Kept out of Debug output.
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                Err(_) => {
+                    // Never echo the token: it is a credential.
+                    errors.push("--token (or PRISM_TOKEN) has characters a header cannot carry".to_owned());
+                    None
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
@@ -313,10 +372,13 @@ impl RunArgs {
             rate: self.rate,
             stop,
             warmup_seconds: self.warmup.as_secs_f64(),
-            value_size: self.value_size,
+            value: self.value,
+            value_size,
             key_space: self.key_space,
             scan_page: self.scan_page,
             repeat: self.repeat,
+            authenticated: authorization.is_some(),
+            authorization,
         })
     }
 }
@@ -399,5 +461,35 @@ mod tests {
         assert_eq!(plan.workloads, vec![Workload::Get]);
         assert_eq!(plan.stop, Stop::After(DEFAULT_DURATION));
         assert_eq!(plan.value_size, 100);
+        assert_eq!(plan.value, ValueKind::Raw);
+    }
+
+    #[test]
+    fn profile_values() {
+        let plan = run_args(&["-t", "prism/typed", "--value", "profile"]).unwrap().plan().unwrap();
+        assert_eq!(plan.value, ValueKind::Profile);
+        assert_eq!(plan.value_size, PROFILE_SIZE);
+        let plan = run_args(&["-t", "prism/typed", "--value", "raw", "--value-size", "300"]).unwrap().plan().unwrap();
+        assert_eq!(plan.value_size, 300);
+        let e = parse_error(&["-t", "prism/typed", "--value", "json"]);
+        assert!(e.contains("json") && e.contains("raw") && e.contains("profile"), "{e}");
+        let e = plan_error(&["-t", "prism/typed", "--value", "profile", "--value-size", "2048"]);
+        assert!(e.contains("--value-size applies to raw values"), "{e}");
+        let e = parse_error(&["-t", "prism/typed", "--value-size", "0"]);
+        assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn tokens_become_a_hidden_bearer_header() {
+        let plan = run_args(&["-t", "prism/typed", "--token", "eyJ.abc.def"]).unwrap().plan().unwrap();
+        let value = plan.authorization.as_ref().unwrap();
+        assert_eq!(value.to_str().unwrap(), "Bearer eyJ.abc.def");
+        assert!(plan.authenticated);
+        assert!(!format!("{plan:?}").contains("eyJ"), "the token is not in Debug output");
+        assert!(!serde_json::to_string(&plan).unwrap().contains("eyJ"), "nor in the JSON report");
+        let e = plan_error(&["-t", "prism/typed", "--token", " "]);
+        assert!(e.contains("--token") && e.contains("empty"), "{e}");
+        let e = plan_error(&["-t", "prism/typed", "--token", "secret\nline"]);
+        assert!(e.contains("cannot carry") && !e.contains("secret"), "{e}");
     }
 }

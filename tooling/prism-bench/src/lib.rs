@@ -9,15 +9,16 @@ pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod value;
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::args::{Plan, RunArgs};
 use crate::run::Measurement;
+use crate::value::Values;
 
 /// Runs the whole matrix: for each repetition, workload and concurrency,
 /// every target in turn, so that noise from other work on the machine is
@@ -26,13 +27,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::Report> {
     let plan: Plan = args.plan().map_err(|e| anyhow::anyhow!("{e}"))?;
     let max_conc = plan.concurrency.iter().copied().max().unwrap_or(1);
     let connections = plan.connections.min(max_conc);
-    let value = Bytes::from(vec![b'x'; plan.value_size]);
+    let values = Values::new(plan.value, plan.value_size);
 
     let mut targets = Vec::new();
     for t in &plan.targets {
-        let connected = run::connect(t, &args, connections).await.with_context(|| format!("target {t}"))?;
+        let connected = run::connect(t, &args, &plan, connections).await.with_context(|| format!("target {t}"))?;
         if plan.workloads.iter().any(|w| w.reads()) {
-            run::preload(&connected, &plan, &value).await?;
+            run::preload(&connected, &plan, &values).await?;
         }
         targets.push(connected);
     }
@@ -62,7 +63,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::Report> {
                         workload.name(),
                         rep + 1
                     ));
-                    let m = run::measure(target, &plan, workload, concurrency, rep + 1, &bar)
+                    let m = run::measure(target, &plan, &values, workload, concurrency, rep + 1, &bar)
                         .await
                         .with_context(|| format!("target {} workload {}", target.target, workload.name()))?;
                     bar.finish_and_clear();

@@ -16,11 +16,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{Plan, Stop, Target, Workload};
 use crate::procstat;
 use crate::schedule::{Rng, Schedule, key, latency};
+use crate::value::Values;
 
 /// Histogram range: 1 µs to 100 s, 3 significant digits.
 const HIST_MAX_US: u64 = 100_000_000;
@@ -32,7 +34,12 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 /// A connection of one kind. Clones share the underlying connection.
 #[derive(Clone)]
 pub enum Conn {
-    Grpc { client: KeyValueServiceClient<Channel>, namespace: String },
+    Grpc {
+        client: KeyValueServiceClient<Channel>,
+        namespace: String,
+        /// `Bearer <token>`, sent with every call when set.
+        authorization: Option<MetadataValue<Ascii>>,
+    },
     Redis(redis::aio::MultiplexedConnection),
 }
 
@@ -47,14 +54,18 @@ pub struct Connected {
     _child: Option<Child>,
 }
 
-async fn grpc(addr: &str, namespace: &str) -> anyhow::Result<Conn> {
+async fn grpc(addr: &str, namespace: &str, authorization: Option<&MetadataValue<Ascii>>) -> anyhow::Result<Conn> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(Conn::Grpc { client: KeyValueServiceClient::new(channel), namespace: namespace.to_owned() })
+    Ok(Conn::Grpc {
+        client: KeyValueServiceClient::new(channel),
+        namespace: namespace.to_owned(),
+        authorization: authorization.cloned(),
+    })
 }
 
 async fn redis_conn(url: &str, twemproxy: bool) -> anyhow::Result<Conn> {
@@ -90,13 +101,18 @@ async fn start_floor(kind: &str, redis: &str) -> anyhow::Result<(Child, String)>
     Ok((child, addr))
 }
 
-pub async fn connect(target: &Target, args: &crate::args::RunArgs, connections: usize) -> anyhow::Result<Connected> {
+pub async fn connect(
+    target: &Target,
+    args: &crate::args::RunArgs,
+    plan: &Plan,
+    connections: usize,
+) -> anyhow::Result<Connected> {
     let mut child = None;
     let mut conns = Vec::with_capacity(connections);
     let server_pid = match target {
         Target::Prism(ns) => {
             for _ in 0..connections {
-                conns.push(grpc(&args.prism, ns).await?);
+                conns.push(grpc(&args.prism, ns, plan.authorization.as_ref()).await?);
             }
             args.prism_pid
         }
@@ -106,7 +122,8 @@ pub async fn connect(target: &Target, args: &crate::args::RunArgs, connections: 
             let pid = c.id();
             child = Some(c);
             for _ in 0..connections {
-                conns.push(grpc(&addr, "floor").await?);
+                // The floors check no credentials.
+                conns.push(grpc(&addr, "floor", None).await?);
             }
             pid
         }
@@ -146,39 +163,55 @@ impl Op {
     }
 }
 
+/// A request with the connection's credentials.
+fn request<T>(message: T, authorization: Option<&MetadataValue<Ascii>>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value.clone());
+    }
+    request
+}
+
 /// Runs one request; the error is the label it is counted under.
 async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page: usize) -> Result<(), String> {
     let k = key(key_index);
     match conn {
-        Conn::Grpc { client, namespace } => {
+        Conn::Grpc { client, namespace, authorization } => {
+            let auth = authorization.as_ref();
             let result = match op {
                 Op::Get => {
-                    client.get(GetRequest { namespace: namespace.clone(), key: k }).await.map(|r| {
+                    client.get(request(GetRequest { namespace: namespace.clone(), key: k }, auth)).await.map(|r| {
                         // A preloaded key that is missing means the target
                         // lost data or the preload failed: count it.
                         if r.get_ref().found { Ok(()) } else { Err("not found".to_owned()) }
                     })
                 }
                 Op::Put => client
-                    .put(PutRequest {
-                        namespace: namespace.clone(),
-                        key: k,
-                        value: value.clone(),
-                        ttl_seconds: 0,
-                        if_version: None,
-                    })
+                    .put(request(
+                        PutRequest {
+                            namespace: namespace.clone(),
+                            key: k,
+                            value: value.clone(),
+                            ttl_seconds: 0,
+                            if_version: None,
+                        },
+                        auth,
+                    ))
                     .await
                     .map(|_| Ok(())),
                 Op::Scan => {
                     let mut prefix = k;
                     prefix.pop();
                     client
-                        .scan(ScanRequest {
-                            namespace: namespace.clone(),
-                            prefix,
-                            page_size: u32::try_from(scan_page).unwrap_or(u32::MAX),
-                            page_token: String::new(),
-                        })
+                        .scan(request(
+                            ScanRequest {
+                                namespace: namespace.clone(),
+                                prefix,
+                                page_size: u32::try_from(scan_page).unwrap_or(u32::MAX),
+                                page_token: String::new(),
+                            },
+                            auth,
+                        ))
                         .await
                         .map(|_| Ok(()))
                 }
@@ -204,13 +237,13 @@ async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page:
 }
 
 /// Writes every key once so that reads find them.
-pub async fn preload(target: &Connected, plan: &Plan, value: &Bytes) -> anyhow::Result<()> {
+pub async fn preload(target: &Connected, plan: &Plan, values: &Values) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     for w in 0..32 {
         let mut conn = target.conns[w % target.conns.len()].clone();
         let next = next.clone();
-        let value = value.clone();
+        let values = values.clone();
         let key_space = plan.key_space as u64;
         tasks.spawn(async move {
             loop {
@@ -218,7 +251,7 @@ pub async fn preload(target: &Connected, plan: &Plan, value: &Bytes) -> anyhow::
                 if i >= key_space {
                     return Ok(());
                 }
-                call(&mut conn, Op::Put, i, &value, 0).await?;
+                call(&mut conn, Op::Put, i, values.of(i), 0).await?;
             }
         });
     }
@@ -341,7 +374,7 @@ struct Phase {
     next: AtomicU64,
     done: AtomicU64,
     stop: AtomicBool,
-    value: Bytes,
+    values: Values,
     key_space: u64,
     scan_page: usize,
 }
@@ -427,7 +460,8 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Arc<Du
             }
         };
         let op = Op::pick(phase.workload, &mut rng);
-        let result = call(&mut conn, op, rng.below(phase.key_space), &phase.value, phase.scan_page).await;
+        let i = rng.below(phase.key_space);
+        let result = call(&mut conn, op, i, phase.values.of(i), phase.scan_page).await;
         let completed = phase.start.elapsed();
         out.hist.saturating_record(micros(latency(intended, completed)));
         out.last = out.last.max(completed);
@@ -450,12 +484,12 @@ pub struct Progress {
 pub async fn measure(
     target: &Connected,
     plan: &Plan,
+    values: &Values,
     workload: Workload,
     concurrency: usize,
     run: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Measurement> {
-    let value = Bytes::from(vec![b'x'; plan.value_size]);
     let phase = |length: Option<Duration>, requests: Option<u64>| Phase {
         workload,
         start: Instant::now(),
@@ -465,7 +499,7 @@ pub async fn measure(
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        value: value.clone(),
+        values: values.clone(),
         key_space: plan.key_space as u64,
         scan_page: plan.scan_page,
     };

@@ -21,6 +21,8 @@ fn malformed_flags_fail_with_a_reason() {
         (vec!["run", "-t", "twemproxy"], "needs --twemproxy"),
         (vec!["run", "-t", "redis", "-w", "scan"], "does not support the scan workload"),
         (vec!["run"], "--target"),
+        (vec!["run", "-t", "grpc-floor", "--value", "json"], "possible values: raw, profile"),
+        (vec!["run", "-t", "grpc-floor", "--value", "profile", "--value-size", "64"], "applies to raw values"),
     ] {
         let out = bench(&args);
         assert!(!out.status.success(), "{args:?} should fail");
@@ -118,4 +120,44 @@ fn open_loop_run_keeps_to_its_schedule_length() {
         "{m}"
     );
     assert_eq!(m["rate"], 200.0);
+}
+
+#[test]
+fn profile_values_and_a_token_against_the_grpc_floor() {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism-bench"))
+        .args([
+            "run",
+            "-t",
+            "grpc-floor",
+            "-w",
+            "get,put",
+            "-c",
+            "2",
+            "--requests",
+            "100",
+            "--warmup",
+            "0s",
+            "--key-space",
+            "100",
+            "--value",
+            "profile",
+            "--no-progress",
+            "--json",
+            "/dev/stdout",
+        ])
+        .env("PRISM_TOKEN", "not-a-real-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("not-a-real-token"), "the token is never printed");
+    let start = text.find("{\n").unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
+    assert_eq!(report["plan"]["value"], "profile");
+    assert_eq!(report["plan"]["value_size"], 1024);
+    assert_eq!(report["plan"]["authenticated"], true);
+    for m in report["runs"].as_array().unwrap() {
+        assert_eq!(m["ok"], 100, "{m}");
+        assert_eq!(m["errors"], serde_json::json!({}), "{m}");
+    }
 }
