@@ -285,7 +285,8 @@ impl Worker {
                 ShadowOutcome::MirrorFailed => &self.counters.mirror_failed,
                 ShadowOutcome::Matched => &self.counters.matched,
                 ShadowOutcome::Mismatched => &self.counters.mismatched,
-                ShadowOutcome::CompareFailed | ShadowOutcome::Dropped => &self.counters.compare_failed,
+                ShadowOutcome::CompareFailed => &self.counters.compare_failed,
+                ShadowOutcome::Dropped => &self.counters.dropped,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             self.metrics.shadow(&self.namespace, outcome);
