@@ -402,3 +402,42 @@ async fn a_failed_call_is_logged_with_its_request_id() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!proxy.logs.contains("req-not-found-43"), "a client error was logged");
 }
+
+/// Text logs written to a pipe (a file, journald, a log shipper) carry no
+/// ANSI colour codes, from the proxy or from the plugins it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("namespaces")).unwrap();
+    let port = prism_tests::services::free_port();
+    let config = dir.path().join("prism.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_http: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: text}}\nnamespaces_dir: namespaces\nplugins:\n  memstore:\n    command: [prism-plugin-memstore]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(prism_tests::bin_path("prism-proxy"))
+        .arg("--config")
+        .arg(&config)
+        .env("PRISM_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the plugin has started and the proxy listens, then stop it.
+    assert!(
+        eventually(Duration::from_secs(30), || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() })
+            .await
+    );
+    signal(child.id(), Signal::SIGTERM);
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.wait().unwrap();
+    assert!(stderr.contains("listening"), "{stderr}");
+    assert!(stderr.contains("initialized"), "the plugin's lines are there too: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in logs written to a pipe:\n{stderr}");
+}

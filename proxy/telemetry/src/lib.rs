@@ -187,12 +187,22 @@ impl Telemetry {
     }
 }
 
+/// Whether text logs are coloured: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but empty (no-color.org). Logs written to a
+/// file or a pipe (journald, a log shipper, the proxy reading a plugin's
+/// stderr) must not carry escape codes.
+fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. With `traces`, must run inside a tokio
 /// runtime (the OTLP exporter is a tonic client). A second call in one
 /// process (tests) leaves the first subscriber in place.
 pub fn init(logs: &Logs, traces: Option<&Traces>) -> Result<Telemetry, TelemetryError> {
     let log_filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(&logs.default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colours(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR")));
     let fmt = match logs.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -366,6 +376,14 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(colours(true, Some("".into())));
+        assert!(!colours(true, Some("1".into())));
+        assert!(!colours(false, None));
+    }
 
     #[test]
     fn a_traceparent_header_is_read() {
