@@ -10,8 +10,14 @@
 //! (found, value; never the backend's version numbers) and the last
 //! mismatches kept; they name keys and values by hash and length only, so
 //! they never hold a value, PII or not.
+//!
+//! A migration (ADR-014) also uses the shadow as its write fence: closing
+//! it holds new writes, and [`Shadow::drained`] tells when every write that
+//! got in has been replayed, so the primary can change with nothing in
+//! flight. The keys of KeyValue copies that were dropped or failed are
+//! remembered ([`Shadow::take_lost`]) so that they can be copied again.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +35,10 @@ use crate::plugin::{CallOptions, Plugin};
 /// Mismatches kept per namespace.
 pub const KEPT_DIFFS: usize = 100;
 
+/// Keys whose lost copies are remembered per namespace; past this the
+/// shadow only knows that it lost more (and a migration refuses to switch).
+pub const KEPT_LOST_KEYS: usize = 100_000;
+
 /// A copy waiting for the shadow: the call, replayed under the options the
 /// worker gives it (a fresh deadline; the client's has nothing to do with
 /// the shadow). Answers `Ok(None)` when it went through (or the answers
@@ -42,7 +52,39 @@ struct Copy {
     kind: Kind,
     method: &'static str,
     key_hash: String,
+    /// The keys a KeyValue write changes (empty for other calls).
+    keys: Vec<String>,
     replay: Replay,
+}
+
+/// Keys whose write copies never reached the shadow.
+#[derive(Debug, Default)]
+struct Lost {
+    keys: HashSet<String>,
+    /// Copies lost that named no key (not KeyValue) or did not fit.
+    untracked: u64,
+}
+
+/// What the shadow lost since it was last asked.
+#[derive(Debug, Default)]
+pub struct LostKeys {
+    pub keys: Vec<String>,
+    pub untracked: u64,
+}
+
+fn lose(lost: &Mutex<Lost>, keys: Vec<String>) {
+    if let Ok(mut lost) = lost.lock() {
+        if keys.is_empty() {
+            lost.untracked += 1;
+        }
+        for key in keys {
+            if lost.keys.len() < KEPT_LOST_KEYS || lost.keys.contains(&key) {
+                lost.keys.insert(key);
+            } else {
+                lost.untracked += 1;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +139,28 @@ pub struct Shadow {
     metrics: Arc<Metrics>,
     depth: Gauge,
     since: SystemTime,
+    /// The write fence: closed while a migration switches primaries.
+    closed: AtomicBool,
+    fence: tokio::sync::watch::Sender<bool>,
+    /// Writes past the fence whose copy is not offered yet.
+    inflight: AtomicU64,
+    /// Copies offered and not yet replayed.
+    pending: Arc<AtomicU64>,
+    /// Copies queued, and copies replayed, since the start: the worker is
+    /// first in, first out, so `replayed >= n` means the first `n` queued
+    /// are done.
+    queued: AtomicU64,
+    replayed: Arc<AtomicU64>,
+    lost: Arc<Mutex<Lost>>,
+}
+
+/// A write past the fence; the fence waits for it to be dropped.
+pub struct Entered(Arc<Shadow>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Shadow {
@@ -135,6 +199,13 @@ impl Shadow {
             last_error: Arc::default(),
             metrics,
             since: SystemTime::now(),
+            closed: AtomicBool::new(false),
+            fence: tokio::sync::watch::Sender::new(false),
+            inflight: AtomicU64::new(0),
+            pending: Arc::default(),
+            queued: AtomicU64::new(0),
+            replayed: Arc::default(),
+            lost: Arc::default(),
         });
         tokio::spawn(Worker::from(&shadow).run(rx, timeout));
         shadow
@@ -178,16 +249,115 @@ impl Shadow {
     }
 
     /// Hands a copy to the worker; never waits. A full queue drops it.
-    pub fn offer(&self, kind: Kind, method: &'static str, key_hash: String, replay: Replay) {
-        match self.queue.try_send(Copy { kind, method, key_hash, replay }) {
+    pub fn offer(&self, kind: Kind, method: &'static str, key_hash: String, keys: Vec<String>, replay: Replay) {
+        // Counted before it is sent: the worker may finish it first.
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        match self.queue.try_send(Copy { kind, method, key_hash, keys, replay }) {
             Ok(()) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
                 self.depth.inc();
             }
-            Err(_) => {
+            Err(mpsc::error::TrySendError::Full(copy) | mpsc::error::TrySendError::Closed(copy)) => {
+                self.replayed.fetch_add(1, Ordering::SeqCst);
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                if copy.kind == Kind::Write {
+                    lose(&self.lost, copy.keys);
+                }
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 self.metrics.shadow(&self.namespace, ShadowOutcome::Dropped);
             }
         }
+    }
+
+    /// Notes a write whose outcome on the primary is unknown (it failed
+    /// after it was sent): the two sides may differ on its keys.
+    pub fn uncertain(&self, keys: Vec<String>) {
+        lose(&self.lost, keys);
+    }
+
+    /// Lets a write through the fence, or, while it is closed, answers what
+    /// to wait on before trying again (the fence reopening, or the route
+    /// changing: either way the caller looks its route up again).
+    pub fn enter_write(self: &Arc<Self>) -> Result<Entered, tokio::sync::watch::Receiver<bool>> {
+        // SeqCst with `close_writes`: either this write sees the fence
+        // closed, or the closer sees it in flight.
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(self.fence.subscribe());
+        }
+        Ok(Entered(self.clone()))
+    }
+
+    /// Holds new writes until [`Shadow::open_writes`].
+    pub fn close_writes(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.fence.send_replace(true);
+    }
+
+    /// Lets writes through again; the ones held look their route up again
+    /// (after a switch, the new route's).
+    pub fn open_writes(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.fence.send_replace(false);
+    }
+
+    pub fn writes_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no write is between the fence and its copy and every
+    /// copy offered has been replayed; false if that takes over `timeout`.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.inflight.load(Ordering::SeqCst) == 0 && self.pending.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// A mark of the copies queued so far, for [`Shadow::caught_up`].
+    pub fn mark(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every copy queued before `mark` has been replayed;
+    /// false if that takes over `timeout`.
+    pub async fn caught_up(&self, mark: u64, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while self.replayed.load(Ordering::SeqCst) < mark {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// The keys whose copies were lost since the last call, forgetting them.
+    pub fn take_lost(&self) -> LostKeys {
+        self.lost
+            .lock()
+            .map(|mut lost| LostKeys {
+                keys: std::mem::take(&mut lost.keys).into_iter().collect(),
+                untracked: std::mem::take(&mut lost.untracked),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Puts back keys a repair could not copy.
+    pub fn relose(&self, keys: Vec<String>) {
+        lose(&self.lost, keys);
+    }
+
+    /// The namespace this shadow mirrors.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub fn counts(&self) -> Counts {
@@ -227,6 +397,9 @@ struct Worker {
     last_error: Arc<Mutex<Option<String>>>,
     metrics: Arc<Metrics>,
     depth: Gauge,
+    pending: Arc<AtomicU64>,
+    replayed: Arc<AtomicU64>,
+    lost: Arc<Mutex<Lost>>,
 }
 
 impl From<&Arc<Shadow>> for Worker {
@@ -239,6 +412,9 @@ impl From<&Arc<Shadow>> for Worker {
             last_error: s.last_error.clone(),
             metrics: s.metrics.clone(),
             depth: s.depth.clone(),
+            pending: s.pending.clone(),
+            replayed: s.replayed.clone(),
+            lost: s.lost.clone(),
         }
     }
 }
@@ -277,9 +453,16 @@ impl Worker {
                     if let Ok(mut last) = self.last_error.lock() {
                         *last = Some(e.to_string());
                     }
-                    if kind == Kind::Write { ShadowOutcome::MirrorFailed } else { ShadowOutcome::CompareFailed }
+                    if kind == Kind::Write {
+                        lose(&self.lost, copy.keys);
+                        ShadowOutcome::MirrorFailed
+                    } else {
+                        ShadowOutcome::CompareFailed
+                    }
                 }
             };
+            self.replayed.fetch_add(1, Ordering::SeqCst);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             let counter = match outcome {
                 ShadowOutcome::Mirrored => &self.counters.mirrored,
                 ShadowOutcome::MirrorFailed => &self.counters.mirror_failed,

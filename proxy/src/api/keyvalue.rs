@@ -85,7 +85,8 @@ data_call!(PutRequest => PutResponse, Keyvalue, Put, Write,
     },
     shadow(r) {
         r.if_version = None;
-    }
+    },
+    written(r) vec![r.key.clone()]
 );
 
 data_call!(GetRequest => GetResponse, Keyvalue, Get, Read,
@@ -117,7 +118,8 @@ data_call!(DeleteRequest => DeleteResponse, Keyvalue, Delete, Write,
     },
     shadow(r) {
         r.if_version = None;
-    }
+    },
+    written(r) vec![r.key.clone()]
 );
 
 data_call!(BatchGetRequest => BatchGetResponse, Keyvalue, BatchGet, Read,
@@ -168,7 +170,8 @@ data_call!(BatchPutRequest => BatchPutResponse, Keyvalue, BatchPut, Write,
             replace(&mut item.value, sealed);
         }
         Ok(())
-    }
+    },
+    written(r) r.items.iter().map(|i| i.key.clone()).collect()
 );
 
 data_call!(ScanRequest => ScanResponse, Keyvalue, Scan, Read,

@@ -73,6 +73,13 @@ pub trait DataCall: prost::Message + Clone + Sized + 'static {
     /// shadow's versions are its own.
     fn for_shadow(&mut self) {}
 
+    /// Shadow traffic: the keys a KeyValue write changes, so that the
+    /// shadow can name the keys whose copy it lost (a migration repairs
+    /// them before it switches primaries).
+    fn written_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Shadow traffic: whether this read is compared with the shadow's
     /// answer (reads that continue a page of the primary's are not: page
     /// tokens belong to a backend).
@@ -107,6 +114,7 @@ macro_rules! data_call {
         $(, seal($sealing:ident, $seal_codec:ident) $seal:block)?
         $(, reveal($reply_ident:ident, $reveal_codec:ident, $raw:ident) $reveal:block)?
         $(, shadow($shadowing:ident) $shadow:block)?
+        $(, written($writing:ident) $written:expr)?
         $(, compare($comparing:ident, $primary:ident, $theirs:ident) when $when:expr => $compare:block)?
     ) => {
         impl $crate::api::DataCall for $request {
@@ -164,6 +172,13 @@ macro_rules! data_call {
                 fn for_shadow(&mut self) {
                     let $shadowing = self;
                     $shadow
+                }
+            )?
+
+            $(
+                fn written_keys(&self) -> Vec<String> {
+                    let $writing = self;
+                    $written
                 }
             )?
 
@@ -229,12 +244,32 @@ impl DataPlane {
         let ctx = RequestContext::take(&mut request)?;
         let call = request.into_inner();
         let request_bytes = call.encoded_len();
-        let route = match self.routes.authorize(&ctx, call.namespace(), C::PATTERN, C::RIGHT, call.keys()) {
-            Ok(route) => route,
-            Err(refused) => {
-                let namespace = refused.route.as_deref().map(Route::name);
-                self.metrics.unrouted(namespace, C::PATTERN.as_str(), C::METHOD, refused.error.code());
-                return Err(refused.error.into());
+        let (route, _entered) = loop {
+            let route = match self.routes.authorize(&ctx, call.namespace(), C::PATTERN, C::RIGHT, call.keys()) {
+                Ok(route) => route,
+                Err(refused) => {
+                    let namespace = refused.route.as_deref().map(Route::name);
+                    self.metrics.unrouted(namespace, C::PATTERN.as_str(), C::METHOD, refused.error.code());
+                    return Err(refused.error.into());
+                }
+            };
+            // A migration switching this namespace's primary holds writes
+            // (shadowed namespaces only); once the fence opens, the write
+            // looks its route up again and goes to the new primary.
+            let Some(shadow) = route.shadow.as_ref().filter(|_| C::RIGHT == Right::Write) else { break (route, None) };
+            match shadow.enter_write() {
+                Ok(entered) => break (route, Some(entered)),
+                Err(mut fence) => {
+                    let opened = tokio::time::timeout_at(ctx.deadline, fence.wait_for(|closed| !closed)).await;
+                    if opened.is_err() {
+                        let error = ProxyError::DeadlineExceeded(format!(
+                            "namespace {}: writes were held while a migration switched its primary, past the call's deadline",
+                            route.name()
+                        ));
+                        self.metrics.unrouted(Some(route.name()), C::PATTERN.as_str(), C::METHOD, error.code());
+                        return Err(error.into());
+                    }
+                }
             }
         };
         let mut plugin_time = None;
@@ -289,8 +324,25 @@ impl DataPlane {
         let started = Instant::now();
         let reply = tokio::time::timeout_at(ctx.deadline, call.send(&route.plugin, &options).instrument(span)).await;
         *plugin_time = Some(started.elapsed());
-        let mut reply =
-            reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed()))??;
+        let reply =
+            reply.map_err(|_| ProxyError::plugin_deadline(route.plugin.name(), ctx.started.elapsed())).and_then(|r| r);
+        let mut reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                // A write that failed may still have been applied by the
+                // primary: its keys are noted so that a migration copies
+                // them again. A refused precondition changed nothing.
+                if let Some((shadow, shadow::Kind::Write, copy)) = &copy
+                    && !matches!(
+                        e,
+                        ProxyError::Conflict(_) | ProxyError::InvalidArgument(_) | ProxyError::OverLimit { .. }
+                    )
+                {
+                    shadow.uncertain(copy.written_keys());
+                }
+                return Err(e);
+            }
+        };
         if let Some((shadow, kind, copy)) = copy {
             tee(&shadow, kind, copy, &reply);
         }
@@ -316,6 +368,7 @@ impl DataPlane {
 /// backends hold the same stored bytes).
 fn tee<C: DataCall>(shadow: &Shadow, kind: shadow::Kind, mut copy: C, reply: &C::Reply) {
     let key_hash = copy.keys().0.map(key_hash).unwrap_or_default();
+    let keys = if kind == shadow::Kind::Write { copy.written_keys() } else { Vec::new() };
     let replay: shadow::Replay = match kind {
         shadow::Kind::Write => {
             copy.for_shadow();
@@ -332,7 +385,7 @@ fn tee<C: DataCall>(shadow: &Shadow, kind: shadow::Kind, mut copy: C, reply: &C:
             })
         }
     };
-    shadow.offer(kind, C::METHOD.as_str(), key_hash, replay);
+    shadow.offer(kind, C::METHOD.as_str(), key_hash, keys, replay);
 }
 
 /// The span of the plugin hop of a traced call, a child of the request's:
