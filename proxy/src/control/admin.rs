@@ -11,11 +11,16 @@ use prism_proto::admin::v1::{
     GetNamespaceRequest, GetNamespaceResponse, GetSchemaRequest, GetSchemaResponse, GetShadowStatusRequest,
     GetShadowStatusResponse, ListNamespacesRequest, ListNamespacesResponse, ListPluginsRequest, ListPluginsResponse,
     ListSchemasRequest, ListSchemasResponse, ListShadowDiffsRequest, ListShadowDiffsResponse, MessageInfo,
+    MigrateNamespaceRequest, MigrateNamespaceResponse, MigrationBackfill, MigrationEvent, MigrationVerify,
     NamespaceInfo, PiiField, PluginInfo, PushSchemaRequest, PushSchemaResponse, SchemaInfo, ShadowDiff, ShadowStatus,
+    migrate_namespace_request::Step,
 };
+use prism_proto::admin::v1::{GetMigrationRequest, GetMigrationResponse};
 use tonic::{Request, Response, Status};
 
 use super::Controller;
+use super::migrate::{self, StartOptions};
+use super::migration::Migration;
 use crate::context::RequestContext;
 use crate::error::ProxyError;
 use crate::plugin::Plugins;
@@ -141,8 +146,146 @@ fn schema_info(version: &SchemaVersion, pool: &SchemaPool, routes: &Routes) -> S
     }
 }
 
+/// A stored migration as the Admin API shows it.
+fn migration_info(m: &Migration) -> prism_proto::admin::v1::Migration {
+    prism_proto::admin::v1::Migration {
+        namespace: m.namespace.clone(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        phase: m.phase.as_str().to_owned(),
+        next: migrate::next_step(m),
+        started_at: m.started_at.clone(),
+        updated_at: m.updated_at.clone(),
+        error: m.error.clone().unwrap_or_default(),
+        revision: m.revision,
+        backfill: m.backfill.as_ref().map(|b| {
+            let left = b.total.saturating_sub(b.scanned);
+            MigrationBackfill {
+                total: b.total,
+                scanned: b.scanned,
+                copied: b.copied,
+                skipped: b.skipped,
+                undone: b.undone,
+                rate: b.rate,
+                keys_per_second: b.keys_per_second,
+                eta_seconds: if b.finished_at.is_empty() && b.keys_per_second > 0.0 {
+                    (left as f64 / b.keys_per_second).ceil() as u64
+                } else {
+                    0
+                },
+                started_at: b.started_at.clone(),
+                finished_at: b.finished_at.clone(),
+                owner: b.owner.clone(),
+            }
+        }),
+        verify: m.verify.as_ref().map(|v| MigrationVerify {
+            started_at: v.started_at.clone(),
+            finished_at: v.finished_at.clone(),
+            owner: v.owner.clone(),
+            source_keys: v.source_keys,
+            target_keys: v.target_keys,
+            matched: v.matched,
+            missing: v.missing,
+            extra: v.extra,
+            different: v.different,
+            settled: v.settled,
+            busy: v.busy,
+            samples: v.samples.clone(),
+            window_seconds: u32::try_from(v.window_seconds).unwrap_or(u32::MAX),
+            reads_compared: v.reads_compared,
+            read_mismatches: v.read_mismatches,
+            clean: v.clean,
+        }),
+        history: m
+            .history
+            .iter()
+            .map(|e| MigrationEvent {
+                at: e.at.clone(),
+                phase: e.phase.as_str().to_owned(),
+                by: e.by.clone(),
+                note: e.note.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn seconds_or(value: u32, default: std::time::Duration) -> std::time::Duration {
+    if value == 0 { default } else { std::time::Duration::from_secs(u64::from(value)) }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn migrate_namespace(
+        &self,
+        request: Request<MigrateNamespaceRequest>,
+    ) -> Result<Response<MigrateNamespaceResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let req = request.into_inner();
+        let name = req.namespace.as_str();
+        let current = self.routes.snapshot().get(name).cloned();
+        let route = current.ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
+        self.check_admin(&ctx, name, Some(&route))?;
+        let by = ctx.principal.to_string();
+        let c = &self.controller;
+        let timeout = seconds_or(req.timeout_seconds, migrate::DEFAULT_SWITCH_TIMEOUT);
+        let step = Step::try_from(req.step).unwrap_or(Step::Unspecified);
+        let stepped = match step {
+            Step::Unspecified => {
+                return Err(ProxyError::InvalidArgument(
+                    "step must be one of start, backfill, verify, promote, finalize, rollback".to_owned(),
+                )
+                .into());
+            }
+            Step::Start => {
+                if req.target.is_empty() {
+                    return Err(
+                        ProxyError::InvalidArgument("target: the plugin to migrate to is required".to_owned()).into()
+                    );
+                }
+                if !(0.0..=1.0).contains(&req.compare_reads) {
+                    return Err(ProxyError::InvalidArgument(format!(
+                        "compare_reads must be between 0 and 1, not {}",
+                        req.compare_reads
+                    ))
+                    .into());
+                }
+                let opts = StartOptions {
+                    target: req.target.clone(),
+                    compare_reads: req.compare_reads,
+                    queue: req.queue as usize,
+                    force: req.force,
+                };
+                c.start_migration(name, opts, req.dry_run, &by).await?
+            }
+            Step::Backfill => c.start_backfill(name, req.rate, req.dry_run, &by).await?,
+            Step::Verify => {
+                let window = seconds_or(req.clean_window_seconds, migrate::DEFAULT_WINDOW);
+                c.start_verify(name, window, req.dry_run, &by).await?
+            }
+            Step::Promote => c.promote(name, timeout, req.dry_run, &by).await?,
+            Step::Finalize => c.finalize(name, req.purge, req.dry_run, &by).await?,
+            Step::Rollback => c.rollback(name, timeout, req.purge, req.dry_run, &by).await?,
+        };
+        Ok(Response::new(MigrateNamespaceResponse {
+            migration: Some(migration_info(&stepped.migration)),
+            message: stepped.message,
+        }))
+    }
+
+    async fn get_migration(
+        &self,
+        request: Request<GetMigrationRequest>,
+    ) -> Result<Response<GetMigrationResponse>, Status> {
+        let ctx = RequestContext::of(&request)?;
+        let name = request.into_inner().namespace;
+        let route =
+            self.routes.snapshot().get(&name).cloned().ok_or_else(|| ProxyError::NamespaceNotFound(name.clone()))?;
+        let allowed = self.may_see(&ctx, &route);
+        self.record(&ctx, Some(&name), allowed)?;
+        let m = self.controller.migration(&name).await?;
+        Ok(Response::new(GetMigrationResponse { migration: Some(migration_info(&m)) }))
+    }
+
     async fn apply_namespace(
         &self,
         request: Request<ApplyNamespaceRequest>,

@@ -9,6 +9,8 @@
 //! they started with.
 
 pub mod admin;
+pub mod migrate;
+pub mod migration;
 pub mod registry;
 pub mod select;
 
@@ -56,6 +58,13 @@ pub struct Controller {
     schemas: ArcSwap<SchemaPool>,
     /// The PII keyring (`pii.keyring`), if configured.
     keyring: Option<Arc<Keyring>>,
+    /// This proxy's name among those sharing the registry.
+    id: String,
+    /// Migrations as last loaded, the switches this proxy acknowledged,
+    /// and the background steps it runs (`migrate.rs`).
+    migrations: std::sync::Mutex<migrate::Known>,
+    acked: std::sync::Mutex<migrate::Acked>,
+    tasks: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 /// What [`Controller::check`] found: the plugin chosen and why, the PII
@@ -103,7 +112,12 @@ impl Controller {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "proxy".to_owned());
         Self {
+            id: format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            migrations: std::sync::Mutex::default(),
+            acked: std::sync::Mutex::default(),
+            tasks: std::sync::Mutex::default(),
             schemas: ArcSwap::default(),
             keyring,
             metrics,
@@ -120,6 +134,11 @@ impl Controller {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// This proxy's name in the registry.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The registered schemas.
@@ -430,7 +449,21 @@ impl Controller {
         let _prepare = plugin.prepare_lock.lock().await;
         Self::prepare(&plugin, &route).await;
         let name = route.name().to_owned();
-        self.routes.set(&name, Some(route));
+        self.publish(&name, Some(route));
+    }
+
+    /// Publishes the route of `name` (or removes it). Writes held at the
+    /// fence of the shadow it replaces look their route up again, so they
+    /// follow a switched primary.
+    fn publish(&self, name: &str, route: Option<Arc<Route>>) {
+        let old = self.routes.snapshot().get(name).and_then(|r| r.shadow.clone());
+        let new = route.as_ref().and_then(|r| r.shadow.clone());
+        self.routes.set(name, route);
+        if let Some(old) = old
+            && new.is_none_or(|new| !Arc::ptr_eq(&old, &new))
+        {
+            old.open_writes();
+        }
     }
 
     /// Prepares `route`'s namespace on `plugin`, if it is connected.
@@ -478,8 +511,28 @@ impl Controller {
         let (doc, tree) = NamespaceDoc::parse_with_tree(yaml).map_err(ProxyError::InvalidSpec)?;
         let current = self.routes.snapshot().get(doc.name()).cloned();
         may_change(doc.name(), current.as_deref())?;
+        // During a migration its backend and shadow are the migration's:
+        // a document applied meanwhile (from a repository that does not
+        // know about it) keeps them.
+        let managed = match (self.active_migration(doc.name()), &current) {
+            (Some(m), Some(cur)) => Some((m, migrate::keep_managed(yaml, cur)?)),
+            _ => None,
+        };
+        let (doc, tree, yaml) = match &managed {
+            Some((_, edited)) if edited != yaml => {
+                let (doc, tree) = NamespaceDoc::parse_with_tree(edited).map_err(ProxyError::InvalidSpec)?;
+                (doc, tree, edited.as_str())
+            }
+            _ => (doc, tree, yaml),
+        };
         let source = current.as_ref().map(|c| c.source.clone()).unwrap_or_default();
-        let planned = self.plan_doc(doc, &tree, yaml, source, current.as_ref()).map_err(ProxyError::InvalidSpec)?;
+        let mut planned = self.plan_doc(doc, &tree, yaml, source, current.as_ref()).map_err(ProxyError::InvalidSpec)?;
+        if let Some((m, _)) = &managed {
+            planned.plan.warnings.push(format!(
+                "spec.backend and spec.shadow are managed by the migration of this namespace to {} ({}); they keep their current values",
+                m.target, m.phase
+            ));
+        }
         if let Some(cur) = &current
             && !Arc::ptr_eq(&cur.plugin, &planned.route.plugin)
             && !force
@@ -520,6 +573,14 @@ impl Controller {
         let current = self.routes.snapshot().get(name).cloned();
         may_change(name, current.as_deref())?;
         let route = current.ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
+        if let Some(m) = self.active_migration(name)
+            && !force
+        {
+            return Err(ProxyError::FailedPrecondition(format!(
+                "namespace {name} is being migrated to {} ({}); finish or roll back the migration first (prismctl migrate rollback {name}), or delete with force",
+                m.target, m.phase
+            )));
+        }
         if !purge_data && !force {
             let holds = Self::holds_data(&route).await.map_err(|e| {
                 ProxyError::FailedPrecondition(format!(
@@ -536,7 +597,7 @@ impl Controller {
         // Unroute first so new requests get NOT_FOUND, and let the ones in
         // flight finish before the plugin forgets the namespace; purging
         // under them would fail them with an error they cannot act on.
-        self.routes.set(name, None);
+        self.publish(name, None);
         if purge_data {
             self.drain(&route).await;
             let purged = async {
@@ -548,7 +609,7 @@ impl Controller {
             };
             if let Err(e) = purged.await {
                 // Nothing has changed: serve it again; the call can be retried.
-                self.routes.set(name, Some(route));
+                self.publish(name, Some(route));
                 return Err(e);
             }
             // The shadow's copy goes too; what it fails to drop is only a
@@ -572,8 +633,16 @@ impl Controller {
     /// Brings the route table in line with the registry. Invalid documents
     /// are reported and skipped; a namespace whose document became invalid
     /// keeps serving its last good version.
-    pub async fn reconcile(&self) -> Result<Reconciled, ProxyError> {
-        let result = self.reconcile_once().await;
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Reconciled, ProxyError> {
+        let result = self.reconcile_once().await.map(|(reconciled, migrations)| {
+            // Routes first, then what the migrations ask of them.
+            self.follow_switches(&migrations);
+            self.resume_steps(&migrations);
+            if let Ok(mut known) = self.migrations.lock() {
+                *known = migrations.into_iter().map(|m| (m.namespace.clone(), m)).collect();
+            }
+            reconciled
+        });
         self.metrics.registry_reload(result.is_ok(), result.as_ref().map_or(0, |r| r.rejected.len()));
         if result.is_ok() {
             self.loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -586,8 +655,9 @@ impl Controller {
         self.loaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn reconcile_once(&self) -> Result<Reconciled, ProxyError> {
+    async fn reconcile_once(&self) -> Result<(Reconciled, Vec<migration::Migration>), ProxyError> {
         let snapshot = self.registry.load().await?;
+        let migrations = snapshot.migrations;
         let _changes = self.lock.lock().await;
         let schemas_changed = self.reload_schemas(snapshot.schemas);
         let pool = self.schemas.load_full();
@@ -655,7 +725,7 @@ impl Controller {
             self.activate(route).await;
         }
         for name in &report.removed {
-            self.routes.set(name, None);
+            self.publish(name, None);
         }
         for (source, why) in &report.rejected {
             tracing::error!(%source, error = %why, "namespace document skipped");
@@ -675,7 +745,7 @@ impl Controller {
                 "namespaces reloaded"
             );
         }
-        Ok(report)
+        Ok((report, migrations))
     }
 
     /// Uses the registry's latest schema versions, if they differ from the
@@ -785,7 +855,21 @@ impl Controller {
         let (tx, mut rx) = mpsc::channel(16);
         let watcher = self.registry.watch(tx)?;
         let controller = self.clone();
+        let heartbeat = self.registry.shared().then(|| {
+            let controller = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(migrate::HEARTBEAT_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = controller.registry.heartbeat(&controller.id).await {
+                        tracing::debug!(error = %e, "heartbeat not recorded");
+                    }
+                }
+            })
+        });
         Ok(tokio::spawn(async move {
+            // Stops with the watch.
+            let _heartbeat = heartbeat.map(AbortOnDrop);
             while rx.recv().await.is_some() {
                 // Coalesce a burst of signals into one reload.
                 while rx.try_recv().is_ok() {}
@@ -795,5 +879,14 @@ impl Controller {
             }
             watcher.abort();
         }))
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prism_pii::SchemaVersion;
 
+use super::migration::Migration;
 use crate::config::PostgresRegistry;
 use crate::error::ProxyError;
 
@@ -36,6 +37,18 @@ pub struct Snapshot {
     pub unreadable: Vec<(String, String)>,
     /// The latest version of every registered schema.
     pub schemas: Vec<SchemaVersion>,
+    /// Every stored migration, ended ones included.
+    pub migrations: Vec<Migration>,
+}
+
+/// The proxies sharing a registry that have to acknowledge a switch: the
+/// live ones, and which of them have.
+#[derive(Debug, Default)]
+pub struct Acks {
+    /// Live proxies that have not acknowledged yet.
+    pub waiting: Vec<String>,
+    /// `(proxy, what it reported)`.
+    pub acked: Vec<(String, String)>,
 }
 
 pub enum Registry {
@@ -92,6 +105,7 @@ impl Registry {
                     })
                     .into_values()
                     .collect();
+                snapshot.migrations = dir_migrations(dir)?;
                 Ok(snapshot)
             }
             Self::Postgres(pg) => pg_load(pg).await,
@@ -133,14 +147,7 @@ impl Registry {
     /// `current` (its source) if any. Returns the new source.
     pub async fn put(&self, name: &str, yaml: &str, current: Option<&str>) -> Result<String, ProxyError> {
         match self {
-            Self::Directory(dir) => {
-                let path = current
-                    .map(PathBuf::from)
-                    .filter(|p| p.parent() == Some(dir.as_path()))
-                    .unwrap_or_else(|| dir.join(format!("{name}.yaml")));
-                write_atomically(&path, yaml).map_err(|e| unavailable(&format!("writing {}", path.display()), e))?;
-                Ok(path.display().to_string())
-            }
+            Self::Directory(dir) => dir_put(dir, name, yaml, current),
             Self::Postgres(pg) => pg_put(pg, name, yaml).await,
         }
     }
@@ -156,6 +163,125 @@ impl Registry {
         }
     }
 
+    /// The migration of namespace `name`, if one was ever stored.
+    pub async fn migration(&self, name: &str) -> Result<Option<Migration>, ProxyError> {
+        match self {
+            Self::Directory(dir) => Ok(dir_migrations(dir)?.into_iter().find(|m| m.namespace == name)),
+            Self::Postgres(pg) => pg_migration(pg, name).await,
+        }
+    }
+
+    /// Stores `migration` as the next revision of the stored one, if that
+    /// is still revision `migration.revision` (0: none stored, or an ended
+    /// one may be replaced by a new one of revision 0). With `doc`, the
+    /// namespace document `(name, yaml, current source)` is stored in the
+    /// same transaction, so every proxy sees both or neither. `notify`
+    /// makes the proxies reload (a phase change, not a progress report).
+    /// Fails with `Conflict` when someone else stored a revision meanwhile.
+    pub async fn put_migration(
+        &self,
+        migration: &mut Migration,
+        doc: Option<(&str, Option<&str>)>,
+        notify: bool,
+    ) -> Result<(), ProxyError> {
+        let expected = migration.revision;
+        migration.revision += 1;
+        migration.updated_at = super::migration::now();
+        let result = match self {
+            Self::Directory(dir) => dir_put_migration(dir, migration, expected, doc),
+            Self::Postgres(pg) => pg_put_migration(pg, migration, expected, doc, notify).await,
+        };
+        if result.is_err() {
+            migration.revision = expected;
+        }
+        result
+    }
+
+    /// Whether proxies other than this one may share the registry (then
+    /// switches are acknowledged through it).
+    pub fn shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Notes that proxy `id` is alive (shared registries only).
+    pub async fn heartbeat(&self, id: &str) -> Result<(), ProxyError> {
+        match self {
+            Self::Directory(_) => Ok(()),
+            Self::Postgres(pg) => {
+                let client = pg.client().await?;
+                client
+                    .execute(
+                        &format!(
+                            "INSERT INTO {t} (id, seen) VALUES ($1, now()) ON CONFLICT (id) DO UPDATE SET seen = now()",
+                            t = proxies_table(&pg.config)
+                        ),
+                        &[&id],
+                    )
+                    .await
+                    .map_err(|e| unavailable("recording this proxy's heartbeat", e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Records that proxy `id` has done what revision `revision` of the
+    /// migration of `name` asked (shared registries only).
+    pub async fn ack(&self, name: &str, revision: u64, id: &str, detail: &str) -> Result<(), ProxyError> {
+        match self {
+            Self::Directory(_) => Ok(()),
+            Self::Postgres(pg) => {
+                let client = pg.client().await?;
+                let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+                client
+                    .execute(
+                        &format!(
+                            "INSERT INTO {t} (name, revision, proxy, detail) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (name, revision, proxy) DO UPDATE SET detail = EXCLUDED.detail",
+                            t = acks_table(&pg.config)
+                        ),
+                        &[&name, &revision, &id, &detail],
+                    )
+                    .await
+                    .map_err(|e| unavailable("acknowledging a migration step", e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Which live proxies (heard from within `lease`) have acknowledged
+    /// revision `revision` of the migration of `name`.
+    pub async fn acks(&self, name: &str, revision: u64, lease: Duration) -> Result<Acks, ProxyError> {
+        match self {
+            Self::Directory(_) => Ok(Acks::default()),
+            Self::Postgres(pg) => {
+                let client = pg.client().await?;
+                let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+                let rows = client
+                    .query(
+                        &format!(
+                            "SELECT p.id, a.detail FROM {p} p LEFT JOIN {a} a \
+                             ON a.proxy = p.id AND a.name = $1 AND a.revision = $2 \
+                             WHERE p.seen > now() - make_interval(secs => $3) ORDER BY p.id",
+                            p = proxies_table(&pg.config),
+                            a = acks_table(&pg.config)
+                        ),
+                        &[&name, &revision, &lease.as_secs_f64()],
+                    )
+                    .await
+                    .map_err(|e| unavailable("reading acknowledgements", e))?;
+                let mut acks = Acks::default();
+                for row in rows {
+                    let id: String = row.get(0);
+                    match row.get::<_, Option<String>>(1) {
+                        Some(detail) => acks.acked.push((id, detail)),
+                        None => acks.waiting.push(id),
+                    }
+                }
+                Ok(acks)
+            }
+        }
+    }
+
     /// Watches for changes made by anyone (an editor, another proxy) and
     /// sends a signal for each; also signals periodically, so a missed
     /// event is caught up. Runs until the receiver is dropped.
@@ -168,6 +294,86 @@ impl Registry {
 }
 
 // === directory ===
+
+fn dir_put(dir: &Path, name: &str, yaml: &str, current: Option<&str>) -> Result<String, ProxyError> {
+    let path = current
+        .map(PathBuf::from)
+        .filter(|p| p.parent() == Some(dir))
+        .unwrap_or_else(|| dir.join(format!("{name}.yaml")));
+    write_atomically(&path, yaml).map_err(|e| unavailable(&format!("writing {}", path.display()), e))?;
+    Ok(path.display().to_string())
+}
+
+/// The subdirectory of the namespaces directory that holds migrations, one
+/// `<namespace>.json` each.
+const MIGRATION_DIR: &str = "migrations";
+
+fn dir_migrations(dir: &Path) -> Result<Vec<Migration>, ProxyError> {
+    let mut found: Vec<Migration> = dir_json_files(dir, MIGRATION_DIR)?;
+    found.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    Ok(found)
+}
+
+/// Every `*.json` file of subdirectory `sub`, decoded (none if `sub` does
+/// not exist).
+fn dir_json_files<T: serde::de::DeserializeOwned>(dir: &Path, sub: &str) -> Result<Vec<T>, ProxyError> {
+    let sub = dir.join(sub);
+    let entries = match std::fs::read_dir(&sub) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unavailable(&format!("reading {}", sub.display()), e)),
+    };
+    let mut found = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bad = |why: String| unavailable(&format!("reading {}", path.display()), why);
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        found.push(serde_json::from_str::<T>(&text).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(found)
+}
+
+/// A directory registry has one proxy, whose controller serializes the
+/// steps of a migration; the revision check still refuses a stale update.
+/// The migration is written before the document: a document is what
+/// routes, and it must never be ahead of the state that explains it.
+fn dir_put_migration(
+    dir: &Path,
+    migration: &Migration,
+    expected: u64,
+    doc: Option<(&str, Option<&str>)>,
+) -> Result<(), ProxyError> {
+    let stored = dir_migrations(dir)?.into_iter().find(|m| m.namespace == migration.namespace);
+    check_revision(&migration.namespace, stored.as_ref().map(|m| (m.revision, m.phase.ended())), expected)?;
+    let migrations = dir.join(MIGRATION_DIR);
+    std::fs::create_dir_all(&migrations).map_err(|e| unavailable(&format!("creating {}", migrations.display()), e))?;
+    let path = migrations.join(format!("{}.json", migration.namespace));
+    let text = serde_json::to_string_pretty(migration).map_err(|e| ProxyError::Internal(e.to_string()))?;
+    write_atomically(&path, &text).map_err(|e| unavailable(&format!("writing {}", path.display()), e))?;
+    if let Some((yaml, current)) = doc {
+        dir_put(dir, &migration.namespace, yaml, current)?;
+    }
+    Ok(())
+}
+
+/// Refuses an update made against another revision than the stored one
+/// `(revision, ended)`. A new migration (expected 0) may replace an ended
+/// one.
+fn check_revision(name: &str, stored: Option<(u64, bool)>, expected: u64) -> Result<(), ProxyError> {
+    let ok = match stored {
+        None => expected == 0,
+        Some((revision, ended)) => revision == expected || (expected == 0 && ended),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::Conflict(format!(
+            "the migration of namespace {name} was changed meanwhile (by another command or proxy); check `prismctl migrate status {name}` and run the step again"
+        )))
+    }
+}
 
 fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -207,24 +413,15 @@ fn schema_file_name(name: &str, version: u32) -> String {
 }
 
 fn dir_schemas(dir: &Path, only: Option<&str>) -> Result<Vec<SchemaVersion>, ProxyError> {
-    let schemas = dir.join(SCHEMA_DIR);
-    let entries = match std::fs::read_dir(&schemas) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(unavailable(&format!("reading {}", schemas.display()), e)),
-    };
+    let files: Vec<SchemaFile> = dir_json_files(dir, SCHEMA_DIR)?;
     let mut versions = Vec::new();
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let bad = |why: String| unavailable(&format!("reading {}", path.display()), why);
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-        let file: SchemaFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if only.is_some_and(|n| n != file.name) {
-            continue;
-        }
-        let descriptor = STANDARD.decode(file.descriptor_base64).map_err(|e| bad(e.to_string()))?;
+    for file in files.into_iter().filter(|f| only.is_none_or(|n| n == f.name)) {
+        let descriptor = STANDARD.decode(&file.descriptor_base64).map_err(|e| {
+            unavailable(
+                &format!("reading {}", dir.join(SCHEMA_DIR).join(schema_file_name(&file.name, file.version)).display()),
+                e,
+            )
+        })?;
         versions.push(SchemaVersion {
             name: file.name,
             version: file.version,
@@ -318,6 +515,18 @@ fn schema_table(pg: &PostgresRegistry) -> String {
     format!("\"{}\".schemas", pg.schema)
 }
 
+fn migrations_table(pg: &PostgresRegistry) -> String {
+    format!("\"{}\".migrations", pg.schema)
+}
+
+fn proxies_table(pg: &PostgresRegistry) -> String {
+    format!("\"{}\".proxies", pg.schema)
+}
+
+fn acks_table(pg: &PostgresRegistry) -> String {
+    format!("\"{}\".migration_acks", pg.schema)
+}
+
 fn channel(pg: &PostgresRegistry) -> String {
     format!("prism_namespaces_{}", pg.schema)
 }
@@ -355,17 +564,42 @@ async fn ensure_table(pg: &PostgresRegistry, client: &tokio_postgres::Client) ->
              pushed_by  text NOT NULL,
              pushed_at  timestamptz NOT NULL DEFAULT now(),
              PRIMARY KEY (name, version));
+         CREATE TABLE IF NOT EXISTS {migrations} (
+             name       text PRIMARY KEY,
+             state      text NOT NULL,
+             revision   bigint NOT NULL);
+         CREATE TABLE IF NOT EXISTS {proxies} (
+             id         text PRIMARY KEY,
+             seen       timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS {acks} (
+             name       text NOT NULL,
+             revision   bigint NOT NULL,
+             proxy      text NOT NULL,
+             detail     text NOT NULL,
+             PRIMARY KEY (name, revision, proxy));
          COMMIT;",
         schema = pg.schema,
         table = table(pg),
-        schemas = schema_table(pg)
+        schemas = schema_table(pg),
+        migrations = migrations_table(pg),
+        proxies = proxies_table(pg),
+        acks = acks_table(pg),
     );
     client.batch_execute(&sql).await.map_err(|e| unavailable("creating the registry table", e))
 }
 
 async fn pg_load(registry: &PgRegistry) -> Result<Snapshot, ProxyError> {
     let pg = &registry.config;
-    let client = registry.client().await?;
+    let mut client = registry.client().await?;
+    // One snapshot of every table: a promote changes a document and its
+    // migration together, and a proxy must never see one without the other.
+    let client = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| unavailable("reading the registry", e))?;
     let rows = client
         .query(&format!("SELECT name, spec FROM {} ORDER BY name", table(pg)), &[])
         .await
@@ -390,7 +624,83 @@ async fn pg_load(registry: &PgRegistry) -> Result<Snapshot, ProxyError> {
         .await
         .map_err(|e| unavailable("reading schemas", e))?;
     let schemas = rows.iter().map(schema_row).collect();
-    Ok(Snapshot { docs, unreadable: Vec::new(), schemas })
+    let rows = client
+        .query(&format!("SELECT name, state FROM {} ORDER BY name", migrations_table(pg)), &[])
+        .await
+        .map_err(|e| unavailable("reading migrations", e))?;
+    let mut migrations = Vec::new();
+    let mut unreadable = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        match serde_json::from_str::<Migration>(row.get(1)) {
+            Ok(m) => migrations.push(m),
+            Err(e) => unreadable.push((format!("postgres:{}/{name}", migrations_table(pg)), e.to_string())),
+        }
+    }
+    client.commit().await.map_err(|e| unavailable("reading the registry", e))?;
+    Ok(Snapshot { docs, unreadable, schemas, migrations })
+}
+
+async fn pg_migration(registry: &PgRegistry, name: &str) -> Result<Option<Migration>, ProxyError> {
+    let pg = &registry.config;
+    let client = registry.client().await?;
+    let row = client
+        .query_opt(&format!("SELECT state FROM {} WHERE name = $1", migrations_table(pg)), &[&name])
+        .await
+        .map_err(|e| unavailable("reading a migration", e))?;
+    row.map(|r| serde_json::from_str::<Migration>(r.get(0)))
+        .transpose()
+        .map_err(|e| unavailable(&format!("reading the migration of {name}"), e))
+}
+
+async fn pg_put_migration(
+    registry: &PgRegistry,
+    migration: &Migration,
+    expected: u64,
+    doc: Option<(&str, Option<&str>)>,
+    notify: bool,
+) -> Result<(), ProxyError> {
+    let pg = &registry.config;
+    let mut client = registry.client().await?;
+    let failed = |e: tokio_postgres::Error| unavailable("writing a migration", e);
+    let tx = client.transaction().await.map_err(failed)?;
+    let name = migration.namespace.as_str();
+    let stored = tx
+        .query_opt(
+            &format!("SELECT revision, state FROM {} WHERE name = $1 FOR UPDATE", migrations_table(pg)),
+            &[&name],
+        )
+        .await
+        .map_err(failed)?
+        .map(|r| {
+            let revision: i64 = r.get(0);
+            let ended = serde_json::from_str::<Migration>(r.get(1)).is_ok_and(|m| m.phase.ended());
+            (u64::try_from(revision).unwrap_or_default(), ended)
+        });
+    check_revision(name, stored, expected)?;
+    let state = serde_json::to_string(migration).map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let revision = i64::try_from(migration.revision).unwrap_or(i64::MAX);
+    // The primary key turns a race between two first revisions into an
+    // error of the second.
+    tx.execute(
+        &format!(
+            "INSERT INTO {t} (name, state, revision) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, revision = EXCLUDED.revision",
+            t = migrations_table(pg)
+        ),
+        &[&name, &state, &revision],
+    )
+    .await
+    .map_err(failed)?;
+    if let Some((yaml, _)) = doc {
+        tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(failed)?;
+    }
+    if notify || doc.is_some() {
+        tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &format!("migration:{name}")])
+            .await
+            .map_err(|e| unavailable("notifying proxies", e))?;
+    }
+    tx.commit().await.map_err(failed)
 }
 
 fn schema_row(r: &tokio_postgres::Row) -> SchemaVersion {
@@ -453,20 +763,20 @@ async fn pg_put_schema(registry: &PgRegistry, mut v: SchemaVersion) -> Result<Sc
     Ok(v)
 }
 
+/// Stores a namespace document `($1 name, $2 yaml)`.
+fn upsert_doc(pg: &PostgresRegistry) -> String {
+    format!(
+        "INSERT INTO {t} (name, spec) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, revision = {t}.revision + 1, updated_at = now()",
+        t = table(pg)
+    )
+}
+
 async fn pg_put(registry: &PgRegistry, name: &str, yaml: &str) -> Result<String, ProxyError> {
     let pg = &registry.config;
     let mut client = registry.client().await?;
     let tx = client.transaction().await.map_err(|e| unavailable("writing a namespace", e))?;
-    tx.execute(
-        &format!(
-            "INSERT INTO {t} (name, spec) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, revision = {t}.revision + 1, updated_at = now()",
-            t = table(pg)
-        ),
-        &[&name, &yaml],
-    )
-    .await
-    .map_err(|e| unavailable("writing a namespace", e))?;
+    tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(|e| unavailable("writing a namespace", e))?;
     // Delivered to every listening proxy when the transaction commits.
     tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &name])
         .await
@@ -564,4 +874,20 @@ async fn pg_listen(
     };
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_revision;
+
+    #[test]
+    fn a_stale_revision_is_refused() {
+        assert!(check_revision("n", None, 0).is_ok());
+        assert!(check_revision("n", None, 3).is_err());
+        assert!(check_revision("n", Some((3, false)), 3).is_ok());
+        assert!(check_revision("n", Some((4, false)), 3).is_err());
+        // A new migration may replace an ended one, not a running one.
+        assert!(check_revision("n", Some((9, true)), 0).is_ok());
+        assert!(check_revision("n", Some((9, false)), 0).is_err());
+    }
 }
