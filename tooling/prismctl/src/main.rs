@@ -7,6 +7,7 @@
 mod graph;
 mod kv;
 mod login;
+mod migrate;
 mod namespace;
 mod output;
 mod plugins;
@@ -83,6 +84,10 @@ enum Command {
     /// Inspect a namespace's shadow traffic (spec.shadow).
     #[command(subcommand)]
     Shadow(shadow::ShadowCommand),
+    /// Move a KeyValue namespace to another backend without downtime:
+    /// `migrate NAMESPACE --to BACKEND`, then backfill, verify, promote,
+    /// finalize (or rollback); `migrate status NAMESPACE` shows where it is.
+    Migrate(migrate::MigrateArgs),
     /// Get an access token from an OIDC issuer (client credentials, or the
     /// device grant for people) and keep it for later commands.
     Login(login::LoginArgs),
@@ -181,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(cmd) => plugins::run(&client, cmd).await,
         Command::Schema(cmd) => schema::run(&client, cmd).await,
         Command::Shadow(cmd) => shadow::run(&client, cmd).await,
+        Command::Migrate(args) => migrate::run(&client, args).await,
         Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),
     }
 }
@@ -259,5 +265,17 @@ mod tests {
         assert_eq!(cli.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
         assert!(matches!(cli.command, Command::Kv(kv::KvCommand::Get { ref key, .. }) if key == "k"));
         assert!(Cli::try_parse_from(["prismctl", "--cert", "c.pem", "health"]).is_err());
+    }
+
+    #[test]
+    fn migrate_takes_a_start_or_a_step() {
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "orders", "--to", "postgres"]).is_ok());
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "status", "orders"]).is_ok());
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "promote", "orders", "--switch-timeout", "30s"]).is_ok());
+        // The start needs its target; a step takes no --to.
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "orders"]).is_err());
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "backfill", "orders", "--to", "x"]).is_err());
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "verify", "orders", "--clean-window", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["prismctl", "migrate", "backfill", "orders", "--rate", "-1"]).is_err());
     }
 }
