@@ -371,6 +371,14 @@ impl Proxy {
         self.config.take()
     }
 
+    /// Kills the proxy with SIGKILL (no drain, no cleanup) and gives back
+    /// its config, to start it again.
+    pub fn kill(mut self) -> Option<ProxyConfig> {
+        self.signal(Signal::SIGKILL);
+        self.wait(Duration::from_secs(10)).expect("proxy did not exit after SIGKILL");
+        self.config.take()
+    }
+
     pub fn config(&self) -> Option<&ProxyConfig> {
         self.config.as_ref()
     }
