@@ -517,13 +517,24 @@ impl Controller {
         let started = Instant::now();
         let copied_at_start = b.copied + b.skipped;
         let mut last_checkpoint = Instant::now();
+        // The rate limit: key n of this run starts no earlier than n/rate
+        // seconds after the run began.
+        let mut n: u64 = 0;
+        let pace = |n: u64| (b.rate > 0).then(|| started + Duration::from_secs_f64(n as f64 / b.rate as f64));
         loop {
             let page = scan_page(&source, &name, &b.checkpoint, timeout).await?;
             let copies = futures::stream::iter(page.items.iter().cloned())
                 .map(|entry| {
                     let target = target.clone();
                     let name = name.clone();
-                    async move { copy_absent(&target, &name, entry, ttl, timeout).await }
+                    let due = pace(n);
+                    n += 1;
+                    async move {
+                        if let Some(due) = due {
+                            tokio::time::sleep_until(due).await;
+                        }
+                        copy_absent(&target, &name, entry, ttl, timeout).await
+                    }
                 })
                 .buffer_unordered(COPY_CONCURRENCY)
                 .collect::<Vec<_>>()
@@ -565,14 +576,6 @@ impl Controller {
             if done {
                 tracing::info!(namespace = %name, copied = b.copied, skipped = b.skipped, undone = b.undone, "backfill done");
                 return Ok(());
-            }
-            // The rate limit: never ahead of `rate` keys per second since
-            // this run started.
-            if b.rate > 0 {
-                let due = Duration::from_secs_f64(moved as f64 / b.rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
             }
         }
     }
