@@ -626,6 +626,19 @@ impl Controller {
             self.activate(route).await;
             return Err(e);
         }
+        // A migration of a namespace deleted with force ends with it.
+        if let Some(mut m) = self.active_migration(name) {
+            m.phase = migration::Phase::RolledBack;
+            m.history.push(migration::Event {
+                at: migration::now(),
+                phase: m.phase,
+                by: "delete".to_owned(),
+                note: "the namespace was deleted".to_owned(),
+            });
+            if let Err(e) = self.registry.put_migration(&mut m, None, true).await {
+                tracing::warn!(namespace = %name, error = %e, "the migration of the deleted namespace was not ended");
+            }
+        }
         tracing::info!(namespace = %name, purged = purge_data, "namespace deleted");
         Ok(purge_data)
     }
