@@ -9,7 +9,9 @@
 //!  3. **Request context** (`layer::context`): request id and deadline.
 //!  4. **Audit** (`layer::audit`): the record written when the call ends.
 //!  5. **Authentication** (`layer::authn`): who is calling.
-//!  6. **Services**: health and reflection; the Admin API
+//!  6. **Wire status** (`layer::wire`): a request the codec refuses is
+//!     INVALID_ARGUMENT (does not decode) or RESOURCE_EXHAUSTED (too large).
+//!  7. **Services**: health and reflection; the Admin API
 //!     (`control::admin`); the pattern services (`api`), whose every call
 //!     goes through one `forward` step: authorize → validate → call the
 //!     plugin (`plugin`, under the deadline, over a pooled connection) →
@@ -43,6 +45,7 @@ use crate::layer::audit::AuditLayer;
 use crate::layer::authn::AuthnLayer;
 use crate::layer::context::ContextLayer;
 use crate::layer::limit::ConcurrencyLimitLayer;
+use crate::layer::wire::WireStatusLayer;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::plugin::{self, Plugins, Supervisor};
@@ -241,6 +244,9 @@ async fn serve(
         // Last before the services, so no service sees an unauthenticated
         // call.
         .layer(AuthnLayer::new(authenticator, metrics.clone()))
+        // Innermost: it corrects the codes the services' codec answers,
+        // before the audit record and the metrics see them.
+        .layer(WireStatusLayer::new(limits.max_message_bytes))
         .into_inner();
     let max = limits.max_message_bytes;
     let router = Server::builder()
@@ -251,7 +257,7 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AdminServiceServer::new(admin))
+        .add_service(AdminServiceServer::new(admin).max_decoding_message_size(max).max_encoding_message_size(max))
         .add_service(
             KeyValueServiceServer::new(KeyValueApi::new(plane.clone()))
                 .max_decoding_message_size(max)

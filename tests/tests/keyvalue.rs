@@ -474,3 +474,79 @@ async fn multiplexed_and_unary_transports_answer_alike() {
         assert!(!scanned.next_page_token.is_empty(), "{transport}");
     }
 }
+
+/// Sends `body` as the raw request message of `path` (no protobuf
+/// encoding: the bytes go on the wire as they are).
+async fn raw_call(proxy: &prism_tests::Proxy, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    struct Raw;
+    struct RawEncoder;
+    struct RawDecoder;
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(bytes.to_vec()))
+        }
+    }
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(proxy.channel().await).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(body), path, Raw).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn requests_that_do_not_decode_or_are_too_large_say_so() {
+    let proxy = ProxyConfig::memstore().extra("limits:\n  max_message_bytes: 2000000\n").start();
+    const PUT: &str = "/prism.keyvalue.v1.KeyValueService/Put";
+    // Garbage: a field header promising more bytes than there are.
+    let garbage = raw_call(&proxy, PUT, vec![0x0a, 0xff, 0x01, 0x02]).await;
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    assert!(garbage.message().contains("prism.keyvalue.v1.KeyValueService/Put"), "{}", garbage.message());
+    // Invalid UTF-8 in the string field `key` (2).
+    let mut bad_utf8 = vec![0x0a, 0x04];
+    bad_utf8.extend_from_slice(b"demo");
+    bad_utf8.extend_from_slice(&[0x12, 0x02, 0xc3, 0x28]);
+    let status = raw_call(&proxy, PUT, bad_utf8).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
+    // Over the message limit: RESOURCE_EXHAUSTED naming it, as the gRPC
+    // spec says, not the library's OUT_OF_RANGE.
+    let status = raw_call(&proxy, PUT, vec![0; 2_000_001]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limits.max_message_bytes") && status.message().contains("2000000"),
+        "{}",
+        status.message()
+    );
+    // The Admin API decodes at the same limit, not a fixed 4 MiB.
+    const APPLY: &str = "/prism.admin.v1.AdminService/ApplyNamespace";
+    let status = raw_call(&proxy, APPLY, vec![0; 2_000_001]).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = raw_call(&proxy, APPLY, vec![0x0a, 0xff]).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

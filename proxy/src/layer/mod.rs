@@ -6,7 +6,9 @@
 //! 2. [`context`]: the request id and the deadline, in a `RequestContext`
 //!    every later stage reads;
 //! 3. [`audit`]: the audit record, written when the call ends;
-//! 4. [`authn`]: who is calling (client certificate, bearer token).
+//! 4. [`authn`]: who is calling (client certificate, bearer token);
+//! 5. [`wire`]: the codes of requests the codec refuses (a message that
+//!    does not decode, or is over the size limit).
 //!
 //! Each layer's future is a concrete type, not a box: a call pays for the
 //! layers it passes, not for an allocation per layer.
@@ -15,6 +17,7 @@ pub mod audit;
 pub mod authn;
 pub mod context;
 pub mod limit;
+pub mod wire;
 
 /// The gRPC status of a unary response: errors travel as trailers-only
 /// responses, with `grpc-status` in the headers; success has none there.
