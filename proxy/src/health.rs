@@ -44,6 +44,67 @@ const PATTERN_SERVICES: [(&str, PatternKind); 3] = [
 
 const ADMIN_SERVICE: &str = <AdminServiceServer<AdminApi> as NamedService>::NAME;
 
+/// The services that serve while the proxy does: the Admin API, health and
+/// server reflection.
+const ALWAYS_SERVICES: [&str; 4] = [
+    ADMIN_SERVICE,
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Every service a client can call: what reflection lists and health has
+/// an entry for (never the plugin protocol's services).
+pub fn public_services() -> impl Iterator<Item = &'static str> {
+    PATTERN_SERVICES.iter().map(|(s, _)| *s).chain(ALWAYS_SERVICES)
+}
+
+/// `grpc.health.v1.Health` as the health protocol says: tonic-health's
+/// service, except that `Watch` of a service it does not know answers one
+/// SERVICE_UNKNOWN message and keeps the call open, instead of failing the
+/// call with NOT_FOUND.
+pub struct HealthApi {
+    inner: tonic_health::server::HealthService,
+}
+
+impl HealthApi {
+    pub fn new(reporter: HealthReporter) -> Self {
+        Self { inner: tonic_health::server::HealthService::from_health_reporter(reporter) }
+    }
+}
+
+type HealthStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<tonic_health::pb::HealthCheckResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for HealthApi {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = HealthStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthStream>, tonic::Status> {
+        match self.inner.watch(request).await {
+            Ok(stream) => Ok(tonic::Response::new(Box::pin(stream.into_inner()) as HealthStream)),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                let unknown = tonic_health::pb::HealthCheckResponse {
+                    status: tonic_health::pb::health_check_response::ServingStatus::ServiceUnknown as i32,
+                };
+                let stream = futures::stream::once(async move { Ok(unknown) }).chain(futures::stream::pending());
+                Ok(tonic::Response::new(Box::pin(stream) as HealthStream))
+            }
+            Err(status) => Err(status),
+        }
+    }
+}
+
 /// Whether any plugin that can serve `pattern` is serving.
 pub fn pattern_serving(pattern: PatternKind, table: &RouteTable, plugins: &Plugins) -> bool {
     let routed: Vec<_> = table.iter().filter(|r| r.pattern() == pattern).map(|r| r.plugin.clone()).collect();
@@ -60,7 +121,9 @@ pub fn pattern_serving(pattern: PatternKind, table: &RouteTable, plugins: &Plugi
 /// Keeps the pattern services' health in step with their plugins and the
 /// route table, until the task is aborted.
 pub async fn watch(reporter: HealthReporter, routes: Arc<Routes>, plugins: Arc<Plugins>) {
-    reporter.set_service_status(ADMIN_SERVICE, ServingStatus::Serving).await;
+    for service in ALWAYS_SERVICES.into_iter().chain([""]) {
+        reporter.set_service_status(service, ServingStatus::Serving).await;
+    }
     let mut changes = futures::stream::select_all(
         std::iter::once(WatchStream::new(routes.subscribe()))
             .chain(plugins.values().map(|p| WatchStream::new(p.subscribe()))),
@@ -87,7 +150,7 @@ pub async fn watch(reporter: HealthReporter, routes: Arc<Routes>, plugins: Arc<P
 /// Marks every service NOT_SERVING, at shutdown: new calls should go to
 /// another proxy while this one finishes the calls it has.
 pub async fn shutting_down(reporter: &HealthReporter) {
-    for service in PATTERN_SERVICES.iter().map(|(s, _)| *s).chain([ADMIN_SERVICE, ""]) {
+    for service in public_services().chain([""]) {
         reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
 }

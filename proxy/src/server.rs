@@ -218,16 +218,21 @@ async fn serve(
     let limits = &config.limits;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(health.clone()));
     let health_watch = tokio::spawn(health::watch(health.clone(), routes.clone(), plugins.clone()));
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection lists the services a client can call, not the plugin
+    // protocol's (their types are still there for the public ones' sake).
+    let reflection = || {
+        health::public_services().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(prism_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(service),
+        )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let admin = AdminApi::new(routes.clone(), plugins, controller, AdminPolicy::new(config.auth.as_ref()));
     let namespaces = routes.snapshot().len();
     let plane = DataPlane::new(routes, limits.clone(), metrics.clone());

@@ -431,6 +431,21 @@ async fn health_and_reflection_are_served() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"prism.keyvalue.v1.KeyValueService".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    // Only what a client can call: the plugin protocol is not listed.
+    assert!(!names.iter().any(|n| n.starts_with("prism.plugin.")), "{names:?}");
+    // Health knows every listed service.
+    for name in &names {
+        let request = tonic_health::pb::HealthCheckRequest { service: name.clone() };
+        let status = health.check(request).await.unwrap_or_else(|e| panic!("{name}: {e:?}")).into_inner().status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{name}");
+    }
+    // Watch of an unknown service: one SERVICE_UNKNOWN, the call stays open
+    // (the health protocol), not NOT_FOUND.
+    let request = tonic_health::pb::HealthCheckRequest { service: "no.such.Service".into() };
+    let mut watch = health.watch(request).await.unwrap().into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, tonic_health::pb::health_check_response::ServingStatus::ServiceUnknown as i32);
+    assert!(tokio::time::timeout(Duration::from_millis(300), watch.next()).await.is_err(), "the call stays open");
 }
 
 /// The proxy sends calls to plugins multiplexed on a stream (ADR-007) or as
