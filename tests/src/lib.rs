@@ -13,6 +13,7 @@ pub mod services;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -320,6 +321,9 @@ impl Proxy {
             .arg(path)
             .env("PRISM_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k, v)))
+            // Its own process group, like a shell's job: a test can signal
+            // the group as a terminal's Ctrl-C does.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())

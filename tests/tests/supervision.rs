@@ -214,3 +214,24 @@ async fn an_address_plugin_that_restarts_is_initialized_again() {
     second.wait().unwrap();
     assert!(back, "the proxy did not re-initialize the restarted plugin");
 }
+
+/// Ctrl-C in a terminal signals the whole foreground process group. The
+/// plugins are in their own groups, so they do not get it: the proxy drains
+/// them (Drain, then their standard input closes), as documented.
+#[tokio::test]
+async fn ctrl_c_to_the_process_group_lets_the_proxy_drain_its_plugins() {
+    let mut proxy = ProxyConfig::new()
+        .plugin("memstore", "command: [prism-plugin-memstore]")
+        .plugin("lite", "command: [prism-plugin-sqlite]\nconfig:\n  path: g.sqlite3")
+        .keyvalue("demo", "lite")
+        .start();
+    let mut kv = proxy.kv().await;
+    kv.put(put("k")).await.unwrap();
+    let pgid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
+    nix::sys::signal::killpg(pgid, Signal::SIGINT).unwrap();
+    let status = proxy.wait(Duration::from_secs(30)).expect("the proxy stops on SIGINT");
+    assert!(status.success(), "{status:?}\n{}", proxy.logs.text());
+    let sdk = |needle: &str| proxy.logs.lines_with(&[needle, "prism_plugin_sdk"]);
+    assert!(sdk("SIGINT received").is_empty(), "a plugin got the terminal's SIGINT:\n{}", proxy.logs.text());
+    assert_eq!(sdk("parent closed stdin, stopping").len(), 2, "both plugins drained:\n{}", proxy.logs.text());
+}

@@ -249,6 +249,10 @@ impl Supervisor {
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
+            // Its own process group: Ctrl-C in a terminal signals the
+            // terminal's group, and the plugins must wait for the proxy to
+            // drain them rather than stop under it.
+            .process_group(0)
             .spawn()
             .map_err(|source| StartFailure::Spawn { program: program.clone(), source })?;
         let stdin = child.stdin.take();
