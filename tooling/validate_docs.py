@@ -618,6 +618,22 @@ def validate(root: Path = DOCS, only: list[Path] | None = None, site_dir: Path =
     return sorted(problems)
 
 
+# A repository path a README command uses: a file under one of the
+# project's top directories, with an extension (so `proxy/` prose is not one).
+README_PATH = re.compile(r"(?<![\w/.-])((?:proxy|docs-cms|tooling|patterns|tests|proto)/[\w./-]+\.(?:yaml|yml|md|py|rs|proto|toml))")
+
+
+def check_readme(readme: Path, repo: Path) -> list[Problem]:
+    """Every repository file the README names (in its commands and links) exists: a command that runs a file
+    the reader cannot find is a broken instruction."""
+    problems: list[Problem] = []
+    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
+        for match in README_PATH.finditer(line):
+            if not (repo / match.group(1)).exists():
+                problems.append(Problem(display(readme), number, f"{match.group(1)} does not exist"))
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="check only these files (default: all of --root)")
@@ -634,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {f} does not exist", file=sys.stderr)
             return 2
     problems = validate(root, only, args.site.resolve())
+    if only is None and root == DOCS.resolve():
+        problems += check_readme(ROOT / "README.md", ROOT)
     for p in problems:
         print(p, file=sys.stderr)
     count = len(only) if only else sum(1 for p in root.rglob("*") if p.suffix in (".md", ".mdx"))

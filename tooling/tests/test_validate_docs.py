@@ -205,3 +205,24 @@ def test_main_exits_non_zero_and_names_file_and_line(docs, tmp_path, capsys):
 def test_the_repository_docs_pass():
     problems = validate_docs.validate()
     assert problems == [], "\n".join(map(str, problems))
+
+
+def test_the_readme_names_only_files_that_exist(tmp_path):
+    (tmp_path / "proxy/config").mkdir(parents=True)
+    (tmp_path / "proxy/config/prism.yaml").write_text("listen: x\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "run `prism-proxy --config proxy/config/prism.yaml`\n"
+        "then `prismctl namespace apply -f proxy/config/examples/orders.yaml`\n"
+        "the `proxy/` directory and [a page](docs-cms/guides/x.md)\n"
+    )
+    problems = validate_docs.check_readme(readme, tmp_path)
+    assert [(p.line, p.message) for p in problems] == [
+        (2, "proxy/config/examples/orders.yaml does not exist"),
+        (3, "docs-cms/guides/x.md does not exist"),
+    ]
+
+
+def test_the_real_readme_passes():
+    root = Path(validate_docs.ROOT)
+    assert validate_docs.check_readme(root / "README.md", root) == []
