@@ -16,11 +16,49 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        // Many errors print their cause themselves, or wrap one that says
+        // the same ("tcp connect error: tcp connect error: ..."): say it once.
+        if !said.is_empty() && !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_cause_that_repeats_is_said_once() {
+        let refused = E("Connection refused (os error 111)", None);
+        let inner = E("tcp connect error", Some(Box::new(refused)));
+        let outer = E("tcp connect error", Some(Box::new(inner)));
+        let top = E("transport error", Some(Box::new(outer)));
+        assert_eq!(error_chain(&top), "transport error: tcp connect error: Connection refused (os error 111)");
+        // A cause the error already printed is not printed again.
+        let io = E("disk full", None);
+        let write = E("writing x: disk full", Some(Box::new(io)));
+        assert_eq!(error_chain(&write), "writing x: disk full");
+    }
 }
 
 pub mod wire;

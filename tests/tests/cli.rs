@@ -72,7 +72,18 @@ fn prismctl_reports_errors_and_usage() {
 
     let out = prismctl("http://127.0.0.1:1", &["health"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot connect"), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot connect") && stderr.contains("listening on 127.0.0.1:1?"), "{stderr}");
+    assert!(!stderr.contains("tcp connect error: tcp connect error"), "the chain repeats itself: {stderr}");
+
+    // host:port, as grpcurl and redis-cli take it.
+    let bare = ep.trim_start_matches("http://");
+    let out = prismctl(bare, &["health"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // https:// against the plaintext port says what to check.
+    let out = prismctl(&format!("https://{bare}"), &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&format!("plaintext port needs http://{bare}")), "{}", text(&out.stderr));
 
     let out = prismctl("not a url", &["health"]);
     assert_eq!(out.status.code(), Some(1));

@@ -118,10 +118,10 @@ impl Client {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         }
-        endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", self.endpoint, prism_proto::error_chain(&e)))
+        endpoint.connect().await.map_err(|e| {
+            let chain = prism_proto::error_chain(&e);
+            anyhow::anyhow!("cannot connect to {}: {chain}{}", self.endpoint, connect_hint(&self.endpoint, &chain))
+        })
     }
 
     /// A request with the call deadline set.
@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Some(t)) => humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("config timeout {t:?}: {e}"))?,
         (None, None) => Duration::from_secs(10),
     };
-    let endpoint = cli.endpoint.or(settings.endpoint).unwrap_or_else(|| "http://127.0.0.1:8980".to_owned());
+    let endpoint = endpoint_url(&cli.endpoint.or(settings.endpoint).unwrap_or_else(|| "127.0.0.1:8980".to_owned()));
     let tls =
         tls_config(&endpoint, cli.ca.or(settings.ca), cli.cert.or(settings.cert), cli.client_key.or(settings.key))?;
     // An explicit token wins over the one `prismctl login` kept.
@@ -188,6 +188,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shadow(cmd) => shadow::run(&client, cmd).await,
         Command::Migrate(args) => migrate::run(&client, args).await,
         Command::Completions { .. } | Command::Login(_) | Command::Logout => Ok(()),
+    }
+}
+
+/// An endpoint as given: `host:port` (as grpcurl and redis-cli take it, and
+/// as the proxy's `listen:` is written) is plaintext `http://host:port`.
+fn endpoint_url(given: &str) -> String {
+    if given.contains("://") { given.to_owned() } else { format!("http://{given}") }
+}
+
+/// What to check when a connection fails, from the error's words.
+fn connect_hint(endpoint: &str, chain: &str) -> String {
+    let authority = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest).trim_end_matches('/');
+    if chain.contains("Connection refused") {
+        format!(" (is prism-proxy running and listening on {authority}?)")
+    } else if endpoint.starts_with("https://") {
+        format!(" (does {authority} serve TLS? a plaintext port needs http://{authority})")
+    } else {
+        String::new()
     }
 }
 
@@ -265,6 +283,16 @@ mod tests {
         assert_eq!(cli.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
         assert!(matches!(cli.command, Command::Kv(kv::KvCommand::Get { ref key, .. }) if key == "k"));
         assert!(Cli::try_parse_from(["prismctl", "--cert", "c.pem", "health"]).is_err());
+    }
+
+    #[test]
+    fn endpoints_take_host_and_port_and_failures_say_what_to_check() {
+        assert_eq!(endpoint_url("127.0.0.1:8980"), "http://127.0.0.1:8980");
+        assert_eq!(endpoint_url("https://prism:8443"), "https://prism:8443");
+        let refused = connect_hint("http://127.0.0.1:1", "transport error: Connection refused (os error 111)");
+        assert_eq!(refused, " (is prism-proxy running and listening on 127.0.0.1:1?)");
+        let tls = connect_hint("https://127.0.0.1:8980", "transport error: received corrupt message");
+        assert!(tls.contains("plaintext port needs http://127.0.0.1:8980"), "{tls}");
     }
 
     #[test]
