@@ -552,7 +552,16 @@ async fn two_proxies_share_a_postgres_registry() {
         let ok = eventually(Duration::from_secs(10), || async { listed(endpoint).contains(&"quiet".to_owned()) }).await;
         assert!(ok, "{endpoint}: the resync did not pick up a row written without NOTIFY");
     }
-    assert_eq!(listed(&eb), ["quiet", "shared"]);
+    // The broken row is listed as invalid, with why; the others serve.
+    assert!(
+        eventually(Duration::from_secs(10), || async { listed(&eb) == ["broken", "quiet", "shared"] }).await,
+        "{:?}",
+        listed(&eb)
+    );
+    let all = json(&prismctl(&eb, &["-o", "json", "namespace", "list"]));
+    let broken = all.as_array().unwrap().iter().find(|n| n["name"] == "broken").unwrap().clone();
+    assert_eq!(broken["status"], "invalid", "{broken}");
+    assert!(!broken["status_message"].as_str().unwrap().is_empty(), "{broken}");
     assert!(b.logs.contains("broken"), "the invalid registry row was not reported");
 
     // Deleted through B, gone from A.
@@ -581,4 +590,62 @@ where
     async fn map_ok(self) -> bool {
         self.await.is_ok()
     }
+}
+
+/// A broken document in the watched directory is visible: `namespace list`
+/// and `get` show it `invalid` with what is wrong, while the namespace keeps
+/// serving its last good version; fixing the file brings it back to ready.
+#[tokio::test]
+async fn a_broken_namespace_file_shows_as_invalid_until_it_is_fixed() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let dir = proxy.config().unwrap().namespaces_dir();
+    let good = kv_doc("orders", "  backend: memstore\n");
+    std::fs::write(dir.join("orders.yaml"), &good).unwrap();
+    let status = |name: &'static str| {
+        let ep = ep.clone();
+        async move {
+            let out = prismctl(&ep, &["-o", "json", "namespace", "list"]);
+            json(&out).as_array().unwrap().iter().find(|n| n["name"] == name).cloned()
+        }
+    };
+    assert!(eventually(Duration::from_secs(10), || async { status("orders").await.is_some() }).await);
+
+    std::fs::write(dir.join("orders.yaml"), good.replace("pattern: keyvalue", "pattern: keyvalu")).unwrap();
+    std::fs::write(dir.join("fresh.yaml"), "apiVersion: prism/v1\nkind: [\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status("orders").await.is_some_and(|n| n["status"] == "invalid")
+        })
+        .await,
+        "{:?}",
+        status("orders").await
+    );
+    let orders = status("orders").await.unwrap();
+    assert!(orders["status_message"].as_str().unwrap().contains("keyvalu"), "{orders}");
+    // A broken file of no namespace yet is listed by its file name.
+    let fresh = status("fresh").await.expect("the broken new file is listed");
+    assert_eq!(fresh["status"], "invalid");
+    // It keeps serving the last good version meanwhile.
+    let mut kv = proxy.kv().await;
+    let put =
+        PutRequest { namespace: "orders".into(), key: "k".into(), value: b"v".to_vec().into(), ..Default::default() };
+    kv.put(put).await.unwrap();
+    let out = prismctl(&ep, &["namespace", "get", "orders"]);
+    assert!(
+        text(&out.stdout).contains("status:   invalid: ") && text(&out.stdout).contains("last good version"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = prismctl(&ep, &["namespace", "list"]);
+    assert!(text(&out.stdout).contains("invalid"), "{}", text(&out.stdout));
+
+    std::fs::write(dir.join("orders.yaml"), &good).unwrap();
+    std::fs::remove_file(dir.join("fresh.yaml")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status("orders").await.is_some_and(|n| n["status"] == "ready") && status("fresh").await.is_none()
+        })
+        .await
+    );
 }

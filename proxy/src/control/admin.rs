@@ -89,7 +89,25 @@ impl AdminApi {
     }
 }
 
-fn info(route: &Route) -> NamespaceInfo {
+/// A namespace as the Admin API shows it; `invalid` says why its stored
+/// document was skipped, if it was.
+fn info(route: &Route, invalid: Option<&str>) -> NamespaceInfo {
+    let mut info = served(route);
+    if let Some(why) = invalid {
+        info.status = "invalid".to_owned();
+        info.status_message = why.to_owned();
+    }
+    info
+}
+
+/// The name a broken document at `source` would have: its file's stem, or
+/// the registry row's name.
+fn name_of_source(source: &str) -> String {
+    let last = source.rsplit('/').next().unwrap_or(source);
+    last.strip_suffix(".yaml").or_else(|| last.strip_suffix(".yml")).unwrap_or(last).to_owned()
+}
+
+fn served(route: &Route) -> NamespaceInfo {
     NamespaceInfo {
         name: route.name().to_owned(),
         pattern: route.pattern().as_str().to_owned(),
@@ -99,6 +117,7 @@ fn info(route: &Route) -> NamespaceInfo {
         spec_yaml: route.yaml.clone(),
         source: route.source.clone(),
         status: route.plugin.phase().name().to_owned(),
+        status_message: String::new(),
     }
 }
 
@@ -308,7 +327,9 @@ impl AdminService for AdminApi {
         let route = table.get(&name).ok_or_else(|| ProxyError::NamespaceNotFound(name.clone()))?;
         let allowed = self.may_see(&ctx, route);
         self.record(&ctx, Some(&name), allowed)?;
-        Ok(Response::new(GetNamespaceResponse { namespace: Some(info(route)) }))
+        let rejected = self.controller.rejected();
+        let invalid = rejected.iter().find(|(source, _)| *source == route.source).map(|(_, why)| why.as_str());
+        Ok(Response::new(GetNamespaceResponse { namespace: Some(info(route, invalid)) }))
     }
 
     async fn list_namespaces(
@@ -317,8 +338,26 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListNamespacesResponse>, Status> {
         let ctx = RequestContext::of(&request)?;
         // Only what the caller may see; an empty list is not an error.
+        let table = self.routes.snapshot();
+        let rejected = self.controller.rejected();
+        let invalid = |source: &str| rejected.iter().find(|(s, _)| s == source).map(|(_, why)| why.as_str());
         let mut namespaces: Vec<NamespaceInfo> =
-            self.routes.snapshot().iter().filter(|r| self.may_see(&ctx, r)).map(|r| info(r)).collect();
+            table.iter().filter(|r| self.may_see(&ctx, r)).map(|r| info(r, invalid(&r.source))).collect();
+        // A broken document of no namespace served yet: shown by its source
+        // to proxy administrators, who can fix it.
+        if self.policy.is_proxy_admin(&ctx.principal) {
+            for (source, why) in &rejected {
+                if !table.iter().any(|r| r.source == *source) {
+                    namespaces.push(NamespaceInfo {
+                        name: name_of_source(source),
+                        source: source.clone(),
+                        status: "invalid".to_owned(),
+                        status_message: why.clone(),
+                        ..NamespaceInfo::default()
+                    });
+                }
+            }
+        }
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(ListNamespacesResponse { namespaces }))
     }

@@ -65,6 +65,8 @@ pub struct Controller {
     migrations: std::sync::Mutex<migrate::Known>,
     acked: std::sync::Mutex<migrate::Acked>,
     tasks: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Stored documents the last reload skipped: `(source, why)`.
+    rejected: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// What [`Controller::check`] found: the plugin chosen and why, the PII
@@ -118,6 +120,7 @@ impl Controller {
             migrations: std::sync::Mutex::default(),
             acked: std::sync::Mutex::default(),
             tasks: std::sync::Mutex::default(),
+            rejected: std::sync::Mutex::default(),
             schemas: ArcSwap::default(),
             keyring,
             metrics,
@@ -134,6 +137,13 @@ impl Controller {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Stored documents the last reload skipped, with why: `(source,
+    /// problem)`. A namespace whose document is among them serves its last
+    /// good version.
+    pub fn rejected(&self) -> Vec<(String, String)> {
+        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// This proxy's name in the registry.
@@ -648,6 +658,9 @@ impl Controller {
     /// keeps serving its last good version.
     pub async fn reconcile(self: &Arc<Self>) -> Result<Reconciled, ProxyError> {
         let result = self.reconcile_once().await.map(|(reconciled, migrations)| {
+            if let Ok(mut rejected) = self.rejected.lock() {
+                rejected.clone_from(&reconciled.rejected);
+            }
             // Routes first, then what the migrations ask of them.
             self.follow_switches(&migrations);
             self.resume_steps(&migrations);

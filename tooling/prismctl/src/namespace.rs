@@ -66,9 +66,14 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
             let ns = admin.get_namespace(client.request(GetNamespaceRequest { name })).await?.into_inner();
             let ns = ns.namespace.context("the proxy answered without a namespace")?;
             emit(client.format, &info_json(&ns), || {
+                let status = if ns.status_message.is_empty() {
+                    ns.status.clone()
+                } else {
+                    format!("{}: {} (serving its last good version)", ns.status, ns.status_message)
+                };
                 format!(
                     "name:     {}\npattern:  {}\nbackend:  {} ({})\nteam:     {}\nstatus:   {}\nsource:   {}\n\n{}",
-                    ns.name, ns.pattern, ns.backend, ns.backend_reason, ns.team, ns.status, ns.source, ns.spec_yaml
+                    ns.name, ns.pattern, ns.backend, ns.backend_reason, ns.team, status, ns.source, ns.spec_yaml
                 )
             })
         }
@@ -84,7 +89,12 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
                         vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), n.status.clone(), n.team.clone()]
                     })
                     .collect();
-                table(&["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], rows)
+                let mut text = table(&["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], rows);
+                // Why a document is invalid, under the table.
+                for n in list.namespaces.iter().filter(|n| !n.status_message.is_empty()) {
+                    text.push_str(&format!("\n{} ({}): {}", n.name, n.source, n.status_message));
+                }
+                text
             })
         }
         NamespaceCommand::Delete { name, purge, force } => {
@@ -110,6 +120,7 @@ fn info_json(ns: &NamespaceInfo) -> serde_json::Value {
         "backend_reason": ns.backend_reason,
         "team": ns.team,
         "status": ns.status,
+        "status_message": ns.status_message,
         "source": ns.source,
         "spec_yaml": ns.spec_yaml,
     })
