@@ -269,8 +269,9 @@ impl Shadow {
         }
     }
 
-    /// Notes a write whose outcome on the primary is unknown (it failed
-    /// after it was sent): the two sides may differ on its keys.
+    /// Notes keys on which the two sides may differ: a write whose outcome
+    /// on the primary is unknown (it failed after it was sent), or keys a
+    /// repair could not copy.
     pub fn uncertain(&self, keys: Vec<String>) {
         lose(&self.lost, keys);
     }
@@ -348,11 +349,6 @@ impl Shadow {
                 untracked: std::mem::take(&mut lost.untracked),
             })
             .unwrap_or_default()
-    }
-
-    /// Puts back keys a repair could not copy.
-    pub fn relose(&self, keys: Vec<String>) {
-        lose(&self.lost, keys);
     }
 
     /// The namespace this shadow mirrors.

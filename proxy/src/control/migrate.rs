@@ -304,21 +304,11 @@ impl Controller {
         if dry_run {
             return Ok(Stepped { migration: m, message: format!("would start {message}") });
         }
-        let _changes = self.lock.lock().await;
-        // An ended migration is replaced: compare-and-set on its revision
-        // would refuse a concurrent start.
-        if let Some(old) = &stored {
-            m.revision = old.revision;
-        } else {
-            m.revision = 0;
-        }
         let note = format!("mirroring to {}", m.target);
         event(&mut m, by, note);
-        let source = route.source.clone();
-        self.registry.put_migration(&mut m, Some((&yaml, Some(&source))), true).await?;
-        self.remember(m.clone());
-        drop(_changes);
-        self.reconcile().await?;
+        // Compare-and-set on the stored revision (that of an ended
+        // migration, or none) refuses a concurrent start.
+        self.store(&mut m, Some(&yaml), true).await?;
         Ok(Stepped { migration: m, message })
     }
 
@@ -606,7 +596,7 @@ impl Controller {
         let mut left = Pages::new(source.clone(), name.clone(), timeout);
         let mut right = Pages::new(target.clone(), name.clone(), timeout);
         let mut last_checkpoint = Instant::now();
-        let mut note = |key: &str, _first_seen: &'static str, over: &mut u64| {
+        let mut note = |key: &str, over: &mut u64| {
             if candidates.len() < RECHECK_LIMIT {
                 candidates.push(key.to_owned());
             } else {
@@ -618,23 +608,23 @@ impl Controller {
             match (l, r) {
                 (None, None) => break,
                 (Some(a), None) => {
-                    note(&a.key, "missing", &mut over);
+                    note(&a.key, &mut over);
                     report.source_keys += 1;
                     left.next();
                 }
                 (None, Some(b)) => {
-                    note(&b.key, "extra", &mut over);
+                    note(&b.key, &mut over);
                     report.target_keys += 1;
                     right.next();
                 }
                 (Some(a), Some(b)) => match a.key.as_bytes().cmp(b.key.as_bytes()) {
                     std::cmp::Ordering::Less => {
-                        note(&a.key, "missing", &mut over);
+                        note(&a.key, &mut over);
                         report.source_keys += 1;
                         left.next();
                     }
                     std::cmp::Ordering::Greater => {
-                        note(&b.key, "extra", &mut over);
+                        note(&b.key, &mut over);
                         report.target_keys += 1;
                         right.next();
                     }
@@ -642,7 +632,7 @@ impl Controller {
                         if a.value == b.value {
                             report.matched += 1;
                         } else {
-                            note(&a.key, "different", &mut over);
+                            note(&a.key, &mut over);
                         }
                         report.source_keys += 1;
                         report.target_keys += 1;
@@ -1074,7 +1064,7 @@ impl Controller {
                 "ok".to_owned()
             }
             Err(e) => {
-                shadow.relose(lost.keys);
+                shadow.uncertain(lost.keys);
                 format!("{count} keys whose mirrored writes were lost could not be copied again: {e}")
             }
         }
@@ -1170,9 +1160,7 @@ async fn batch_get(
     keys: Vec<String>,
     timeout: Duration,
 ) -> Result<Vec<Option<bytes::Bytes>>, ProxyError> {
-    let request = BatchGetRequest { namespace: namespace.to_owned(), keys };
-    let reply = plugin.keyvalue()?.batch_get(&options(timeout), request).await?;
-    Ok(reply.items.into_iter().map(|i| i.found.then_some(i.value)).collect())
+    Ok(batch_get_versions(plugin, namespace, keys, timeout).await?.into_iter().map(|(value, _)| value).collect())
 }
 
 /// The values of `keys` with their versions (0 where absent), in order.
