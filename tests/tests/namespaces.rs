@@ -649,3 +649,116 @@ async fn a_broken_namespace_file_shows_as_invalid_until_it_is_fixed() {
         .await
     );
 }
+
+/// `namespace delete --purge` through one proxy while clients write
+/// through another: the purge runs only once every proxy has stopped
+/// routing the namespace, so nothing written before or during the delete
+/// is left in the backend, and the namespace applied again starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_purge_across_proxies_leaves_nothing_behind() {
+    if !services::require(POSTGRES) {
+        return;
+    }
+    let schema = schema_name();
+    let url = services::postgres_url();
+    let config = || {
+        ProxyConfig::new()
+            .plugin(
+                "postgres",
+                &format!(
+                    "command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}"
+                ),
+            )
+            .postgres_registry(&url, &format!("{schema}reg"), "1s")
+    };
+    let a = config().start();
+    let b = config().start();
+    let (ea, eb) = (a.endpoint(), b.endpoint());
+    let work = tempfile::tempdir().unwrap();
+    let file = write(work.path(), "doomed.yaml", &kv_doc("doomed", "  backend: postgres\n"));
+    let out = prismctl(&eb, &["namespace", "apply", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kv_a = a.kv().await;
+    let put = |mut kv: prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient<_>, key: String| async move {
+        kv.put(PutRequest { namespace: "doomed".into(), key, value: b"v".to_vec().into(), ..Default::default() }).await
+    };
+    assert!(eventually(Duration::from_secs(10), || put(kv_a.clone(), "first".into()).map_ok()).await);
+
+    // Four writers through A, as fast as they can, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (kv, stop, acked) = (kv_a.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    if put(kv.clone(), format!("w{w}-{i}")).await.is_ok() {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || async { acked.load(Ordering::Relaxed) > 200 }).await);
+
+    let out = prismctl(&eb, &["namespace", "delete", "doomed", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The writers go on a while against the deleted namespace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let left: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".kv WHERE ns = 'doomed'"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "rows of the purged namespace left in PostgreSQL");
+
+    // Applied again, it starts empty, through either proxy.
+    let out = prismctl(&eb, &["namespace", "apply", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let served = eventually(Duration::from_secs(10), || async {
+        let mut kv = a.kv().await;
+        kv.get(GetRequest { namespace: "doomed".into(), key: "first".into() }).await.is_ok()
+    })
+    .await;
+    assert!(served, "A does not serve the namespace applied again");
+    let scan = prismctl(&ea, &["-o", "json", "kv", "scan", "doomed"]);
+    assert!(scan.status.success(), "{}", text(&scan.stderr));
+    assert_eq!(json(&scan).as_array().map(Vec::len), Some(0), "{}", text(&scan.stdout));
+
+    // A delete that stopped half way (its proxy died after marking the
+    // namespace) leaves it unrouted; applying it is refused until a delete
+    // finishes the job.
+    client
+        .execute(&format!("UPDATE \"{schema}reg\".namespaces SET deleting = revision WHERE name = 'doomed'"), &[])
+        .await
+        .unwrap();
+    client.execute(&format!("NOTIFY \"prism_namespaces_{schema}reg\""), &[]).await.ok();
+    let unrouted = eventually(Duration::from_secs(10), || async {
+        let mut kv = a.kv().await;
+        kv.get(GetRequest { namespace: "doomed".into(), key: "first".into() })
+            .await
+            .is_err_and(|e| e.code() == tonic::Code::NotFound)
+    })
+    .await;
+    assert!(unrouted, "a namespace marked deleted is still served");
+    let out = prismctl(&eb, &["namespace", "apply", "-f", &file]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success() && said.contains("is being deleted"), "{said}");
+    let out = prismctl(&eb, &["namespace", "delete", "doomed", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = prismctl(&eb, &["namespace", "apply", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    drop(a);
+    drop(b);
+    services::drop_postgres_schema(&schema).await;
+    services::drop_postgres_schema(&format!("{schema}reg")).await;
+}

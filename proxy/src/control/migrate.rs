@@ -938,8 +938,9 @@ impl Controller {
         }
     }
 
-    /// Waits until every live proxy has acknowledged switch `revision`.
-    async fn await_acks(&self, name: &str, revision: u64, timeout: Duration) -> Result<(), String> {
+    /// Waits until every live proxy has acknowledged revision `revision` of
+    /// `name` (a migration's switch, or a deletion's mark).
+    pub(super) async fn await_acks(&self, name: &str, revision: u64, timeout: Duration) -> Result<(), String> {
         let until = Instant::now() + timeout;
         loop {
             let (waiting, failed) = if self.registry.shared() {

@@ -580,7 +580,10 @@ impl Controller {
         may_change: impl FnOnce(&str, Option<&Route>) -> Result<(), ProxyError>,
     ) -> Result<bool, ProxyError> {
         let _changes = self.lock.lock().await;
-        let current = self.routes.snapshot().get(name).cloned();
+        let current = match self.routes.snapshot().get(name).cloned() {
+            Some(route) => Some(route),
+            None => self.marked_route(name).await?,
+        };
         may_change(name, current.as_deref())?;
         let route = current.ok_or_else(|| ProxyError::NamespaceNotFound(name.to_owned()))?;
         if let Some(m) = self.active_migration(name)
@@ -609,7 +612,26 @@ impl Controller {
         // under them would fail them with an error they cannot act on.
         self.publish(name, None);
         if purge_data {
+            // Every proxy sharing the registry stops routing it and finishes
+            // its calls in flight before anything is purged: a write landing
+            // after the purge would outlive the namespace, and come back
+            // when it is applied again.
+            let marked = match self.registry.mark_deleting(name).await {
+                Ok(marked) => marked,
+                Err(e) => {
+                    self.publish(name, Some(route));
+                    return Err(e);
+                }
+            };
             self.drain(&route).await;
+            if let Some(revision) = marked
+                && let Err(why) = self.await_others(name, revision).await
+            {
+                self.undo_delete(name, route).await;
+                return Err(ProxyError::Unavailable(format!(
+                    "namespace {name} was not deleted and serves again: {why}; retry the delete"
+                )));
+            }
             let purged = async {
                 let mut lifecycle = route.plugin.lifecycle()?;
                 lifecycle
@@ -619,7 +641,11 @@ impl Controller {
             };
             if let Err(e) = purged.await {
                 // Nothing has changed: serve it again; the call can be retried.
-                self.publish(name, Some(route));
+                if marked.is_some() {
+                    self.undo_delete(name, route).await;
+                } else {
+                    self.publish(name, Some(route));
+                }
                 return Err(e);
             }
             // The shadow's copy goes too; what it fails to drop is only a
@@ -653,11 +679,58 @@ impl Controller {
         Ok(purge_data)
     }
 
+    /// The route of a namespace left marked deleted by a delete that did
+    /// not finish (no proxy routes it), so that a delete can finish it.
+    async fn marked_route(&self, name: &str) -> Result<Option<Arc<Route>>, ProxyError> {
+        if !self.registry.shared() {
+            return Ok(None);
+        }
+        let snapshot = self.registry.load().await?;
+        let Some(stored) = snapshot.docs.into_iter().find(|d| d.deleting.as_ref().is_some_and(|m| m.name == name))
+        else {
+            return Ok(None);
+        };
+        let (doc, tree) = NamespaceDoc::parse_with_tree(&stored.yaml).map_err(|errors| {
+            ProxyError::FailedPrecondition(format!(
+                "namespace {name} is being deleted, but its document is invalid: {}",
+                summarize(&errors)
+            ))
+        })?;
+        let planned = self.plan_doc(doc, &tree, &stored.yaml, stored.source, None).map_err(|errors| {
+            ProxyError::FailedPrecondition(format!(
+                "namespace {name} is being deleted, but cannot be planned: {}",
+                summarize(&errors)
+            ))
+        })?;
+        Ok(Some(Arc::new(planned.route)))
+    }
+
+    /// Acknowledges deletion mark `revision` of `name` for this proxy (its
+    /// calls in flight are done) and waits for every other live proxy's.
+    async fn await_others(&self, name: &str, revision: u64) -> Result<(), String> {
+        let key = registry::Deleting::ack_key(name);
+        self.registry.ack(&key, revision, &self.id, "ok").await.map_err(|e| e.to_string())?;
+        // A live proxy answers within its drain (one request timeout); a
+        // dead one drops out of the wait when its lease runs out.
+        self.await_acks(&key, revision, self.limits.request_timeout + migrate::PROXY_LEASE).await
+    }
+
+    /// Serves a namespace again after its delete failed half way.
+    async fn undo_delete(&self, name: &str, route: Arc<Route>) {
+        if let Err(e) = self.registry.unmark_deleting(name).await {
+            // The namespace stays unrouted on the other proxies until the
+            // delete is retried (or the mark is cleared by hand).
+            tracing::error!(namespace = %name, error = %e, "the namespace stays marked deleted");
+        }
+        self.activate(route).await;
+    }
+
     /// Brings the route table in line with the registry. Invalid documents
     /// are reported and skipped; a namespace whose document became invalid
     /// keeps serving its last good version.
     pub async fn reconcile(self: &Arc<Self>) -> Result<Reconciled, ProxyError> {
-        let result = self.reconcile_once().await.map(|(reconciled, migrations)| {
+        let result = self.reconcile_once().await.map(|(reconciled, migrations, deleting)| {
+            self.acknowledge_deletes(deleting);
             if let Ok(mut rejected) = self.rejected.lock() {
                 rejected.clone_from(&reconciled.rejected);
             }
@@ -676,12 +749,34 @@ impl Controller {
         result
     }
 
+    /// This proxy's part of every `delete --purge` under way: once the
+    /// unrouted namespace's calls in flight are done, acknowledge the mark
+    /// so the deleting proxy may purge.
+    fn acknowledge_deletes(self: &Arc<Self>, deleting: Vec<(Option<Arc<Route>>, registry::Deleting)>) {
+        for (route, mark) in deleting {
+            let controller = self.clone();
+            tokio::spawn(async move {
+                if let Some(route) = route {
+                    controller.drain(&route).await;
+                }
+                let key = registry::Deleting::ack_key(&mark.name);
+                if let Err(e) = controller.registry.ack(&key, mark.revision, &controller.id, "ok").await {
+                    tracing::warn!(namespace = %mark.name, error = %e, "could not acknowledge the deletion");
+                }
+            });
+        }
+    }
+
     /// Whether the namespaces were loaded from the registry at least once.
     pub fn loaded(&self) -> bool {
         self.loaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn reconcile_once(&self) -> Result<(Reconciled, Vec<migration::Migration>), ProxyError> {
+    #[allow(clippy::type_complexity)]
+    async fn reconcile_once(
+        &self,
+    ) -> Result<(Reconciled, Vec<migration::Migration>, Vec<(Option<Arc<Route>>, registry::Deleting)>), ProxyError>
+    {
         let snapshot = self.registry.load().await?;
         let migrations = snapshot.migrations;
         let _changes = self.lock.lock().await;
@@ -692,12 +787,19 @@ impl Controller {
         let mut seen: HashMap<String, String> = HashMap::new();
         let mut keep_sources: Vec<String> = Vec::new();
         let mut changes: Vec<Arc<Route>> = Vec::new();
+        let mut deleting = Vec::new();
 
         for (source, why) in snapshot.unreadable {
             keep_sources.push(source.clone());
             report.rejected.push((source, why));
         }
-        for Stored { source, yaml } in snapshot.docs {
+        for Stored { source, yaml, deleting: marked } in snapshot.docs {
+            if let Some(mark) = marked {
+                // Not routed from now on (the removal below unroutes it);
+                // acknowledged once its calls in flight are done.
+                deleting.push((table.get(&mark.name).cloned(), mark));
+                continue;
+            }
             let (doc, tree) = match NamespaceDoc::parse_with_tree(&yaml) {
                 Ok(parsed) => parsed,
                 Err(errors) => {
@@ -771,7 +873,7 @@ impl Controller {
                 "namespaces reloaded"
             );
         }
-        Ok((report, migrations))
+        Ok((report, migrations, deleting))
     }
 
     /// Uses the registry's latest schema versions, if they differ from the

@@ -27,6 +27,26 @@ pub struct Stored {
     /// A file path, or `postgres:<schema>.namespaces/<name>`.
     pub source: String,
     pub yaml: String,
+    /// Set while a `delete --purge` waits for every proxy to stop routing
+    /// the namespace (shared registries only).
+    pub deleting: Option<Deleting>,
+}
+
+/// A namespace marked as being deleted: each proxy stops routing it,
+/// finishes its calls in flight, then acknowledges `revision` under
+/// [`Deleting::ack_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleting {
+    pub name: String,
+    pub revision: u64,
+}
+
+impl Deleting {
+    /// The acknowledgement key; migrations use the bare namespace name,
+    /// which cannot contain a colon.
+    pub fn ack_key(name: &str) -> String {
+        format!("delete:{name}")
+    }
 }
 
 /// What a registry holds right now.
@@ -73,6 +93,12 @@ impl PgRegistry {
         tokio::sync::MutexGuard::try_map(slot, Option::as_mut)
             .map_err(|_| ProxyError::Internal("registry connection missing".to_owned()))
     }
+}
+
+fn being_deleted(name: &str) -> ProxyError {
+    ProxyError::FailedPrecondition(format!(
+        "namespace {name} is being deleted; run `prismctl namespace delete {name} --purge` again to finish, then apply it"
+    ))
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> ProxyError {
@@ -197,6 +223,27 @@ impl Registry {
         result
     }
 
+    /// Marks namespace `name` as being deleted, so every proxy stops
+    /// routing it and acknowledges the returned revision; `None` when the
+    /// registry is not shared (this proxy is the only one routing it) or
+    /// holds no such namespace. A mark left by a delete that did not finish
+    /// is taken over.
+    pub async fn mark_deleting(&self, name: &str) -> Result<Option<u64>, ProxyError> {
+        match self {
+            Self::Directory(_) => Ok(None),
+            Self::Postgres(pg) => pg_set_deleting(pg, name, true).await,
+        }
+    }
+
+    /// Undoes [`Registry::mark_deleting`]: the proxies route the namespace
+    /// again.
+    pub async fn unmark_deleting(&self, name: &str) -> Result<(), ProxyError> {
+        match self {
+            Self::Directory(_) => Ok(()),
+            Self::Postgres(pg) => pg_set_deleting(pg, name, false).await.map(drop),
+        }
+    }
+
     /// Whether proxies other than this one may share the registry (then
     /// switches are acknowledged through it).
     pub fn shared(&self) -> bool {
@@ -242,7 +289,7 @@ impl Registry {
                         &[&name, &revision, &id, &detail],
                     )
                     .await
-                    .map_err(|e| unavailable("acknowledging a migration step", e))?;
+                    .map_err(|e| unavailable("acknowledging a registry change", e))?;
                 Ok(())
             }
         }
@@ -385,7 +432,7 @@ fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     for file in files {
         let source = file.display().to_string();
         match std::fs::read_to_string(&file) {
-            Ok(yaml) => snapshot.docs.push(Stored { source, yaml }),
+            Ok(yaml) => snapshot.docs.push(Stored { source, yaml, deleting: None }),
             Err(e) => snapshot.unreadable.push((source, e.to_string())),
         }
     }
@@ -577,6 +624,7 @@ async fn ensure_table(pg: &PostgresRegistry, client: &tokio_postgres::Client) ->
              proxy      text NOT NULL,
              detail     text NOT NULL,
              PRIMARY KEY (name, revision, proxy));
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS deleting bigint;
          COMMIT;",
         schema = pg.schema,
         table = table(pg),
@@ -601,14 +649,17 @@ async fn pg_load(registry: &PgRegistry) -> Result<Snapshot, ProxyError> {
         .await
         .map_err(|e| unavailable("reading the registry", e))?;
     let rows = client
-        .query(&format!("SELECT name, spec FROM {} ORDER BY name", table(pg)), &[])
+        .query(&format!("SELECT name, spec, deleting FROM {} ORDER BY name", table(pg)), &[])
         .await
         .map_err(|e| unavailable("reading namespaces", e))?;
     let docs = rows
         .into_iter()
         .map(|r| {
             let name: String = r.get(0);
-            Stored { source: format!("postgres:{}/{name}", table(pg)), yaml: r.get(1) }
+            let deleting = r
+                .get::<_, Option<i64>>(2)
+                .map(|d| Deleting { name: name.clone(), revision: u64::try_from(d).unwrap_or(0) });
+            Stored { source: format!("postgres:{}/{name}", table(pg)), yaml: r.get(1), deleting }
         })
         .collect();
     let rows = client
@@ -692,8 +743,10 @@ async fn pg_put_migration(
     )
     .await
     .map_err(failed)?;
-    if let Some((yaml, _)) = doc {
-        tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(failed)?;
+    if let Some((yaml, _)) = doc
+        && tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(failed)? == 0
+    {
+        return Err(being_deleted(name));
     }
     if notify || doc.is_some() {
         tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &format!("migration:{name}")])
@@ -767,7 +820,8 @@ async fn pg_put_schema(registry: &PgRegistry, mut v: SchemaVersion) -> Result<Sc
 fn upsert_doc(pg: &PostgresRegistry) -> String {
     format!(
         "INSERT INTO {t} (name, spec) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, revision = {t}.revision + 1, updated_at = now()",
+         ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, revision = {t}.revision + 1, updated_at = now()
+         WHERE {t}.deleting IS NULL",
         t = table(pg)
     )
 }
@@ -776,13 +830,43 @@ async fn pg_put(registry: &PgRegistry, name: &str, yaml: &str) -> Result<String,
     let pg = &registry.config;
     let mut client = registry.client().await?;
     let tx = client.transaction().await.map_err(|e| unavailable("writing a namespace", e))?;
-    tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(|e| unavailable("writing a namespace", e))?;
+    let written =
+        tx.execute(&upsert_doc(pg), &[&name, &yaml]).await.map_err(|e| unavailable("writing a namespace", e))?;
+    if written == 0 {
+        return Err(being_deleted(name));
+    }
     // Delivered to every listening proxy when the transaction commits.
     tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &name])
         .await
         .map_err(|e| unavailable("notifying proxies", e))?;
     tx.commit().await.map_err(|e| unavailable("writing a namespace", e))?;
     Ok(format!("postgres:{}/{name}", table(pg)))
+}
+
+/// Sets or clears the deletion mark of `name`, as a new revision every
+/// proxy is told of; answers the mark's revision (`None`: no such row, or
+/// cleared).
+async fn pg_set_deleting(registry: &PgRegistry, name: &str, mark: bool) -> Result<Option<u64>, ProxyError> {
+    let pg = &registry.config;
+    let mut client = registry.client().await?;
+    let failed = |e: tokio_postgres::Error| unavailable("marking a namespace deleted", e);
+    let tx = client.transaction().await.map_err(failed)?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE {t} SET revision = revision + 1, deleting = CASE WHEN $2 THEN revision + 1 END, \
+                 updated_at = now() WHERE name = $1 RETURNING deleting",
+                t = table(pg)
+            ),
+            &[&name, &mark],
+        )
+        .await
+        .map_err(failed)?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel(pg), &name])
+        .await
+        .map_err(|e| unavailable("notifying proxies", e))?;
+    tx.commit().await.map_err(failed)?;
+    Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|d| u64::try_from(d).unwrap_or(0)))
 }
 
 async fn pg_delete(registry: &PgRegistry, name: &str) -> Result<(), ProxyError> {

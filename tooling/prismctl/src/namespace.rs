@@ -100,7 +100,14 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
         NamespaceCommand::Delete { name, purge, force } => {
             let mut admin = AdminServiceClient::new(client.channel().await?);
             let request = DeleteNamespaceRequest { name: name.clone(), purge_data: purge, force };
-            let r = admin.delete_namespace(client.request(request)).await?.into_inner();
+            let mut call = client.request(request);
+            if purge {
+                // A purge waits for every proxy sharing the registry to stop
+                // routing the namespace (up to a request timeout plus a
+                // proxy's lease, 20 s by default) before it deletes.
+                call.set_timeout(client.timeout.max(std::time::Duration::from_secs(40)));
+            }
+            let r = admin.delete_namespace(call).await?.into_inner();
             emit(client.format, &json!({ "namespace": name, "deleted": true, "data_purged": r.data_purged }), || {
                 if r.data_purged {
                     format!("namespace {name} deleted with its data")
