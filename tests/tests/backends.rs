@@ -255,3 +255,49 @@ async fn postgres_down_at_start_gives_unavailable() {
     assert!(err.message().contains("postgres"), "{}", err.message());
     assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin unhealthy") }).await);
 }
+
+/// With nats-server gone and the plugin aware of it, every call fails with
+/// UNAVAILABLE within the documented `request_timeout_ms` (2 s by default),
+/// also on a namespace whose bucket was never opened and under concurrent
+/// calls (which used to queue behind each other's bucket lookups).
+#[tokio::test]
+async fn nats_down_fails_fast_within_the_request_timeout() {
+    let Some(program) = services::require_program("nats-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = PrivateServer::nats(&program, services::free_port(), dir.path());
+    nats.start();
+    let proxy = ProxyConfig::new()
+        .plugin(
+            "nats",
+            &format!(
+                "command: [prism-plugin-nats]\nhealth_interval: 200ms\nconfig:\n  url: nats://127.0.0.1:{}",
+                nats.port
+            ),
+        )
+        .keyvalue("data", "nats")
+        .keyvalue("fresh", "nats")
+        .start();
+    let kv = proxy.kv().await;
+    kv.clone().put(put("data", "k", b"v")).await.unwrap();
+
+    nats.stop();
+    assert!(eventually(Duration::from_secs(10), || async { proxy.logs.contains("plugin unhealthy") }).await);
+    // The documented timeout plus a margin for the hop: a call still waiting
+    // after that comes back DEADLINE_EXCEEDED instead of UNAVAILABLE.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let mut kv = kv.clone();
+        let ns = if i % 2 == 0 { "data" } else { "fresh" };
+        calls.spawn(async move {
+            let mut request = tonic::Request::new(put(ns, &format!("k{i}"), b"v"));
+            request.set_timeout(Duration::from_millis(3_000));
+            match kv.put(request).await {
+                Ok(_) => format!("{ns}: ok"),
+                Err(e) => format!("{ns}: {:?} {}", e.code(), e.message()),
+            }
+        });
+    }
+    for outcome in calls.join_all().await {
+        assert!(outcome.contains("Unavailable") && outcome.contains("nats"), "{outcome}");
+    }
+}

@@ -110,6 +110,32 @@ fn valid_prefix(prefix: &str) -> bool {
 }
 
 impl Nats {
+    /// Refuses at once while the client knows the server is gone: async-nats
+    /// would otherwise buffer the request and wait out its timeout for each
+    /// step of a call (two or three of them for a first call on a bucket).
+    fn connected(&self) -> PluginResult<()> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(PluginError::Unavailable(format!(
+                "nats: not connected to {} ({state:?}); reconnecting in the background",
+                self.config.url
+            ))),
+        }
+    }
+
+    /// Runs one call within `request_timeout_ms` as a whole, whatever number
+    /// of round trips it takes, so the documented timeout is the call's.
+    async fn bounded<T>(&self, call: impl Future<Output = PluginResult<T>>) -> PluginResult<T> {
+        self.connected()?;
+        let limit = Duration::from_millis(self.config.request_timeout_ms);
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(PluginError::Unavailable(format!(
+                "nats: no answer from {} within request_timeout_ms ({} ms)",
+                self.config.url, self.config.request_timeout_ms
+            )))
+        })
+    }
+
     async fn store<'a>(&self, bucket: &'a Bucket) -> PluginResult<&'a kv::Store> {
         bucket
             .store
@@ -219,10 +245,7 @@ impl Backend for Nats {
     }
 
     async fn health(&self) -> PluginResult<()> {
-        match self.client.connection_state() {
-            State::Connected => Ok(()),
-            state => Err(PluginError::Unavailable(format!("nats connection is {state:?}"))),
-        }
+        self.connected()
     }
 
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Bucket> {
@@ -231,30 +254,85 @@ impl Backend for Nats {
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
         let bucket = format!("{}_{name}", self.config.bucket_prefix);
-        match self.js.delete_key_value(&bucket).await {
-            Ok(_) => Ok(()),
-            // Already gone.
-            Err(e) if e.to_string().contains("not found") => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.bounded(async {
+            match self.js.delete_key_value(&bucket).await {
+                Ok(_) => Ok(()),
+                // Already gone.
+                Err(e) if e.to_string().contains("not found") => Ok(()),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
     }
 
     async fn holds_data(&self, ns: &Namespace<Bucket>) -> PluginResult<bool> {
         // A bucket never created holds nothing; otherwise count its stream's
         // messages (a delete marker counts, which errs on the side of
-        // keeping data).
-        let Ok(store) = self.js.get_key_value(&ns.state.name).await else { return Ok(false) };
-        let status = store.status().await.map_err(unavailable)?;
-        Ok(status.values() > 0)
+        // keeping data). Asked while the server is down, the answer is an
+        // error, not "empty".
+        self.bounded(async {
+            let Ok(store) = self.js.get_key_value(&ns.state.name).await else { return Ok(false) };
+            let status = store.status().await.map_err(unavailable)?;
+            Ok(status.values() > 0)
+        })
+        .await
     }
 
     async fn drain(&self) {
-        let _ = self.client.flush().await;
+        // A flush to a server that is gone would wait for it forever.
+        let _ = self.bounded(async { self.client.flush().await.map_err(unavailable) }).await;
     }
 }
 
 impl KeyValueStore for Nats {
     async fn put(&self, ns: &Namespace<Bucket>, op: PutOp) -> PluginResult<u64> {
+        self.bounded(self.put_now(ns, op)).await
+    }
+
+    async fn get(&self, ns: &Namespace<Bucket>, key: &str) -> PluginResult<Option<Record>> {
+        self.bounded(async { self.entry(self.store(&ns.state).await?, key).await }).await
+    }
+
+    async fn delete(&self, ns: &Namespace<Bucket>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
+        self.bounded(self.delete_now(ns, key, if_version)).await
+    }
+
+    async fn batch_get(&self, ns: &Namespace<Bucket>, keys: &[String]) -> PluginResult<Vec<Option<Record>>> {
+        self.bounded(async {
+            let store = self.store(&ns.state).await?;
+            let mut records = Vec::with_capacity(keys.len());
+            for key in keys {
+                records.push(self.entry(store, key).await?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn batch_put(&self, ns: &Namespace<Bucket>, ops: Vec<PutOp>) -> PluginResult<Vec<u64>> {
+        self.bounded(async {
+            let store = self.store(&ns.state).await?;
+            // JetStream has no multi-key transaction: items are written in
+            // order, and a failure leaves the earlier ones written.
+            let mut versions = Vec::with_capacity(ops.len());
+            for op in ops {
+                versions.push(store.put(encode_key(&op.key), op.value).await.map_err(unavailable)?);
+            }
+            Ok(versions)
+        })
+        .await
+    }
+
+    async fn scan(&self, _: &Namespace<Bucket>, _: &str, _: Option<&str>, _: usize) -> PluginResult<ScanPage> {
+        // Never reached: the SDK refuses scans because the plugin does not
+        // declare them.
+        Err(PluginError::Unimplemented("nats buckets do not list keys in order".to_owned()))
+    }
+}
+
+/// The calls' bodies, run under [`Nats::bounded`].
+impl Nats {
+    async fn put_now(&self, ns: &Namespace<Bucket>, op: PutOp) -> PluginResult<u64> {
         let store = self.store(&ns.state).await?;
         let key = encode_key(&op.key);
         match op.if_version {
@@ -276,12 +354,7 @@ impl KeyValueStore for Nats {
         }
     }
 
-    async fn get(&self, ns: &Namespace<Bucket>, key: &str) -> PluginResult<Option<Record>> {
-        let store = self.store(&ns.state).await?;
-        self.entry(store, key).await
-    }
-
-    async fn delete(&self, ns: &Namespace<Bucket>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
+    async fn delete_now(&self, ns: &Namespace<Bucket>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
         let store = self.store(&ns.state).await?;
         let current = self.current_version(store, key).await?;
         match if_version {
@@ -300,32 +373,6 @@ impl KeyValueStore for Nats {
                 },
             },
         }
-    }
-
-    async fn batch_get(&self, ns: &Namespace<Bucket>, keys: &[String]) -> PluginResult<Vec<Option<Record>>> {
-        let store = self.store(&ns.state).await?;
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            records.push(self.entry(store, key).await?);
-        }
-        Ok(records)
-    }
-
-    async fn batch_put(&self, ns: &Namespace<Bucket>, ops: Vec<PutOp>) -> PluginResult<Vec<u64>> {
-        let store = self.store(&ns.state).await?;
-        // JetStream has no multi-key transaction: items are written in
-        // order, and a failure leaves the earlier ones written.
-        let mut versions = Vec::with_capacity(ops.len());
-        for op in ops {
-            versions.push(store.put(encode_key(&op.key), op.value).await.map_err(unavailable)?);
-        }
-        Ok(versions)
-    }
-
-    async fn scan(&self, _: &Namespace<Bucket>, _: &str, _: Option<&str>, _: usize) -> PluginResult<ScanPage> {
-        // Never reached: the SDK refuses scans because the plugin does not
-        // declare them.
-        Err(PluginError::Unimplemented("nats buckets do not list keys in order".to_owned()))
     }
 }
 
