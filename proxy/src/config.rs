@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use prism_namespace::SpecError;
 use prism_namespace::duration;
 pub use prism_namespace::is_dns_label;
+use prism_namespace::yaml::Node;
+use serde_saphyr::Spanned;
 
 /// The whole proxy configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +52,7 @@ pub struct Config {
     #[serde(default)]
     pub default_backend: Option<String>,
     /// Backend plugins by name. A namespace's `spec.backend` names one.
+    #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Limits applied to every client request.
     #[serde(default)]
@@ -532,32 +536,52 @@ mod defaults {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path} is invalid:\n{}", errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: PathBuf, errors: Vec<String> },
+    /// Every problem found, each located in the file where it can be.
+    #[error("config file {} is invalid:\n{}", path.display(), errors.iter().map(|e| format!("  - {}", at(path, e))).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, errors: Vec<SpecError> },
+}
+
+/// `file:line:column: field: message`, as compilers write it.
+fn at(path: &Path, e: &SpecError) -> String {
+    let what = if e.path.is_empty() { e.message.clone() } else { format!("{}: {}", e.path, e.message) };
+    match e.line {
+        0 => format!("{}: {what}", path.display()),
+        line => format!("{}:{line}:{}: {what}", path.display(), e.column),
+    }
 }
 
 impl Config {
     /// Reads, parses and validates a config file. Relative paths inside it
-    /// are resolved against the file's directory.
+    /// are resolved against the file's directory. Every problem is
+    /// reported, not only the first.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let invalid = |errors| ConfigError::Invalid { path: path.to_owned(), errors };
+        let mut config = Self::parse_all(&text).map_err(invalid)?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         config.base_dir = base.to_owned();
         config.resolve_paths(base);
-        config.validate().map_err(|errors| ConfigError::Invalid { path: path.to_owned(), errors })?;
+        config.validate().map_err(|errors| invalid(locate(&text, errors)))?;
         Ok(config)
     }
 
-    /// Parses YAML text without validating it.
+    /// Parses YAML text without validating it; the errors joined.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_all(text).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Parses YAML text without validating it; every parse error, located.
+    pub fn parse_all(text: &str) -> Result<Self, Vec<SpecError>> {
         if text.trim().is_empty() {
-            return Err("the file is empty; it needs at least namespaces_dir (or registry) and plugins".to_owned());
+            return Err(vec![SpecError {
+                path: String::new(),
+                line: 0,
+                column: 0,
+                message: "the file is empty; it needs at least namespaces_dir (or registry) and plugins".to_owned(),
+            }]);
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        serde_saphyr::from_str(text).map_err(|first| sections::problems(text, &first))
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -796,6 +820,30 @@ impl Config {
             }
         }
     }
+}
+
+mod sections;
+
+/// Semantic errors (`field.path: message`) located at their field in
+/// `text` (or its nearest parent) when the file sets it.
+fn locate(text: &str, errors: Vec<String>) -> Vec<SpecError> {
+    let tree = serde_saphyr::from_str::<Spanned<Node>>(text).ok();
+    let sets = |field: &str| {
+        let top = field.split(['.', '[']).next().unwrap_or_default();
+        matches!(tree.as_ref().map(|t| &t.value), Some(Node::Map(entries)) if entries.iter().any(|(k, _)| k.value == top))
+    };
+    errors
+        .into_iter()
+        .map(|e| match (e.split_once(": "), &tree) {
+            (Some((field, message)), Some(tree)) if !field.contains(' ') && sets(field) => {
+                SpecError::at(tree, field, message)
+            }
+            (Some((field, message)), _) if !field.contains(' ') => {
+                SpecError { path: field.to_owned(), line: 0, column: 0, message: message.to_owned() }
+            }
+            _ => SpecError { path: String::new(), line: 0, column: 0, message: e },
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,9 +15,11 @@ const EXIT_CONFIG: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(version, about = "Prism data access gateway")]
 struct Cli {
-    /// Proxy configuration file (YAML).
+    /// Proxy configuration file (YAML). Without it: the first of
+    /// ./prism.yaml, $XDG_CONFIG_HOME/prism/prism.yaml
+    /// (~/.config/prism/prism.yaml) and /etc/prism/prism.yaml that exists.
     #[arg(long, short, env = "PRISM_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Check the configuration as start would (certificates, keys, the
     /// audit sink, the JWKS source, the registry) and plan every namespace
     /// without changing anything; print the result and exit.
@@ -30,9 +32,43 @@ struct Cli {
     allow_insecure_remote: bool,
 }
 
+/// Where a config is looked for without `--config`, in order: the working
+/// directory, the user's config directory, the system's.
+fn default_places() -> Vec<PathBuf> {
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|home| PathBuf::from(home).join(".config")));
+    [
+        Some(PathBuf::from("prism.yaml")),
+        user.map(|d| d.join("prism").join("prism.yaml")),
+        Some("/etc/prism/prism.yaml".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    let path = match cli.config {
+        Some(path) => path,
+        None => {
+            let places = default_places();
+            let Some(found) = places.iter().find(|p| p.is_file()) else {
+                let list: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
+                eprintln!(
+                    "prism-proxy: no config file: --config (or PRISM_CONFIG) is not set and none of the default places has one ({})",
+                    list.join(", ")
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            // Said on stderr before logging starts, so it shows whatever the log settings.
+            eprintln!("prism-proxy: using config file {} (no --config given)", found.display());
+            found.clone()
+        }
+    };
+    let config = match Config::load(&path) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("prism-proxy: {err}");
@@ -53,7 +89,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        let accepted = runtime.block_on(startup::check(&config, options));
+        let accepted = runtime.block_on(startup::check(&config, options, &path));
         return if accepted { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONFIG) };
     }
     // The trace exporter is a tonic client: it is built inside the runtime.
@@ -67,6 +103,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    tracing::info!(config = %path.display(), "config loaded");
     let result = runtime.block_on(async move {
         let result = start(config, options).await;
         // Spans still buffered are exported before the process ends.

@@ -2,8 +2,9 @@
 //! loopback policy, the TLS files, the audit sink, the JWKS source and the
 //! namespace registry. `prism-proxy --check` runs the same loaders (and a
 //! dry-run plan of every namespace), so a config that `--check` accepts is
-//! not refused at start. What only start can find out (the listen address
-//! is taken, a plugin does not start) is not checked.
+//! not refused at start; `--check` also refuses a plugin program that is
+//! not there. What only start can find out (the listen address is taken, a
+//! plugin starts but fails) is not checked.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -203,10 +204,32 @@ pub async fn authenticator(config: &Config) -> Result<Authenticator, StartError>
 /// How long `--check` waits for a PostgreSQL registry.
 const CHECK_REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Plugins whose `command` names no executable file (next to
+/// `prism-proxy`, on `PATH`, or at the path written). Start runs without
+/// them (their namespaces answer UNAVAILABLE while the supervisor retries);
+/// `--check` refuses them, as they cannot run.
+pub fn missing_programs(config: &Config) -> Vec<String> {
+    config
+        .plugins
+        .iter()
+        .filter_map(|(name, plugin)| {
+            let program = plugin.command.as_ref()?.first()?;
+            plugin::find_program(program).is_none().then(|| {
+                let places = if program.contains('/') {
+                    "no executable file there"
+                } else {
+                    "not next to prism-proxy nor on PATH"
+                };
+                format!("plugins.{name}.command: program {program:?} not found ({places})")
+            })
+        })
+        .collect()
+}
+
 /// `prism-proxy --check`: the loaders of start, then a dry-run plan of
 /// every namespace in the registry. Prints one line per finding; returns
-/// whether start would accept the config.
-pub async fn check(config: &Config, options: Options) -> bool {
+/// whether start would accept the config and could run every plugin.
+pub async fn check(config: &Config, options: Options, path: &std::path::Path) -> bool {
     let loaded = match load(config, options, config.listen) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -216,17 +239,21 @@ pub async fn check(config: &Config, options: Options) -> bool {
             return false;
         }
     };
-    println!("ok    config");
+    println!("ok    config {}", path.display());
+    let missing = missing_programs(config);
+    for problem in &missing {
+        println!("error {problem}");
+    }
     let snapshot = match tokio::time::timeout(CHECK_REGISTRY_TIMEOUT, loaded.registry.load()).await {
         Ok(Ok(snapshot)) => snapshot,
         Ok(Err(e)) => {
             // Start retries a registry it cannot read yet.
             println!("warn  cannot read the {} now: {e}", loaded.registry.describe());
-            return true;
+            return missing.is_empty();
         }
         Err(_) => {
             println!("warn  the {} did not answer within {CHECK_REGISTRY_TIMEOUT:?}", loaded.registry.describe());
-            return true;
+            return missing.is_empty();
         }
     };
     // Plans against the plugins of the config, none of them started.
@@ -234,7 +261,7 @@ pub async fn check(config: &Config, options: Options) -> bool {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let controller =
         Controller::new(Arc::new(Routes::default()), plugins, loaded.registry, loaded.keyring, config, metrics);
-    let mut ok = true;
+    let mut ok = missing.is_empty();
     match prism_pii::SchemaPool::build(snapshot.schemas) {
         Ok(pool) => {
             for schema in pool.schemas() {

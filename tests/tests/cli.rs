@@ -104,8 +104,7 @@ fn proxy_refuses_bad_config_with_file_and_line() {
         proxy_with_config("namespaces_dir: namespaces\nplugins:\n  memstore:\n    command: [x]\n    pool_sise: 2\n");
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("prism.yaml"), "{err}");
-    assert!(err.contains("line 5 column 5"), "{err}");
+    assert!(err.contains("prism.yaml:5:5: plugins.memstore.pool_sise"), "{err}");
     assert!(err.contains("unknown field `pool_sise`"), "{err}");
 
     let out = proxy_with_config(
@@ -118,9 +117,6 @@ fn proxy_refuses_bad_config_with_file_and_line() {
     let out = Command::new(bin_path("prism-proxy")).args(["--config", "/nonexistent.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent.yaml"));
-
-    let out = Command::new(bin_path("prism-proxy")).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "--config is required");
 }
 
 #[test]
@@ -423,4 +419,83 @@ fn check_refuses_what_start_refuses() {
     let (code, output) = run_proxy(&path, &[], std::time::Duration::from_secs(3));
     assert_eq!(code, None, "start refused a config --check accepted:\n{output}");
     assert!(output.contains("listening"), "{output}");
+}
+
+/// `--check` says which file it checked, and refuses what cannot run: a
+/// plugin program that is not there, a namespace naming a plugin the config
+/// does not have.
+#[test]
+fn check_refuses_what_cannot_run_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("namespaces")).unwrap();
+    let path = d.join("prism.yaml");
+    let base = "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}\nnamespaces_dir: namespaces\n";
+    std::fs::write(
+        &path,
+        format!(
+            "{base}plugins:\n  memstore: {{command: [prism-plugin-memstore]}}\n  gone: {{command: [prism-plugin-nosuch]}}\n  lost: {{command: [{}/bin/none]}}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (code, output) = run_proxy(&path, &["--check"], std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains(&format!("ok    config {}", path.display())), "{output}");
+    assert!(output.contains("plugins.gone.command: program \"prism-plugin-nosuch\" not found"), "{output}");
+    assert!(output.contains("plugins.lost.command:") && output.contains("/bin/none\" not found"), "{output}");
+
+    std::fs::write(&path, format!("{base}plugins:\n  memstore: {{command: [prism-plugin-memstore]}}\n")).unwrap();
+    std::fs::write(
+        d.join("namespaces/x.yaml"),
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: x, team: t}\nspec: {pattern: keyvalue, backend: nothere}\n",
+    )
+    .unwrap();
+    let (code, output) = run_proxy(&path, &["--check"], std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("\"nothere\" is not a plugin of this proxy"), "{output}");
+}
+
+/// Without `--config`, the proxy takes the first config of its default
+/// places and says which; with none there, it lists where it looked.
+#[test]
+fn proxy_finds_its_config_in_the_default_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |cwd: &std::path::Path| {
+        Command::new(bin_path("prism-proxy"))
+            .arg("--check")
+            .current_dir(cwd)
+            .env_remove("PRISM_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let user = home.path().join(".config/prism/prism.yaml");
+    assert!(err.contains("prism.yaml") && err.contains(&user.display().to_string()), "{err}");
+    assert!(err.contains("/etc/prism/prism.yaml"), "{err}");
+
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    std::fs::create_dir(home.path().join("ns")).unwrap();
+    std::fs::write(
+        &user,
+        format!(
+            "namespaces_dir: {}/ns\nplugins:\n  memstore: {{command: [prism-plugin-memstore]}}\n",
+            home.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("using config file {}", user.display())), "{}", text(&out.stderr));
+
+    // The working directory's file comes first.
+    std::fs::write(dir.path().join("prism.yaml"), "plugins: 3\n").unwrap();
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("using config file prism.yaml"), "{}", text(&out.stderr));
 }

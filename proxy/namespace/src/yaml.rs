@@ -131,17 +131,35 @@ pub fn parse(text: &str) -> Result<Spanned<Node>, SpecError> {
     if text.trim().is_empty() {
         return Err(SpecError { path: String::new(), line: 0, column: 0, message: "the document is empty".into() });
     }
-    serde_saphyr::from_str::<Spanned<Node>>(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        // The first line of serde-saphyr's message is the summary; the rest
-        // is a source snippet that our own formatting replaces.
-        let message = e.to_string().lines().next().unwrap_or_default().to_owned();
-        let message = message
-            .strip_prefix("error: ")
-            .map(|m| m.split_once(": ").map_or(m, |(_, rest)| rest).to_owned())
-            .unwrap_or(message);
-        SpecError { path: String::new(), line, column, message }
-    })
+    serde_saphyr::from_str::<Spanned<Node>>(text).map_err(|e| describe(&e))
+}
+
+/// A serde-saphyr error as a located problem in Prism's words: the
+/// library's user-facing wording (not its advice to the programs calling it,
+/// such as "set DuplicateKeyPolicy in Options"), one line, no source snippet
+/// (callers print positions their own way).
+pub fn describe(e: &serde_saphyr::Error) -> SpecError {
+    use serde_saphyr::MessageFormatter as _;
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let message = serde_saphyr::UserMessageFormatter.format_message(e);
+    let message = message.lines().next().unwrap_or_default();
+    let message = match message {
+        m if m.starts_with("only single YAML document expected") => {
+            "more than one YAML document (separated by `---`) where one is expected".to_owned()
+        }
+        // serde's names for Rust types, in the words of the document.
+        "invalid u8" | "invalid u16" | "invalid u32" | "invalid u64" | "invalid usize" => {
+            "expected a whole number, 0 or more".to_owned()
+        }
+        "invalid i8" | "invalid i16" | "invalid i32" | "invalid i64" | "invalid isize" => {
+            "expected a whole number".to_owned()
+        }
+        "invalid f32" | "invalid f64" => "expected a number".to_owned(),
+        "expected sequence start" => "expected a list, such as [a, b]".to_owned(),
+        "expected mapping start" => "expected a mapping of fields".to_owned(),
+        m => m.to_owned(),
+    };
+    SpecError { path: String::new(), line, column, message }
 }
 
 /// The position of the field at dotted `path` (e.g. `spec.needs.ttl`),
@@ -188,6 +206,10 @@ mod tests {
         let err = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.message.contains("duplicate"), "{err}");
+        assert!(!err.message.contains("DuplicateKeyPolicy"), "library advice leaked: {err}");
+        let err = parse("a: 1\n---\na: 2\n").unwrap_err();
+        assert!(err.message.contains("more than one YAML document"), "{err}");
+        assert!(!err.message.contains("from_str_multiple"), "library advice leaked: {err}");
         assert!(parse("  \n").unwrap_err().message.contains("empty"));
         assert!(parse(&"a".repeat(MAX_DOCUMENT_BYTES + 1)).unwrap_err().message.contains("limit"));
     }

@@ -19,7 +19,7 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn unknown_field_names_line_and_column() {
     let err = Config::parse(&format!("{MINIMAL}    pool_sise: 3\n")).unwrap_err();
-    assert!(err.contains("line 5 column 5"), "{err}");
+    assert!(err.contains("line 5, column 5"), "{err}");
     assert!(err.contains("unknown field `pool_sise`"), "{err}");
 }
 
@@ -143,4 +143,54 @@ fn security_defaults() {
     assert_eq!(jwt.algorithms, ["RS256", "ES256"]);
     assert_eq!(jwt.leeway, Duration::from_secs(30));
     assert_eq!(jwt.claims.groups, "groups");
+}
+
+#[test]
+fn every_parse_error_is_reported_with_its_field_and_position() {
+    let text = "listen: 127.0.0.1:1\nfoo: 1\nnamespaces_dir: ns\nplugins:\n  a:\n    command: [x]\n    pool_sise: 2\n  b:\n    command: x\n  c: {command: [x], pool_size: many}\nlimits:\n  request_timeout: banana\n  max_key_bytes: -1\ntls:\n  cert: x.pem\n";
+    let errors = Config::parse_all(text).unwrap_err();
+    let got: Vec<String> = errors.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.path)).collect();
+    assert_eq!(
+        got,
+        [
+            "2:1 foo",
+            "7:5 plugins.a.pool_sise",
+            "9:14 plugins.b.command",
+            "10:32 plugins.c.pool_size",
+            "12:20 limits.request_timeout",
+            "13:18 limits.max_key_bytes",
+            "15:3 tls",
+        ],
+        "{errors:#?}"
+    );
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(text[2].contains("expected a list"), "{text:?}");
+    assert!(text[6].contains("missing field `key`"), "{text:?}");
+}
+
+#[test]
+fn yaml_errors_are_in_prism_s_words() {
+    let err = Config::parse("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n").unwrap_err();
+    assert!(err.contains("line 2") && err.contains("duplicate"), "{err}");
+    assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    let err = Config::parse("namespaces_dir: ns\n---\nplugins: {}\n").unwrap_err();
+    assert!(err.contains("more than one YAML document"), "{err}");
+    assert!(!err.contains("from_str_multiple"), "{err}");
+}
+
+#[test]
+fn load_names_the_file_and_locates_semantic_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prism.yaml");
+    std::fs::write(&path, "plugins:\n  m: {command: [x], pool_size: 99}\nlimits: {request_timeout: 0s}\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}: namespaces_dir")), "{err}");
+    assert!(err.contains(&format!("{file}:2:21: plugins.m.pool_size: must be between 1 and 64")), "{err}");
+    assert!(err.contains(&format!("{file}:3:10: limits.request_timeout: must be above zero")), "{err}");
+    assert!(!err.contains("<input>"), "{err}");
+    std::fs::write(&path, "limits: {request_timeout: soon}\nfoo: 1\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains(&format!("{file}:1:27: limits.request_timeout: invalid duration")), "{err}");
+    assert!(err.contains(&format!("{file}:2:1: foo: unknown field")), "{err}");
 }

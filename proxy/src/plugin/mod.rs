@@ -12,7 +12,7 @@ mod supervisor;
 pub use caller::{KeyValueCaller, unary};
 pub use options::CallOptions;
 pub use pool::{Pool, Target};
-pub use supervisor::{NamespaceSource, StartFailure, Supervisor};
+pub use supervisor::{NamespaceSource, StartFailure, Supervisor, find_program};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

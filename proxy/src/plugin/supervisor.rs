@@ -96,16 +96,24 @@ fn backoff(plugin: &Plugin) -> impl Iterator<Item = Duration> {
         .build()
 }
 
-fn resolve_program(program: &str) -> PathBuf {
+/// The executable a plugin `command` runs: a bare name next to
+/// `prism-proxy` first (how a release ships its plugins), else on `PATH`;
+/// a path as written. `None` when there is no such executable file.
+pub fn find_program(program: &str) -> Option<PathBuf> {
     if !program.contains('/')
         && let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent)
     {
         let sibling = dir.join(program);
         if sibling.is_file() {
-            return sibling;
+            return Some(sibling);
         }
     }
-    PathBuf::from(program)
+    which::which(program).ok()
+}
+
+fn resolve_program(program: &str) -> PathBuf {
+    // Not found: spawning it gives the OS's own error, reported as usual.
+    find_program(program).unwrap_or_else(|| PathBuf::from(program))
 }
 
 impl Supervisor {
