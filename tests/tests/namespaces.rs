@@ -251,13 +251,18 @@ fn malformed() -> Vec<Bad> {
             message: "not a plugin of this proxy",
             local: false,
         },
-        Bad {
-            name: "shadow is the namespace's own plugin",
-            yaml: good.clone() + "  shadow: {backend: memstore}\n",
-            field: "spec.shadow.backend",
-            message: "another plugin",
-            local: false,
-        },
+        bad(
+            "shadow is the namespace's own plugin",
+            good.clone() + "  shadow: {backend: memstore}\n",
+            "spec.shadow.backend",
+            "another plugin",
+        ),
+        bad(
+            "retention on a keyvalue namespace",
+            good.clone() + "  needs:\n    retention: 30d\n",
+            "spec.needs.retention",
+            "applies to timeseries namespaces",
+        ),
         bad("labels not a map", good.replace("team: shop", "team: shop\n  labels: [a]"), "metadata.labels", "mapping"),
         bad("too large", good.clone() + &format!("# {}\n", "x".repeat(70 * 1024)), "", "over the limit"),
         Bad {

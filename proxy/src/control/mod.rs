@@ -29,7 +29,7 @@ use crate::config::{Config, Limits};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::namespace::yaml::Node;
-use crate::namespace::{Mirror, NamespaceDoc, PatternKind, SpecError};
+use crate::namespace::{Mirror, NamespaceDoc, SpecError};
 use crate::plugin::{Plugin, Plugins};
 use crate::routes::{Route, Routes};
 use crate::shadow::Shadow;
@@ -311,21 +311,6 @@ impl Controller {
                 format!(
                     "{max} is above the proxy's limit of {} bytes (limits.max_value_bytes)",
                     limits.max_value_bytes
-                ),
-            ));
-        }
-        if spec.needs.retention.is_some() && spec.pattern != PatternKind::Timeseries {
-            errors.push(SpecError::at(
-                tree,
-                "spec.needs.retention",
-                format!(
-                    "retention applies to timeseries namespaces, not {}{}",
-                    spec.pattern.as_str(),
-                    if spec.pattern == PatternKind::Keyvalue {
-                        "; a keyvalue namespace expires values with ttl"
-                    } else {
-                        ""
-                    }
                 ),
             ));
         }
