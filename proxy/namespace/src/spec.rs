@@ -244,7 +244,11 @@ impl NamespaceDoc {
         let spec = &self.spec;
         let mut errors = Vec::new();
         if spec.needs.retention.is_some() && spec.pattern != PatternKind::Timeseries {
-            let hint = if spec.pattern == PatternKind::Keyvalue { "; a keyvalue namespace expires values with ttl" } else { "" };
+            let hint = if spec.pattern == PatternKind::Keyvalue {
+                "; a keyvalue namespace expires values with ttl"
+            } else {
+                ""
+            };
             errors.push(SpecError::at(
                 tree,
                 "spec.needs.retention",
