@@ -213,7 +213,8 @@ async fn redis_down_at_start_recovers_when_it_comes_up() {
     let kv = proxy.kv().await;
     let err = kv.clone().put(put("data", "k", b"v")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("redis"), "{}", err.message());
+    assert!(err.message().contains(&format!("redis at 127.0.0.1:{} unreachable", redis.port)), "{}", err.message());
+    quiet_while_down(&proxy).await;
 
     redis.start();
     assert!(eventually(Duration::from_secs(20), || put_works(&kv)).await, "no recovery after redis came up");
@@ -245,15 +246,30 @@ async fn nats_outage_gives_unavailable_and_recovers_with_data() {
 
 #[tokio::test]
 async fn postgres_down_at_start_gives_unavailable() {
+    let port = services::free_port();
     let proxy = proxy_with(
         "postgres",
-        &format!("  url: postgres://postgres@127.0.0.1:{}/postgres\n  connect_timeout_ms: 300", services::free_port()),
+        &format!("  url: postgres://postgres@127.0.0.1:{port}/postgres\n  connect_timeout_ms: 300"),
     );
     let kv = proxy.kv().await;
     let err = kv.clone().get(GetRequest { namespace: "data".into(), key: "k".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("postgres"), "{}", err.message());
+    // Which server, and why, each said once.
+    let said = err.message();
+    assert!(said.contains(&format!("postgres at 127.0.0.1:{port} unreachable")), "{said}");
+    assert!(said.contains("Connection refused"), "{said}");
+    assert_eq!(said.matches("error connecting to server").count(), 1, "{said}");
     assert!(eventually(Duration::from_secs(5), || async { proxy.logs.contains("plugin unhealthy") }).await);
+    quiet_while_down(&proxy).await;
+}
+
+/// A plugin whose backend stays down says so at WARN through the proxy's
+/// health checks; it does not log at INFO each time the proxy asks again.
+async fn quiet_while_down(proxy: &Proxy) {
+    // Several 200 ms health intervals.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let initialized = proxy.logs.lines_with(&["\"message\":\"initialized\""]);
+    assert_eq!(initialized.len(), 1, "{initialized:#?}");
 }
 
 /// With nats-server gone and the plugin aware of it, every call fails with

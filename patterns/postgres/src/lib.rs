@@ -194,10 +194,38 @@ pub struct Postgres {
     retention: Arc<Retentions>,
 }
 
+/// The server this plugin connects to (`host:port`), for the messages
+/// saying it cannot be reached. A plugin process opens one backend, once.
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn unreachable(err: &dyn std::error::Error) -> PluginError {
+    let server = SERVER.get().map_or("", String::as_str);
+    PluginError::Unavailable(format!("postgres at {server} unreachable: {}", prism_plugin_sdk::proto::error_chain(err)))
+}
+
+/// `host:port` of every host of a connection string (a Unix socket by its
+/// directory).
+fn server_of(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let servers: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    if servers.is_empty() { "localhost:5432".to_owned() } else { servers.join(",") }
+}
+
 fn pool_error(err: PoolError) -> PluginError {
     match err {
         PoolError::Backend(e) => db_error(e),
-        other => PluginError::Unavailable(format!("postgres unreachable: {other}")),
+        other => unreachable(&other),
     }
 }
 
@@ -213,7 +241,7 @@ fn db_error(err: tokio_postgres::Error) -> PluginError {
         return PluginError::internal(err);
     }
     // No database error: the connection itself failed.
-    PluginError::Unavailable(format!("postgres unreachable: {err}"))
+    unreachable(&err)
 }
 
 fn ttl_ms(op: &PutOp) -> i64 {
@@ -374,6 +402,7 @@ impl Backend for Postgres {
         }
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| PluginError::InvalidArgument(format!("invalid postgres url: {e}")))?;
+        let _ = SERVER.set(server_of(&pg));
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         pg.connect_timeout(timeout).application_name(format!("prism-plugin-postgres/{instance}"));
         if let Some(var) = &config.password_env {

@@ -148,9 +148,17 @@ async fn retention_loop(mut conn: ConnectionManager, prefix: String, retention: 
     }
 }
 
+/// The server this plugin connects to (`host:port`), for the messages
+/// saying it cannot be reached. A plugin process opens one backend, once.
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn redis_error(err: RedisError) -> PluginError {
     if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
-        return PluginError::Unavailable(format!("redis unreachable: {err}"));
+        let server = SERVER.get().map_or("", String::as_str);
+        return PluginError::Unavailable(format!(
+            "redis at {server} unreachable: {}",
+            prism_plugin_sdk::proto::error_chain(&err)
+        ));
     }
     match err.kind() {
         redis::ErrorKind::Server(
@@ -253,6 +261,7 @@ impl Backend for Redis {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
+        let _ = SERVER.set(info.addr().to_string());
         let client = redis::Client::open(info).map_err(|e| PluginError::InvalidArgument(format!("redis: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))

@@ -30,8 +30,13 @@ impl<B: Backend> Lifecycle for LifecycleService<B> {
             ))
             .into());
         }
-        let ready = self.state.initialize(&req.instance, &req.config_json).await?;
-        tracing::info!(instance = %ready.instance, backend = B::KIND, "initialized");
+        let (ready, opened) = self.state.initialize(&req.instance, &req.config_json).await?;
+        if opened {
+            tracing::info!(instance = %ready.instance, backend = B::KIND, "initialized");
+        } else {
+            // Asked again while unhealthy, every health interval: not news.
+            tracing::debug!(instance = %ready.instance, backend = B::KIND, "already initialized");
+        }
         Ok(Response::new(InitializeResponse {
             protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
             backend: B::KIND.to_owned(),

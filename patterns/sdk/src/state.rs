@@ -60,7 +60,10 @@ impl<B: Backend> PluginState<B> {
     /// configuration (a proxy that restarted while this plugin kept running)
     /// answers as the first did; a different configuration is refused,
     /// because switching backends under live namespaces would lose data.
-    pub(crate) async fn initialize(&self, instance: &str, config_json: &str) -> Result<&Ready<B>, PluginError> {
+    /// Opens the backend once; a repeated call with the same config (the
+    /// proxy re-initializes a plugin that reported itself unhealthy) returns
+    /// the open one. The flag says whether this call opened it.
+    pub(crate) async fn initialize(&self, instance: &str, config_json: &str) -> Result<(&Ready<B>, bool), PluginError> {
         let json = if config_json.trim().is_empty() { "{}" } else { config_json };
         let invalid =
             |e: serde_json::Error| PluginError::InvalidArgument(format!("invalid {} plugin config: {e}", B::KIND));
@@ -69,7 +72,7 @@ impl<B: Backend> PluginState<B> {
         let _guard = self.admin.lock().await;
         if let Some(ready) = self.ready.get() {
             if ready.config == value {
-                return Ok(ready);
+                return Ok((ready, false));
             }
             return Err(PluginError::FailedPrecondition(format!(
                 "{} plugin is already initialized with another configuration; restart it to change it",
@@ -82,7 +85,7 @@ impl<B: Backend> PluginState<B> {
         let capabilities = backend.capabilities().to_proto();
         let ready = Ready { backend, capabilities, instance: instance.to_owned(), config: value };
         // Cannot already be set: we hold the admin lock and checked above.
-        Ok(self.ready.get_or_init(|| ready))
+        Ok((self.ready.get_or_init(|| ready), true))
     }
 
     /// The backend and prepared namespace for a call of `pattern` (named

@@ -195,11 +195,33 @@ fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// Client libraries that log routine events at INFO: async-nats each
+/// reconnect attempt while the server is down, tokio-postgres every server
+/// NOTICE ("relation ... already exists, skipping"). Kept to warnings
+/// unless the filter names them.
+const CHATTY_LIBRARIES: &[&str] = &["async_nats", "tokio_postgres"];
+
+/// `directives` with [`CHATTY_LIBRARIES`] at `warn` where not named.
+pub fn quiet_libraries(directives: &str) -> String {
+    let mut filter = directives.trim().to_owned();
+    for library in CHATTY_LIBRARIES {
+        if !filter.contains(library) {
+            if !filter.is_empty() {
+                filter.push(',');
+            }
+            filter.push_str(library);
+            filter.push_str("=warn");
+        }
+    }
+    filter
+}
+
 /// Installs the global subscriber. With `traces`, must run inside a tokio
 /// runtime (the OTLP exporter is a tonic client). A second call in one
 /// process (tests) leaves the first subscriber in place.
 pub fn init(logs: &Logs, traces: Option<&Traces>) -> Result<Telemetry, TelemetryError> {
-    let log_filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(&logs.default_filter));
+    let directives = std::env::var(LOG_ENV).ok().filter(|d| !d.trim().is_empty());
+    let log_filter = EnvFilter::new(quiet_libraries(directives.as_deref().unwrap_or(&logs.default_filter)));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colours(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR")));
@@ -376,6 +398,13 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn chatty_libraries_are_kept_to_warnings_unless_named() {
+        assert_eq!(quiet_libraries("info"), "info,async_nats=warn,tokio_postgres=warn");
+        assert_eq!(quiet_libraries(""), "async_nats=warn,tokio_postgres=warn");
+        assert_eq!(quiet_libraries("debug,async_nats=debug"), "debug,async_nats=debug,tokio_postgres=warn");
+    }
 
     #[test]
     fn colours_only_on_a_terminal_without_no_color() {
