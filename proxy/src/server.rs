@@ -93,7 +93,7 @@ pub async fn run(
     let authenticator = Arc::new(startup::authenticator(&config).await?);
     let audit = Audit::start(&config.audit.sink, metrics.clone()).await?;
 
-    let socket_dir = tempfile::Builder::new().prefix("prism-").tempdir().map_err(StartError::SocketDir)?;
+    let socket_dir = plugin::socket_dir::create().map_err(StartError::SocketDir)?;
     let routes = Arc::new(Routes::default());
     let plugins = Arc::new(plugin::plugins(&config.plugins));
     let permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));

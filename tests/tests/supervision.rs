@@ -235,3 +235,39 @@ async fn ctrl_c_to_the_process_group_lets_the_proxy_drain_its_plugins() {
     assert!(sdk("SIGINT received").is_empty(), "a plugin got the terminal's SIGINT:\n{}", proxy.logs.text());
     assert_eq!(sdk("parent closed stdin, stopping").len(), 2, "both plugins drained:\n{}", proxy.logs.text());
 }
+
+/// The plugin socket directory is private to the proxy's user, and one left
+/// behind by a proxy killed with SIGKILL is removed by the next proxy.
+#[tokio::test]
+async fn socket_directory_is_private_and_a_killed_proxy_s_is_swept() {
+    use std::os::unix::fs::PermissionsExt;
+    let socket_dir = |proxy: &prism_tests::Proxy| {
+        let line = proxy.logs.lines_with(&["plugin process started"]).pop().expect("no plugin started");
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let socket = std::path::PathBuf::from(line["fields"]["socket"].as_str().unwrap());
+        socket.parent().unwrap().to_owned()
+    };
+    let first = ProxyConfig::memstore().start();
+    let pid = first.wait_child(MEMSTORE, Duration::from_secs(10));
+    let left = socket_dir(&first);
+    assert_eq!(std::fs::metadata(&left).unwrap().permissions().mode() & 0o777, 0o700, "{}", left.display());
+    first.signal(Signal::SIGKILL);
+    assert!(eventually(Duration::from_secs(10), || async move { !alive(pid) }).await);
+    assert!(left.exists(), "SIGKILL leaves the directory behind");
+    // Reaped, as its parent (a shell, systemd) would: a zombie still counts as running.
+    drop(first);
+
+    let second = ProxyConfig::memstore().start();
+    second.wait_child(MEMSTORE, Duration::from_secs(10));
+    let dir = left.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let dir = dir.clone();
+            async move { !dir.exists() }
+        })
+        .await,
+        "{} was not swept",
+        left.display()
+    );
+    assert!(socket_dir(&second).exists());
+}

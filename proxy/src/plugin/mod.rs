@@ -7,6 +7,7 @@ mod caller;
 mod mux;
 mod options;
 mod pool;
+pub mod socket_dir;
 mod supervisor;
 
 pub use caller::{KeyValueCaller, unary};
