@@ -8,7 +8,43 @@ use std::process::{Command, Output};
 use prism_tests::{ProxyConfig, bin_path};
 
 fn prismctl(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(bin_path("prismctl")).arg("--endpoint").arg(endpoint).args(args).output().unwrap()
+    prismctl_with_input(endpoint, args, b"")
+}
+
+/// prismctl with `input` on its standard input.
+fn prismctl_with_input(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(bin_path("prismctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        // Never pick up the developer's own prismctl config.
+        .env("PRISMCTL_CONFIG", "/dev/null")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {:?}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// Names of the namespaces the proxy serves.
+fn listed(endpoint: &str) -> Vec<String> {
+    let out = prismctl(endpoint, &["-o", "json", "namespace", "list"]);
+    json(&out).as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+}
+
+fn kv_doc(name: &str) -> String {
+    format!(
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata:\n  name: {name}\n  team: shop\nspec:\n  pattern: keyvalue\n"
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -88,6 +124,56 @@ fn prismctl_reports_errors_and_usage() {
     let out = prismctl("not a url", &["health"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid endpoint"), "{}", text(&out.stderr));
+}
+
+/// kubectl's habits: `-f -` reads standard input, `get -o yaml` prints a
+/// document `apply` takes back unchanged, `delete` takes several names.
+#[test]
+fn prismctl_namespace_documents_round_trip_through_stdin() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], kv_doc("orders").as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)[0]["action"], "create");
+    assert_eq!(json(&out)[0]["file"], "<stdin>");
+
+    let got = prismctl(&ep, &["-o", "yaml", "namespace", "get", "orders"]);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), kv_doc("orders"), "get -o yaml prints the document as applied");
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], &got.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)[0]["action"], "unchanged", "get -o yaml | apply -f - is a no-op");
+
+    // Files and standard input together, in the order given.
+    let dir = tempfile::tempdir().unwrap();
+    let carts = dir.path().join("carts.yaml");
+    std::fs::write(&carts, kv_doc("carts")).unwrap();
+    let out = prismctl_with_input(
+        &ep,
+        &["-o", "json", "namespace", "apply", "-f", carts.to_str().unwrap(), "-f", "-"],
+        kv_doc("payments").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<_> = json(&out).as_array().unwrap().iter().map(|r| r["namespace"].clone()).collect();
+    assert_eq!(names, ["carts", "payments"]);
+    // Standard input can be read once only: a usage error.
+    let out = prismctl(&ep, &["namespace", "apply", "-f", "-", "-f", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // An invalid document on standard input is named as such.
+    let out = prismctl_with_input(&ep, &["namespace", "validate", "-f", "-"], b"apiVersion: prism/v1\nkind: Nope\n");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).starts_with("<stdin>:"), "{}", text(&out.stdout));
+
+    // Several names; one that fails does not stop the others.
+    let out = prismctl(&ep, &["namespace", "delete", "orders", "nope", "carts"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    assert_eq!(listed(&ep), ["demo", "payments"]);
+    let out = prismctl(&ep, &["-o", "json", "namespace", "delete", "payments", "demo", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out).as_array().unwrap().len(), 2);
+    assert!(listed(&ep).is_empty());
 }
 
 fn proxy_with_config(yaml: &str) -> Output {

@@ -32,6 +32,15 @@ pub fn emit<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> Str
     Ok(())
 }
 
+/// Writes `bytes` to standard output as they are, with no newline added.
+pub fn print_exact(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A table with a header row, sized to the terminal.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
