@@ -126,6 +126,45 @@ fn prismctl_reports_errors_and_usage() {
     assert!(text(&out.stderr).contains("invalid endpoint"), "{}", text(&out.stderr));
 }
 
+/// Values as redis-cli users expect them: `--raw` is the bytes exactly,
+/// tables and tab-separated lines escape what would break them, and binary
+/// is marked so that no text can pass for it.
+#[test]
+fn prismctl_kv_values_are_shown_unambiguously() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let values: [(&str, &[u8], &str); 6] = [
+        ("bin", &[0, 159, 146, 150], r#"b"\x00\x9f\x92\x96""#),
+        ("lines", b"one\ntwo\n", r#""one\ntwo\n""#),
+        ("looks", b"base64:AJ+Slg==", "base64:AJ+Slg=="),
+        ("plain", "héllo wörld".as_bytes(), "héllo wörld"),
+        // Text that looks like an escaped value is quoted itself.
+        ("quoted", br#""a\tb""#, r#""\"a\\tb\"""#),
+        ("tab", b"a\tb", r#""a\tb""#),
+    ];
+    for (key, value, _) in values {
+        let out = prismctl_with_input(&ep, &["kv", "put", "demo", key, "--file", "-"], value);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for (key, value, shown) in values {
+        let out = prismctl(&ep, &["kv", "get", "demo", key, "--raw"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(out.stdout, value, "--raw writes {key} exactly");
+        let out = prismctl(&ep, &["kv", "get", "demo", key]);
+        assert_eq!(text(&out.stdout), format!("{shown}\n"), "{key} in a table");
+    }
+    // One line per key, columns split by tabs only.
+    let out = prismctl(&ep, &["kv", "scan", "demo"]);
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 3), "{lines:?}");
+    let shown: Vec<&str> = rows.iter().rev().take(values.len()).rev().map(|r| r[2]).collect();
+    assert_eq!(shown, values.map(|(_, _, shown)| shown));
+    // --raw is for one value, not a document.
+    let out = prismctl(&ep, &["-o", "json", "kv", "get", "demo", "tab", "--raw"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 /// kubectl's habits: `-f -` reads standard input, `get -o yaml` prints a
 /// document `apply` takes back unchanged, `delete` takes several names.
 #[test]

@@ -9,7 +9,7 @@ use prism_proto::graph::v1::{
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{emit, table};
+use crate::output::{emit, table, text_cell};
 use crate::ts::parse_pair;
 
 #[derive(Debug, Subcommand)]
@@ -104,8 +104,8 @@ pub async fn run(client: &Client, cmd: GraphCommand) -> anyhow::Result<()> {
             let v = r.vertex.filter(|_| r.found).ok_or_else(|| anyhow::anyhow!("vertex {id:?} not found"))?;
             let doc = json!({ "id": v.id, "label": v.label, "properties": v.properties });
             emit(client.format, &doc, || {
-                let props: Vec<String> = v.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!("{}\t{}\t{}", v.id, v.label, props.join(" "))
+                let props: Vec<String> = v.properties.iter().map(|(k, v)| text_cell(&format!("{k}={v}"))).collect();
+                format!("{}\t{}\t{}", text_cell(&v.id), text_cell(&v.label), props.join(" "))
             })?;
         }
         GraphCommand::DeleteVertex { namespace, id } => {

@@ -8,7 +8,7 @@ use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendReq
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, emit, table, value_json, value_text};
+use crate::output::{Format, emit, table, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum TsCommand {
@@ -158,7 +158,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                     if client.format == Format::Table {
                         // Printed as they arrive: a long range starts showing at once.
                         let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                        println!("{}\t{}\t{}\t{}", e.timestamp, e.event_id, value, value_text(&e.payload));
+                        println!("{}\t{}\t{}\t{}", e.timestamp, text_cell(&e.event_id), value, value_text(&e.payload));
                     }
                     events.push(event_json(&e));
                 }
