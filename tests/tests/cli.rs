@@ -351,24 +351,33 @@ fn the_shipped_default_config_serves_the_demo_namespace() {
     assert_eq!(text(&prismctl(&ep, &["kv", "get", "demo", "hello"]).stdout).trim(), "world");
 }
 
-#[test]
-fn prismctl_timeseries_and_graph() {
-    let proxy = ProxyConfig::new()
+/// A proxy with a TimeSeries namespace `metrics` and a Graph namespace
+/// `social`, both in memory.
+fn patterns_proxy() -> prism_tests::Proxy {
+    ProxyConfig::new()
         .plugin("memstore", "command: [prism-plugin-memstore]")
         .pattern_namespace("metrics", "timeseries", "memstore", "")
         .pattern_namespace("social", "graph", "memstore", "")
-        .start();
+        .start()
+}
+
+/// prismctl's standard output, after checking that it succeeded.
+fn succeeds(endpoint: &str, args: &[&str]) -> String {
+    let out = prismctl(endpoint, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn prismctl_timeseries_and_graph() {
+    let proxy = patterns_proxy();
     let ep = proxy.endpoint();
-    let ok = |args: &[&str]| {
-        let out = prismctl(&ep, args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    };
+    let ok = |args: &[&str]| succeeds(&ep, args);
 
     let at = "1700000000000";
     assert_eq!(
         ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]).trim(),
-        format!("appended at {at}")
+        "appended at 2023-11-14T22:13:20.000Z"
     );
     let replay = ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]);
     assert_eq!(replay.trim(), "already stored (duplicate)");
@@ -428,6 +437,75 @@ fn prismctl_timeseries_and_graph() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("max_depth"), "{}", text(&out.stderr));
     assert_eq!(ok(&["graph", "delete-vertex", "social", "bob"]).trim(), "deleted with 2 edge(s)");
+}
+
+/// TimeSeries times as people write and read them: RFC 3339, milliseconds,
+/// `now`, a duration ago (`--since 1h`, `-1h`); shown in RFC 3339.
+#[test]
+fn prismctl_timeseries_takes_and_shows_readable_times() {
+    let proxy = patterns_proxy();
+    let ep = proxy.endpoint();
+    let ok = |args: &[&str]| succeeds(&ep, args);
+    let append = |id: &str, at: &str| ok(&["ts", "append", "metrics", "cpu", "--id", id, "--value", "1", "--at", at]);
+    assert_eq!(append("a", "2026-12-01T10:00:00Z").trim(), "appended at 2026-12-01T10:00:00.000Z");
+    // An offset is honoured: the same instant as 10:00:30Z.
+    assert_eq!(append("b", "2026-12-01T12:00:30.250+02:00").trim(), "appended at 2026-12-01T10:00:30.250Z");
+    append("c", "1796119260000");
+    append("recent", "30m");
+    append("now", "now");
+
+    let json_rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = prismctl(&ep, &[&["-o", "json"], args].concat());
+        json(&out).as_array().unwrap().clone()
+    };
+    let rows = json_rows(&[
+        "ts",
+        "query",
+        "metrics",
+        "cpu",
+        "--start",
+        "2026-12-01T10:00:00Z",
+        "--end",
+        "2026-12-01T11:00:00Z",
+    ]);
+    let ids: Vec<_> = rows.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(rows[0]["timestamp"], 1_796_119_200_000_i64, "json keeps milliseconds");
+    assert_eq!(rows[1]["time"], "2026-12-01T10:00:30.250Z", "and adds the readable time");
+    // --since 1h: the last hour; the -1h form still works.
+    for since in [["--since", "1h"], ["--start", "-1h"]] {
+        let rows = json_rows(&[&["ts", "query", "metrics", "cpu"], &since[..]].concat());
+        let ids: Vec<_> = rows.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["recent", "now"], "{since:?}");
+    }
+    let table =
+        ok(&["ts", "query", "metrics", "cpu", "--since", "2026-12-01T10:00:00Z", "--until", "2026-12-01T10:00:01Z"]);
+    assert!(table.contains("2026-12-01T10:00:00.000Z"), "{table}");
+    assert!(!table.contains("1796119200000"), "{table}");
+
+    let args = [
+        "ts",
+        "aggregate",
+        "metrics",
+        "cpu",
+        "--bucket",
+        "1m",
+        "--since",
+        "2026-12-01T10:00:00Z",
+        "--until",
+        "2026-12-01T10:02:00Z",
+    ];
+    let table = ok(&args);
+    assert!(table.contains("2026-12-01T10:00:00.000Z") && table.contains("2026-12-01T10:01:00.000Z"), "{table}");
+    let buckets = json_rows(&args);
+    assert_eq!(buckets[0]["start"], 1_796_119_200_000_i64);
+    assert_eq!(buckets[0]["start_time"], "2026-12-01T10:00:00.000Z");
+    assert_eq!(buckets[0]["count"], 2);
+
+    // A time that is none of these is a usage error naming the forms.
+    let out = prismctl(&ep, &["ts", "query", "metrics", "cpu", "--since", "2026-12-01 10:00"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
 }
 
 /// prismctl is an operator's tool: it must not link the proxy and its
