@@ -81,7 +81,7 @@ fn prismctl_kv_round_trip() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["value_base64"], "AJ+Slg==");
 
-    let out = prismctl(&ep, &["kv", "scan", "demo"]);
+    let out = prismctl(&ep, &["--no-headers", "kv", "scan", "demo"]);
     let keys: Vec<_> = text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect();
     assert_eq!(keys, ["blob", "greeting"]);
 
@@ -351,11 +351,10 @@ fn the_shipped_default_config_serves_the_demo_namespace() {
     assert_eq!(text(&prismctl(&ep, &["kv", "get", "demo", "hello"]).stdout).trim(), "world");
 }
 
-/// A proxy with a TimeSeries namespace `metrics` and a Graph namespace
-/// `social`, both in memory.
+/// A proxy with the KeyValue namespace `demo`, a TimeSeries namespace
+/// `metrics` and a Graph namespace `social`, all in memory.
 fn patterns_proxy() -> prism_tests::Proxy {
-    ProxyConfig::new()
-        .plugin("memstore", "command: [prism-plugin-memstore]")
+    ProxyConfig::memstore()
         .pattern_namespace("metrics", "timeseries", "memstore", "")
         .pattern_namespace("social", "graph", "memstore", "")
         .start()
@@ -395,7 +394,18 @@ fn prismctl_timeseries_and_graph() {
         "--attr",
         "host=web-1",
     ]);
-    let rows = ok(&["ts", "query", "metrics", "cpu", "--start", "1700000000000", "--end", "1700000060000", "--desc"]);
+    let rows = ok(&[
+        "--no-headers",
+        "ts",
+        "query",
+        "metrics",
+        "cpu",
+        "--start",
+        "1700000000000",
+        "--end",
+        "1700000060000",
+        "--desc",
+    ]);
     let ids: Vec<_> = rows.lines().map(|l| l.split('\t').nth(1).unwrap().to_owned()).collect();
     assert_eq!(ids, ["b", "a"]);
     let json = ok(&[
@@ -506,6 +516,105 @@ fn prismctl_timeseries_takes_and_shows_readable_times() {
     let out = prismctl(&ep, &["ts", "query", "metrics", "cpu", "--since", "2026-12-01 10:00"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
+}
+
+/// One output style: a header row on every table and list (dropped by
+/// --no-headers), the same column name for the same field, more columns
+/// with -o wide, no trailing spaces; with -o json a document that does not
+/// parse is reported as JSON with its line and column.
+#[test]
+fn prismctl_output_has_one_style() {
+    let proxy = patterns_proxy();
+    let ep = proxy.endpoint();
+    succeeds(&ep, &["kv", "put", "demo", "k1", "v"]);
+    succeeds(&ep, &["kv", "put", "demo", "k2", "trailing "]);
+    succeeds(
+        &ep,
+        &[
+            "ts",
+            "append",
+            "metrics",
+            "cpu",
+            "--id",
+            "a",
+            "--value",
+            "1",
+            "--at",
+            "2026-12-01T10:00:00Z",
+            "--attr",
+            "host=web-1",
+        ],
+    );
+    succeeds(&ep, &["ts", "append", "metrics", "cpu", "--id", "b", "--at", "2026-12-01T10:01:00Z"]);
+    let range = ["--since", "2026-12-01T10:00:00Z", "--until", "2026-12-01T11:00:00Z"];
+    for v in ["alice", "bob"] {
+        succeeds(&ep, &["graph", "put-vertex", "social", v, "--label", "person"]);
+    }
+    succeeds(&ep, &["graph", "put-edge", "social", "alice", "follows", "bob", "--prop", "since=2024"]);
+
+    let query = [&["ts", "query", "metrics", "cpu"][..], &range].concat();
+    let aggregate = [&["ts", "aggregate", "metrics", "cpu", "--bucket", "1h"][..], &range].concat();
+    let lists: [(&[&str], &[&str], &[&str]); 8] = [
+        (&["kv", "scan", "demo"], &["KEY", "VERSION", "VALUE"], &[]),
+        (&query, &["TIME", "EVENT ID", "VALUE", "PAYLOAD"], &["ATTRIBUTES"]),
+        (&aggregate, &["TIME", "EVENTS", "VALUE"], &[]),
+        (&["graph", "get-vertex", "social", "alice"], &["ID", "LABEL", "PROPERTIES"], &[]),
+        (&["graph", "neighbors", "social", "alice"], &["DIRECTION", "FROM", "LABEL", "TO"], &["PROPERTIES"]),
+        (&["graph", "traverse", "social", "alice"], &["DEPTH", "ID"], &[]),
+        (&["namespace", "list"], &["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], &["SOURCE"]),
+        (
+            &["plugins", "list"],
+            &["NAME", "BACKEND", "STATUS", "RESTARTS", "CAPABILITIES", "NAMESPACES"],
+            &["VERSION", "PID"],
+        ),
+    ];
+    let header_of =
+        |line: &str| -> Vec<String> { line.split(['\t', ' ']).filter(|w| !w.is_empty()).map(str::to_owned).collect() };
+    let words =
+        |columns: &[&str]| -> Vec<String> { columns.iter().flat_map(|c| c.split(' ')).map(str::to_owned).collect() };
+    for (args, columns, wide) in lists {
+        let out = succeeds(&ep, args);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(header_of(lines[0]), words(columns), "{args:?}:\n{out}");
+        assert!(lines.len() > 1, "{args:?} lists nothing:\n{out}");
+        for line in &lines {
+            assert_eq!(line.trim_end(), *line, "{args:?}: trailing spaces in {line:?}");
+            assert!(!line.starts_with(' '), "{args:?}: leading space in {line:?}");
+        }
+        // Without the header the columns may be narrower; the rows are the same.
+        let bare = succeeds(&ep, &[&["--no-headers"], args].concat());
+        let rows: Vec<Vec<String>> = bare.lines().map(header_of).collect();
+        assert_eq!(rows, lines[1..].iter().map(|l| header_of(l)).collect::<Vec<_>>(), "{args:?} --no-headers");
+        let all = succeeds(&ep, &[&["-o", "wide"], args].concat());
+        let header = header_of(all.lines().next().unwrap());
+        assert_eq!(header[..words(columns).len()], words(columns), "{args:?} -o wide:\n{all}");
+        assert_eq!(header[words(columns).len()..], words(wide), "{args:?} -o wide:\n{all}");
+        assert!(all.lines().all(|l| l.trim_end() == l), "{args:?} -o wide: trailing spaces:\n{all}");
+    }
+
+    // A broken config file, with -o json: the error is JSON, with its place.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prismctl.yaml");
+    std::fs::write(&config, "timeout: 5s\nendpoint: [oops\n").unwrap();
+    let out = Command::new(bin_path("prismctl"))
+        .args(["-o", "json", "--config", config.to_str().unwrap(), "health"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value =
+        serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(error["error"]["file"], config.to_str().unwrap(), "{error}");
+    assert!(error["error"]["line"].as_u64().unwrap() >= 2, "{error}");
+    assert!(error["error"]["column"].as_u64().unwrap() > 0, "{error}");
+    // A namespace document the proxy refuses: each error has its place.
+    let bad =
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata:\n  name: bad\nspec:\n  pattern: keyvalue\n  colour: red\n";
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], bad.as_bytes());
+    assert_eq!(out.status.code(), Some(3));
+    let error = &json(&out)[0]["errors"][0];
+    assert_eq!(error["field"], "spec.colour", "{error}");
+    assert_eq!((error["line"].as_u64(), error["column"].as_u64()), (Some(7), Some(3)), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("unknown field"), "{error}");
 }
 
 /// prismctl is an operator's tool: it must not link the proxy and its

@@ -9,7 +9,7 @@ use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, PutRequest, ScanReque
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, emit, print_exact, text_cell, value_json, value_text};
+use crate::output::{emit, list_header, list_row, print_exact, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
@@ -77,7 +77,7 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<by
 }
 
 pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
-    if matches!(cmd, KvCommand::Get { raw: true, .. }) && client.format != Format::Table {
+    if matches!(cmd, KvCommand::Get { raw: true, .. }) && !client.format.is_table() {
         // A usage error (exit code 2): a value's bytes are not a document.
         clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
@@ -118,6 +118,9 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
         KvCommand::Scan { namespace, prefix, limit, page_size } => {
             let mut token = String::new();
             let mut items = Vec::new();
+            if client.format.is_table() {
+                list_header(&["KEY", "VERSION", "VALUE"]);
+            }
             'pages: loop {
                 let r = kv
                     .scan(client.request(ScanRequest {
@@ -132,9 +135,9 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                     if limit > 0 && items.len() >= limit {
                         break 'pages;
                     }
-                    if client.format == Format::Table {
+                    if client.format.is_table() {
                         // Printed as they arrive: a long scan starts showing at once.
-                        println!("{}\t{}\t{}", text_cell(&e.key), e.version, value_text(&e.value));
+                        list_row(&[text_cell(&e.key), e.version.to_string(), value_text(&e.value)]);
                     }
                     let (field, value) = value_json(&e.value);
                     let mut doc = json!({ "key": e.key, "version": e.version });
@@ -146,7 +149,7 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                 }
                 token = r.next_page_token;
             }
-            if client.format != Format::Table {
+            if !client.format.is_table() {
                 emit(client.format, &items, String::new)?;
             }
         }

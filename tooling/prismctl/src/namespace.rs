@@ -14,7 +14,7 @@ use prism_proto::admin::v1::{
 use serde_json::json;
 use tonic_types::StatusExt;
 
-use crate::output::{Format, emit, print_exact, table};
+use crate::output::{Format, columns, emit, print_exact, table};
 use crate::{Client, Invalid};
 
 /// Largest file read as a namespace document; the proxy refuses larger
@@ -98,10 +98,12 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
                     .namespaces
                     .iter()
                     .map(|n| {
-                        vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), n.status.clone(), n.team.clone()]
+                        let (status, team, source) = (n.status.clone(), n.team.clone(), n.source.clone());
+                        vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), status, team, source]
                     })
                     .collect();
-                let mut text = table(&["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], rows);
+                let shown = columns(client.format, &["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM", "SOURCE"], 5);
+                let mut text = table(shown, rows);
                 // Why a document is invalid, under the table.
                 for n in list.namespaces.iter().filter(|n| !n.status_message.is_empty()) {
                     text.push_str(&format!("\n{} ({}): {}", n.name, n.source, n.status_message));
@@ -132,7 +134,7 @@ async fn delete(client: &Client, names: Vec<String>, purge: bool, force: bool) -
         match admin.delete_namespace(call).await {
             Ok(r) => {
                 let purged = r.into_inner().data_purged;
-                if client.format == Format::Table {
+                if client.format.is_table() {
                     if purged {
                         println!("namespace {name} deleted with its data");
                     } else {
@@ -152,7 +154,7 @@ async fn delete(client: &Client, names: Vec<String>, purge: bool, force: bool) -
             }
         }
     }
-    if client.format != Format::Table {
+    if !client.format.is_table() {
         // One name gives one object, several an array, as kubectl does.
         match docs.as_slice() {
             [one] if single => emit(client.format, one, String::new)?,
@@ -336,16 +338,32 @@ async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -
 /// editors jump to. The proxy puts the position in the description as
 /// `line L column C: ...`.
 fn violation_line(file: &str, field: &str, description: &str) -> String {
-    let located = description.strip_prefix("line ").and_then(|rest| {
-        let (line, rest) = rest.split_once(" column ")?;
-        let (column, message) = rest.split_once(": ")?;
-        Some((line.parse::<u64>().ok()?, column.parse::<u64>().ok()?, message))
-    });
+    let located = locate(description);
     let field = if field.is_empty() { String::new() } else { format!("{field}: ") };
     match located {
         Some((line, column, message)) => format!("{file}:{line}:{column}: {field}{message}\n"),
         None => format!("{file}: {field}{description}\n"),
     }
+}
+
+/// The line, column and message of a description `line L column C: ...`.
+fn locate(description: &str) -> Option<(u64, u64, &str)> {
+    let rest = description.strip_prefix("line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let (column, message) = rest.split_once(": ")?;
+    Some((line.parse().ok()?, column.parse().ok()?, message))
+}
+
+/// A field violation as JSON: its place as fields, so that scripts need
+/// not parse the description (kept as it was for older scripts).
+fn violation_json(field: &str, description: &str) -> serde_json::Value {
+    let mut doc = json!({ "field": field, "description": description, "message": description });
+    if let Some((line, column, message)) = locate(description) {
+        doc["line"] = line.into();
+        doc["column"] = column.into();
+        doc["message"] = message.into();
+    }
+    doc
 }
 
 fn action_name(plan: &Plan) -> &'static str {
@@ -373,7 +391,7 @@ fn report(format: Format, dry_run: bool, outcomes: &[(String, Outcome)]) -> anyh
             }),
             Outcome::Invalid(violations) => json!({
                 "file": file,
-                "errors": violations.iter().map(|(f, d)| json!({ "field": f, "description": d })).collect::<Vec<_>>(),
+                "errors": violations.iter().map(|(f, d)| violation_json(f, d)).collect::<Vec<_>>(),
             }),
             Outcome::Failed(status) => json!({
                 "file": file,

@@ -1,5 +1,7 @@
 //! How results and errors are printed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
@@ -8,28 +10,130 @@ use serde::Serialize;
 pub enum Format {
     /// Tables and plain text, for people.
     Table,
+    /// Tables with more columns where there are more to show.
+    Wide,
     /// One JSON document per command, for scripts.
     Json,
     /// One YAML document per command, for scripts.
     Yaml,
 }
 
+impl Format {
+    /// Whether the output is for people (a table, wide or not).
+    pub fn is_table(self) -> bool {
+        matches!(self, Self::Table | Self::Wide)
+    }
+}
+
+/// `--no-headers`. A process-wide switch, set once from the command line
+/// before any output, so that every table and list honours it without each
+/// command passing it along.
+static NO_HEADERS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_no_headers(no_headers: bool) {
+    NO_HEADERS.store(no_headers, Ordering::Relaxed);
+}
+
+fn headers() -> bool {
+    !NO_HEADERS.load(Ordering::Relaxed)
+}
+
 /// Prints `value` as JSON or YAML, or the `table` text for people.
 pub fn emit<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
-    match format {
-        Format::Table => {
-            let text = table();
-            if !text.is_empty() {
-                println!("{}", text.trim_end());
-            }
+    if format.is_table() {
+        let text = table();
+        // No line ends in spaces, whatever a cell or a document held.
+        for line in text.trim_end().lines() {
+            println!("{}", line.trim_end());
         }
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => {
-            let text = serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml: {e}"))?;
-            println!("{}", text.trim_end());
-        }
+        return Ok(());
     }
+    println!("{}", render(format, value)?);
     Ok(())
+}
+
+/// `value` as a JSON or YAML document, without a final newline.
+fn render<T: Serialize>(format: Format, value: &T) -> anyhow::Result<String> {
+    if format == Format::Yaml {
+        let text = serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml: {e}"))?;
+        return Ok(text.trim_end().to_owned());
+    }
+    Ok(serde_json::to_string_pretty(value)?)
+}
+
+/// The columns a table shows: all with -o wide, else the first `narrow`.
+/// Rows may carry every column; [`table`] drops the cells not shown.
+pub fn columns<'a>(format: Format, all: &'a [&'a str], narrow: usize) -> &'a [&'a str] {
+    if format == Format::Wide { all } else { &all[..narrow.min(all.len())] }
+}
+
+/// The header line of a list printed as its rows arrive (tab-separated, so
+/// that a long list starts showing at once and `cut -f` works on it).
+pub fn list_header(columns: &[&str]) {
+    if headers() {
+        println!("{}", columns.join("\t"));
+    }
+}
+
+/// One row of such a list.
+pub fn list_row(cells: &[String]) {
+    println!("{}", cells.join("\t"));
+}
+
+/// Attributes or properties as one cell: `key=value` pairs in key order,
+/// separated by commas, `-` for none.
+pub fn pairs_cell<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut pairs: Vec<String> = pairs.into_iter().map(|(k, v)| text_cell(&format!("{k}={v}"))).collect();
+    if pairs.is_empty() {
+        return "-".to_owned();
+    }
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// A document that could not be read, with where: printed as
+/// `FILE:LINE:COLUMN: MESSAGE`, or as JSON with each as a field.
+#[derive(Debug)]
+pub struct DocumentError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for DocumentError {}
+
+/// Prints a failed command's error on standard error: `prismctl: ...` for
+/// people; with -o json or yaml a document, `error` with `message` and,
+/// when there are any, `code` (a gRPC status) and `file`, `line`, `column`
+/// (a document that could not be read), so that scripts need not parse
+/// the text.
+pub fn report_error(format: Format, err: &anyhow::Error) {
+    if format.is_table() {
+        eprintln!("prismctl: {}", describe(err));
+        return;
+    }
+    let mut error = serde_json::json!({ "message": describe(err) });
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        error["code"] = format!("{:?}", status.code()).into();
+        error["message"] = status.message().into();
+    }
+    if let Some(doc) = err.downcast_ref::<DocumentError>() {
+        error["file"] = doc.file.clone().into();
+        error["line"] = doc.line.into();
+        error["column"] = doc.column.into();
+        error["message"] = doc.message.clone().into();
+    }
+    match render(format, &serde_json::json!({ "error": error })) {
+        Ok(text) => eprintln!("{text}"),
+        Err(_) => eprintln!("prismctl: {}", describe(err)),
+    }
 }
 
 /// Writes `bytes` to standard output as they are, with no newline added.
@@ -46,9 +150,21 @@ pub fn print_exact(bytes: &[u8]) -> anyhow::Result<()> {
 /// escapes, so that every row stays one line.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    t.load_style(comfy_table::presets::NOTHING);
+    if headers() {
+        t.set_header(header.to_vec());
+    }
     for row in rows {
-        t.add_row(row.into_iter().map(|cell| if cell.contains(breaks_line) { text_cell(&cell) } else { cell }));
+        t.add_row(
+            row.into_iter()
+                .take(header.len())
+                .map(|cell| if cell.contains(breaks_line) { text_cell(&cell) } else { cell }),
+        );
+    }
+    // Flush left, two spaces between columns, as kubectl prints; emit()
+    // drops the spaces that pad the last column.
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
     }
     t.to_string()
 }

@@ -8,7 +8,7 @@ use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendReq
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, emit, table, text_cell, value_json, value_text};
+use crate::output::{columns, emit, list_header, list_row, pairs_cell, table, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum TsCommand {
@@ -185,6 +185,10 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
             let order = if desc { Order::Descending } else { Order::Ascending };
             let mut token = String::new();
             let mut events = Vec::new();
+            let shown = columns(client.format, &["TIME", "EVENT ID", "VALUE", "PAYLOAD", "ATTRIBUTES"], 4);
+            if client.format.is_table() {
+                list_header(shown);
+            }
             'pages: loop {
                 let r = ts
                     .query(client.request(QueryRequest {
@@ -202,16 +206,13 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                     if limit > 0 && events.len() >= limit {
                         break 'pages;
                     }
-                    if client.format == Format::Table {
+                    if client.format.is_table() {
                         // Printed as they arrive: a long range starts showing at once.
                         let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                        println!(
-                            "{}\t{}\t{}\t{}",
-                            rfc3339(e.timestamp),
-                            text_cell(&e.event_id),
-                            value,
-                            value_text(&e.payload)
-                        );
+                        let (time, id, payload) =
+                            (rfc3339(e.timestamp), text_cell(&e.event_id), value_text(&e.payload));
+                        let row = [time, id, value, payload, pairs_cell(&e.attributes)];
+                        list_row(&row[..shown.len()]);
                     }
                     events.push(event_json(&e));
                 }
@@ -220,7 +221,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                 }
                 token = r.next_page_token;
             }
-            if client.format != Format::Table {
+            if !client.format.is_table() {
                 emit(client.format, &events, String::new)?;
             }
         }
@@ -264,7 +265,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                table(&["BUCKET START", "EVENTS", "VALUE"], rows)
+                table(&["TIME", "EVENTS", "VALUE"], rows)
             })?;
         }
     }
