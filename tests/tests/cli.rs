@@ -8,7 +8,43 @@ use std::process::{Command, Output};
 use prism_tests::{ProxyConfig, bin_path};
 
 fn prismctl(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(bin_path("prismctl")).arg("--endpoint").arg(endpoint).args(args).output().unwrap()
+    prismctl_with_input(endpoint, args, b"")
+}
+
+/// prismctl with `input` on its standard input.
+fn prismctl_with_input(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(bin_path("prismctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        // Never pick up the developer's own prismctl config.
+        .env("PRISMCTL_CONFIG", "/dev/null")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout {:?} stderr {:?}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// Names of the namespaces the proxy serves.
+fn listed(endpoint: &str) -> Vec<String> {
+    let out = prismctl(endpoint, &["-o", "json", "namespace", "list"]);
+    json(&out).as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+}
+
+fn kv_doc(name: &str) -> String {
+    format!(
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata:\n  name: {name}\n  team: shop\nspec:\n  pattern: keyvalue\n"
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -45,7 +81,7 @@ fn prismctl_kv_round_trip() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["value_base64"], "AJ+Slg==");
 
-    let out = prismctl(&ep, &["kv", "scan", "demo"]);
+    let out = prismctl(&ep, &["--no-headers", "kv", "scan", "demo"]);
     let keys: Vec<_> = text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect();
     assert_eq!(keys, ["blob", "greeting"]);
 
@@ -88,6 +124,95 @@ fn prismctl_reports_errors_and_usage() {
     let out = prismctl("not a url", &["health"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid endpoint"), "{}", text(&out.stderr));
+}
+
+/// Values as redis-cli users expect them: `--raw` is the bytes exactly,
+/// tables and tab-separated lines escape what would break them, and binary
+/// is marked so that no text can pass for it.
+#[test]
+fn prismctl_kv_values_are_shown_unambiguously() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let values: [(&str, &[u8], &str); 6] = [
+        ("bin", &[0, 159, 146, 150], r#"b"\x00\x9f\x92\x96""#),
+        ("lines", b"one\ntwo\n", r#""one\ntwo\n""#),
+        ("looks", b"base64:AJ+Slg==", "base64:AJ+Slg=="),
+        ("plain", "héllo wörld".as_bytes(), "héllo wörld"),
+        // Text that looks like an escaped value is quoted itself.
+        ("quoted", br#""a\tb""#, r#""\"a\\tb\"""#),
+        ("tab", b"a\tb", r#""a\tb""#),
+    ];
+    for (key, value, _) in values {
+        let out = prismctl_with_input(&ep, &["kv", "put", "demo", key, "--file", "-"], value);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for (key, value, shown) in values {
+        let out = prismctl(&ep, &["kv", "get", "demo", key, "--raw"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(out.stdout, value, "--raw writes {key} exactly");
+        let out = prismctl(&ep, &["kv", "get", "demo", key]);
+        assert_eq!(text(&out.stdout), format!("{shown}\n"), "{key} in a table");
+    }
+    // One line per key, columns split by tabs only.
+    let out = prismctl(&ep, &["kv", "scan", "demo"]);
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 3), "{lines:?}");
+    let shown: Vec<&str> = rows.iter().rev().take(values.len()).rev().map(|r| r[2]).collect();
+    assert_eq!(shown, values.map(|(_, _, shown)| shown));
+    // --raw is for one value, not a document.
+    let out = prismctl(&ep, &["-o", "json", "kv", "get", "demo", "tab", "--raw"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// kubectl's habits: `-f -` reads standard input, `get -o yaml` prints a
+/// document `apply` takes back unchanged, `delete` takes several names.
+#[test]
+fn prismctl_namespace_documents_round_trip_through_stdin() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], kv_doc("orders").as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)[0]["action"], "create");
+    assert_eq!(json(&out)[0]["file"], "<stdin>");
+
+    let got = prismctl(&ep, &["-o", "yaml", "namespace", "get", "orders"]);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), kv_doc("orders"), "get -o yaml prints the document as applied");
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], &got.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)[0]["action"], "unchanged", "get -o yaml | apply -f - is a no-op");
+
+    // Files and standard input together, in the order given.
+    let dir = tempfile::tempdir().unwrap();
+    let carts = dir.path().join("carts.yaml");
+    std::fs::write(&carts, kv_doc("carts")).unwrap();
+    let out = prismctl_with_input(
+        &ep,
+        &["-o", "json", "namespace", "apply", "-f", carts.to_str().unwrap(), "-f", "-"],
+        kv_doc("payments").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<_> = json(&out).as_array().unwrap().iter().map(|r| r["namespace"].clone()).collect();
+    assert_eq!(names, ["carts", "payments"]);
+    // Standard input can be read once only: a usage error.
+    let out = prismctl(&ep, &["namespace", "apply", "-f", "-", "-f", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // An invalid document on standard input is named as such.
+    let out = prismctl_with_input(&ep, &["namespace", "validate", "-f", "-"], b"apiVersion: prism/v1\nkind: Nope\n");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).starts_with("<stdin>:"), "{}", text(&out.stdout));
+
+    // Several names; one that fails does not stop the others.
+    let out = prismctl(&ep, &["namespace", "delete", "orders", "nope", "carts"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    assert_eq!(listed(&ep), ["demo", "payments"]);
+    let out = prismctl(&ep, &["-o", "json", "namespace", "delete", "payments", "demo", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out).as_array().unwrap().len(), 2);
+    assert!(listed(&ep).is_empty());
 }
 
 fn proxy_with_config(yaml: &str) -> Output {
@@ -222,24 +347,32 @@ fn the_shipped_default_config_serves_the_demo_namespace() {
     assert_eq!(text(&prismctl(&ep, &["kv", "get", "demo", "hello"]).stdout).trim(), "world");
 }
 
-#[test]
-fn prismctl_timeseries_and_graph() {
-    let proxy = ProxyConfig::new()
-        .plugin("memstore", "command: [prism-plugin-memstore]")
+/// A proxy with the KeyValue namespace `demo`, a TimeSeries namespace
+/// `metrics` and a Graph namespace `social`, all in memory.
+fn patterns_proxy() -> prism_tests::Proxy {
+    ProxyConfig::memstore()
         .pattern_namespace("metrics", "timeseries", "memstore", "")
         .pattern_namespace("social", "graph", "memstore", "")
-        .start();
+        .start()
+}
+
+/// prismctl's standard output, after checking that it succeeded.
+fn succeeds(endpoint: &str, args: &[&str]) -> String {
+    let out = prismctl(endpoint, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn prismctl_timeseries_and_graph() {
+    let proxy = patterns_proxy();
     let ep = proxy.endpoint();
-    let ok = |args: &[&str]| {
-        let out = prismctl(&ep, args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    };
+    let ok = |args: &[&str]| succeeds(&ep, args);
 
     let at = "1700000000000";
     assert_eq!(
         ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]).trim(),
-        format!("appended at {at}")
+        "appended at 2023-11-14T22:13:20.000Z"
     );
     let replay = ok(&["ts", "append", "metrics", "cpu", "--id", "a", "--value", "0.5", "--at", at]);
     assert_eq!(replay.trim(), "already stored (duplicate)");
@@ -257,7 +390,18 @@ fn prismctl_timeseries_and_graph() {
         "--attr",
         "host=web-1",
     ]);
-    let rows = ok(&["ts", "query", "metrics", "cpu", "--start", "1700000000000", "--end", "1700000060000", "--desc"]);
+    let rows = ok(&[
+        "--no-headers",
+        "ts",
+        "query",
+        "metrics",
+        "cpu",
+        "--start",
+        "1700000000000",
+        "--end",
+        "1700000060000",
+        "--desc",
+    ]);
     let ids: Vec<_> = rows.lines().map(|l| l.split('\t').nth(1).unwrap().to_owned()).collect();
     assert_eq!(ids, ["b", "a"]);
     let json = ok(&[
@@ -299,6 +443,174 @@ fn prismctl_timeseries_and_graph() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("max_depth"), "{}", text(&out.stderr));
     assert_eq!(ok(&["graph", "delete-vertex", "social", "bob"]).trim(), "deleted with 2 edge(s)");
+}
+
+/// TimeSeries times as people write and read them: RFC 3339, milliseconds,
+/// `now`, a duration ago (`--since 1h`, `-1h`); shown in RFC 3339.
+#[test]
+fn prismctl_timeseries_takes_and_shows_readable_times() {
+    let proxy = patterns_proxy();
+    let ep = proxy.endpoint();
+    let ok = |args: &[&str]| succeeds(&ep, args);
+    let append = |id: &str, at: &str| ok(&["ts", "append", "metrics", "cpu", "--id", id, "--value", "1", "--at", at]);
+    assert_eq!(append("a", "2026-12-01T10:00:00Z").trim(), "appended at 2026-12-01T10:00:00.000Z");
+    // An offset is honoured: the same instant as 10:00:30Z.
+    assert_eq!(append("b", "2026-12-01T12:00:30.250+02:00").trim(), "appended at 2026-12-01T10:00:30.250Z");
+    append("c", "1796119260000");
+    append("recent", "30m");
+    append("now", "now");
+
+    let json_rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = prismctl(&ep, &[&["-o", "json"], args].concat());
+        json(&out).as_array().unwrap().clone()
+    };
+    let rows = json_rows(&[
+        "ts",
+        "query",
+        "metrics",
+        "cpu",
+        "--start",
+        "2026-12-01T10:00:00Z",
+        "--end",
+        "2026-12-01T11:00:00Z",
+    ]);
+    let ids: Vec<_> = rows.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(rows[0]["timestamp"], 1_796_119_200_000_i64, "json keeps milliseconds");
+    assert_eq!(rows[1]["time"], "2026-12-01T10:00:30.250Z", "and adds the readable time");
+    // --since 1h: the last hour; the -1h form still works.
+    for since in [["--since", "1h"], ["--start", "-1h"]] {
+        let rows = json_rows(&[&["ts", "query", "metrics", "cpu"], &since[..]].concat());
+        let ids: Vec<_> = rows.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["recent", "now"], "{since:?}");
+    }
+    let table =
+        ok(&["ts", "query", "metrics", "cpu", "--since", "2026-12-01T10:00:00Z", "--until", "2026-12-01T10:00:01Z"]);
+    assert!(table.contains("2026-12-01T10:00:00.000Z"), "{table}");
+    assert!(!table.contains("1796119200000"), "{table}");
+
+    let args = [
+        "ts",
+        "aggregate",
+        "metrics",
+        "cpu",
+        "--bucket",
+        "1m",
+        "--since",
+        "2026-12-01T10:00:00Z",
+        "--until",
+        "2026-12-01T10:02:00Z",
+    ];
+    let table = ok(&args);
+    assert!(table.contains("2026-12-01T10:00:00.000Z") && table.contains("2026-12-01T10:01:00.000Z"), "{table}");
+    let buckets = json_rows(&args);
+    assert_eq!(buckets[0]["start"], 1_796_119_200_000_i64);
+    assert_eq!(buckets[0]["start_time"], "2026-12-01T10:00:00.000Z");
+    assert_eq!(buckets[0]["count"], 2);
+
+    // A time that is none of these is a usage error naming the forms.
+    let out = prismctl(&ep, &["ts", "query", "metrics", "cpu", "--since", "2026-12-01 10:00"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
+}
+
+/// One output style: a header row on every table and list (dropped by
+/// --no-headers), the same column name for the same field, more columns
+/// with -o wide, no trailing spaces; with -o json a document that does not
+/// parse is reported as JSON with its line and column.
+#[test]
+fn prismctl_output_has_one_style() {
+    let proxy = patterns_proxy();
+    let ep = proxy.endpoint();
+    succeeds(&ep, &["kv", "put", "demo", "k1", "v"]);
+    succeeds(&ep, &["kv", "put", "demo", "k2", "trailing "]);
+    succeeds(
+        &ep,
+        &[
+            "ts",
+            "append",
+            "metrics",
+            "cpu",
+            "--id",
+            "a",
+            "--value",
+            "1",
+            "--at",
+            "2026-12-01T10:00:00Z",
+            "--attr",
+            "host=web-1",
+        ],
+    );
+    succeeds(&ep, &["ts", "append", "metrics", "cpu", "--id", "b", "--at", "2026-12-01T10:01:00Z"]);
+    let range = ["--since", "2026-12-01T10:00:00Z", "--until", "2026-12-01T11:00:00Z"];
+    for v in ["alice", "bob"] {
+        succeeds(&ep, &["graph", "put-vertex", "social", v, "--label", "person"]);
+    }
+    succeeds(&ep, &["graph", "put-edge", "social", "alice", "follows", "bob", "--prop", "since=2024"]);
+
+    let query = [&["ts", "query", "metrics", "cpu"][..], &range].concat();
+    let aggregate = [&["ts", "aggregate", "metrics", "cpu", "--bucket", "1h"][..], &range].concat();
+    let lists: [(&[&str], &[&str], &[&str]); 8] = [
+        (&["kv", "scan", "demo"], &["KEY", "VERSION", "VALUE"], &[]),
+        (&query, &["TIME", "EVENT ID", "VALUE", "PAYLOAD"], &["ATTRIBUTES"]),
+        (&aggregate, &["TIME", "EVENTS", "VALUE"], &[]),
+        (&["graph", "get-vertex", "social", "alice"], &["ID", "LABEL", "PROPERTIES"], &[]),
+        (&["graph", "neighbors", "social", "alice"], &["DIRECTION", "FROM", "LABEL", "TO"], &["PROPERTIES"]),
+        (&["graph", "traverse", "social", "alice"], &["DEPTH", "ID"], &[]),
+        (&["namespace", "list"], &["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], &["SOURCE"]),
+        (
+            &["plugins", "list"],
+            &["NAME", "BACKEND", "STATUS", "RESTARTS", "CAPABILITIES", "NAMESPACES"],
+            &["VERSION", "PID"],
+        ),
+    ];
+    let header_of =
+        |line: &str| -> Vec<String> { line.split(['\t', ' ']).filter(|w| !w.is_empty()).map(str::to_owned).collect() };
+    let words =
+        |columns: &[&str]| -> Vec<String> { columns.iter().flat_map(|c| c.split(' ')).map(str::to_owned).collect() };
+    for (args, columns, wide) in lists {
+        let out = succeeds(&ep, args);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(header_of(lines[0]), words(columns), "{args:?}:\n{out}");
+        assert!(lines.len() > 1, "{args:?} lists nothing:\n{out}");
+        for line in &lines {
+            assert_eq!(line.trim_end(), *line, "{args:?}: trailing spaces in {line:?}");
+            assert!(!line.starts_with(' '), "{args:?}: leading space in {line:?}");
+        }
+        // Without the header the columns may be narrower; the rows are the same.
+        let bare = succeeds(&ep, &[&["--no-headers"], args].concat());
+        let rows: Vec<Vec<String>> = bare.lines().map(header_of).collect();
+        assert_eq!(rows, lines[1..].iter().map(|l| header_of(l)).collect::<Vec<_>>(), "{args:?} --no-headers");
+        let all = succeeds(&ep, &[&["-o", "wide"], args].concat());
+        let header = header_of(all.lines().next().unwrap());
+        assert_eq!(header[..words(columns).len()], words(columns), "{args:?} -o wide:\n{all}");
+        assert_eq!(header[words(columns).len()..], words(wide), "{args:?} -o wide:\n{all}");
+        assert!(all.lines().all(|l| l.trim_end() == l), "{args:?} -o wide: trailing spaces:\n{all}");
+    }
+
+    // A broken config file, with -o json: the error is JSON, with its place.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prismctl.yaml");
+    std::fs::write(&config, "timeout: 5s\nendpoint: [oops\n").unwrap();
+    let out = Command::new(bin_path("prismctl"))
+        .args(["-o", "json", "--config", config.to_str().unwrap(), "health"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value =
+        serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(error["error"]["file"], config.to_str().unwrap(), "{error}");
+    assert!(error["error"]["line"].as_u64().unwrap() >= 2, "{error}");
+    assert!(error["error"]["column"].as_u64().unwrap() > 0, "{error}");
+    // A namespace document the proxy refuses: each error has its place.
+    let bad =
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata:\n  name: bad\nspec:\n  pattern: keyvalue\n  colour: red\n";
+    let out = prismctl_with_input(&ep, &["-o", "json", "namespace", "apply", "-f", "-"], bad.as_bytes());
+    assert_eq!(out.status.code(), Some(3));
+    let error = &json(&out)[0]["errors"][0];
+    assert_eq!(error["field"], "spec.colour", "{error}");
+    assert_eq!((error["line"].as_u64(), error["column"].as_u64()), (Some(7), Some(3)), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("unknown field"), "{error}");
 }
 
 /// prismctl is an operator's tool: it must not link the proxy and its

@@ -9,7 +9,7 @@ use prism_proto::graph::v1::{
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{emit, table};
+use crate::output::{columns, emit, pairs_cell, table, text_cell};
 use crate::ts::parse_pair;
 
 #[derive(Debug, Subcommand)]
@@ -104,8 +104,10 @@ pub async fn run(client: &Client, cmd: GraphCommand) -> anyhow::Result<()> {
             let v = r.vertex.filter(|_| r.found).ok_or_else(|| anyhow::anyhow!("vertex {id:?} not found"))?;
             let doc = json!({ "id": v.id, "label": v.label, "properties": v.properties });
             emit(client.format, &doc, || {
-                let props: Vec<String> = v.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!("{}\t{}\t{}", v.id, v.label, props.join(" "))
+                table(
+                    &["ID", "LABEL", "PROPERTIES"],
+                    vec![vec![text_cell(&v.id), text_cell(&v.label), pairs_cell(&v.properties)]],
+                )
             })?;
         }
         GraphCommand::DeleteVertex { namespace, id } => {
@@ -151,24 +153,26 @@ pub async fn run(client: &Client, cmd: GraphCommand) -> anyhow::Result<()> {
                 for n in r.neighbors {
                     let Some(e) = n.edge else { continue };
                     let dir = if n.direction == Direction::In as i32 { "in" } else { "out" };
-                    rows.push(json!({ "direction": dir, "from": e.from, "label": e.label, "to": e.to, "properties": e.properties }));
+                    rows.push((dir, e));
                 }
                 if r.next_page_token.is_empty() {
                     break;
                 }
                 token = r.next_page_token;
             }
-            emit(client.format, &rows, || {
+            let docs: Vec<_> = rows
+                .iter()
+                .map(|(dir, e)| json!({ "direction": dir, "from": e.from, "label": e.label, "to": e.to, "properties": e.properties }))
+                .collect();
+            emit(client.format, &docs, || {
                 let cells = rows
                     .iter()
-                    .map(|r| {
-                        ["direction", "from", "label", "to"]
-                            .iter()
-                            .map(|k| r[*k].as_str().unwrap_or_default().to_owned())
-                            .collect()
+                    .map(|(dir, e)| {
+                        let (from, label, to) = (text_cell(&e.from), text_cell(&e.label), text_cell(&e.to));
+                        vec![(*dir).to_owned(), from, label, to, pairs_cell(&e.properties)]
                     })
                     .collect();
-                table(&["DIR", "FROM", "LABEL", "TO"], cells)
+                table(columns(client.format, &["DIRECTION", "FROM", "LABEL", "TO", "PROPERTIES"], 4), cells)
             })?;
         }
         GraphCommand::Traverse { namespace, start, direction, labels, depth, limit } => {
@@ -185,8 +189,8 @@ pub async fn run(client: &Client, cmd: GraphCommand) -> anyhow::Result<()> {
                 .into_inner();
             let vertices: Vec<_> = r.vertices.iter().map(|v| json!({ "id": v.id, "depth": v.depth })).collect();
             emit(client.format, &json!({ "vertices": vertices, "truncated": r.truncated }), || {
-                let rows = r.vertices.iter().map(|v| vec![v.depth.to_string(), v.id.clone()]).collect();
-                let mut text = table(&["DEPTH", "VERTEX"], rows);
+                let rows = r.vertices.iter().map(|v| vec![v.depth.to_string(), text_cell(&v.id)]).collect();
+                let mut text = table(&["DEPTH", "ID"], rows);
                 if r.truncated {
                     text.push_str("\n(truncated at the limit; more vertices are reachable)");
                 }

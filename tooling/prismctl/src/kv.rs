@@ -9,12 +9,19 @@ use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, PutRequest, ScanReque
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, emit, value_json, value_text};
+use crate::output::{emit, list_header, list_row, print_exact, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Read a key.
-    Get { namespace: String, key: String },
+    Get {
+        namespace: String,
+        key: String,
+        /// Write exactly the value's bytes to standard output (no newline,
+        /// no escapes; binary-safe), as redis-cli --raw does.
+        #[arg(long)]
+        raw: bool,
+    },
     /// Write a key. The value comes from the argument, or --file.
     Put {
         namespace: String,
@@ -70,11 +77,22 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<by
 }
 
 pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
+    if matches!(cmd, KvCommand::Get { raw: true, .. }) && !client.format.is_table() {
+        // A usage error (exit code 2): a value's bytes are not a document.
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--raw writes the value's bytes as they are; it cannot be combined with -o json or -o yaml\n",
+        )
+        .exit();
+    }
     let mut kv = KeyValueServiceClient::new(client.channel().await?);
     match cmd {
-        KvCommand::Get { namespace, key } => {
+        KvCommand::Get { namespace, key, raw } => {
             let r = kv.get(client.request(GetRequest { namespace, key: key.clone() })).await?.into_inner();
             anyhow::ensure!(r.found, "key {key:?} not found");
+            if raw {
+                return print_exact(&r.value);
+            }
             let (field, value) = value_json(&r.value);
             let mut doc = json!({ "found": true, "key": key, "version": r.version });
             doc[field] = value;
@@ -100,6 +118,9 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
         KvCommand::Scan { namespace, prefix, limit, page_size } => {
             let mut token = String::new();
             let mut items = Vec::new();
+            if client.format.is_table() {
+                list_header(&["KEY", "VERSION", "VALUE"]);
+            }
             'pages: loop {
                 let r = kv
                     .scan(client.request(ScanRequest {
@@ -114,9 +135,9 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                     if limit > 0 && items.len() >= limit {
                         break 'pages;
                     }
-                    if client.format == Format::Table {
+                    if client.format.is_table() {
                         // Printed as they arrive: a long scan starts showing at once.
-                        println!("{}\t{}\t{}", e.key, e.version, value_text(&e.value));
+                        list_row(&[text_cell(&e.key), e.version.to_string(), value_text(&e.value)]);
                     }
                     let (field, value) = value_json(&e.value);
                     let mut doc = json!({ "key": e.key, "version": e.version });
@@ -128,7 +149,7 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                 }
                 token = r.next_page_token;
             }
-            if client.format != Format::Table {
+            if !client.format.is_table() {
                 emit(client.format, &items, String::new)?;
             }
         }

@@ -36,6 +36,9 @@ struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = output::Format::Table)]
     output: output::Format,
+    /// Print tables and lists without their header row.
+    #[arg(long, global = true)]
+    no_headers: bool,
     /// Deadline for each call, e.g. 10s [default: 10s, or `timeout` in the config file].
     #[arg(long, global = true, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
@@ -252,6 +255,8 @@ async fn health(client: &Client) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli.output;
+    output::set_no_headers(cli.no_headers);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -263,7 +268,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<Invalid>() => ExitCode::from(EXIT_INVALID),
         Err(err) => {
-            eprintln!("prismctl: {}", output::describe(&err));
+            output::report_error(format, &err);
             ExitCode::FAILURE
         }
     }

@@ -193,8 +193,8 @@ pub async fn run(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
     call.set_timeout(client.timeout.max(step_time * 2 + Duration::from_secs(10)));
     let reply = admin.migrate_namespace(call).await?.into_inner();
     let m = reply.migration.unwrap_or_default();
-    if client.format == crate::output::Format::Table || !follow {
-        if client.format == crate::output::Format::Table {
+    if client.format.is_table() || !follow {
+        if client.format.is_table() {
             println!("{}", reply.message);
             if dry_run {
                 return Ok(());
@@ -208,7 +208,7 @@ pub async fn run(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let m = wait(client, &mut admin, &namespace, &m.phase).await?;
-    if client.format == crate::output::Format::Table {
+    if client.format.is_table() {
         show(client, &m)?;
     } else {
         emit(client.format, &migration_json(&m), String::new)?;

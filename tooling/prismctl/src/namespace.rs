@@ -14,7 +14,7 @@ use prism_proto::admin::v1::{
 use serde_json::json;
 use tonic_types::StatusExt;
 
-use crate::output::{Format, emit, table};
+use crate::output::{Format, columns, emit, print_exact, table};
 use crate::{Client, Invalid};
 
 /// Largest file read as a namespace document; the proxy refuses larger
@@ -25,7 +25,8 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub enum NamespaceCommand {
     /// Create or update namespaces from YAML files.
     Apply {
-        /// A namespace document, or a directory of them (*.yaml, *.yml).
+        /// A namespace document, a directory of them (*.yaml, *.yml), or
+        /// `-` for standard input (repeatable).
         #[arg(short, long, required = true)]
         file: Vec<PathBuf>,
         /// Show the plan (backend, reason, diff) without changing anything.
@@ -38,6 +39,8 @@ pub enum NamespaceCommand {
     /// Check namespace documents locally, without a proxy. Checks the
     /// structure; backend capabilities are checked by `apply --dry-run`.
     Validate {
+        /// A namespace document, a directory of them, or `-` for standard
+        /// input (repeatable).
         #[arg(short, long, required = true)]
         file: Vec<PathBuf>,
     },
@@ -45,9 +48,11 @@ pub enum NamespaceCommand {
     Get { name: String },
     /// List namespaces.
     List,
-    /// Remove a namespace.
+    /// Remove namespaces.
     Delete {
-        name: String,
+        /// The namespaces to remove; one that fails does not stop the others.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
         /// Delete the namespace's data in the backend as well.
         #[arg(long)]
         purge: bool,
@@ -65,6 +70,13 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
             let mut admin = AdminServiceClient::new(client.channel().await?);
             let ns = admin.get_namespace(client.request(GetNamespaceRequest { name })).await?.into_inner();
             let ns = ns.namespace.context("the proxy answered without a namespace")?;
+            if client.format == Format::Yaml {
+                // The document itself, byte for byte as stored, so that
+                // `get -o yaml | apply -f -` is a no-op, as with kubectl; the
+                // proxy's view of it (backend, status) is in the table and
+                // in -o json.
+                return print_exact(ns.spec_yaml.as_bytes());
+            }
             emit(client.format, &info_json(&ns), || {
                 let status = if ns.status_message.is_empty() {
                     ns.status.clone()
@@ -86,10 +98,12 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
                     .namespaces
                     .iter()
                     .map(|n| {
-                        vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), n.status.clone(), n.team.clone()]
+                        let (status, team, source) = (n.status.clone(), n.team.clone(), n.source.clone());
+                        vec![n.name.clone(), n.pattern.clone(), n.backend.clone(), status, team, source]
                     })
                     .collect();
-                let mut text = table(&["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM"], rows);
+                let shown = columns(client.format, &["NAME", "PATTERN", "BACKEND", "STATUS", "TEAM", "SOURCE"], 5);
+                let mut text = table(shown, rows);
                 // Why a document is invalid, under the table.
                 for n in list.namespaces.iter().filter(|n| !n.status_message.is_empty()) {
                     text.push_str(&format!("\n{} ({}): {}", n.name, n.source, n.status_message));
@@ -97,26 +111,58 @@ pub async fn run(client: &Client, cmd: NamespaceCommand) -> anyhow::Result<()> {
                 text
             })
         }
-        NamespaceCommand::Delete { name, purge, force } => {
-            let mut admin = AdminServiceClient::new(client.channel().await?);
-            let request = DeleteNamespaceRequest { name: name.clone(), purge_data: purge, force };
-            let mut call = client.request(request);
-            if purge {
-                // A purge waits for every proxy sharing the registry to stop
-                // routing the namespace (up to a request timeout plus a
-                // proxy's lease, 20 s by default) before it deletes.
-                call.set_timeout(client.timeout.max(std::time::Duration::from_secs(40)));
-            }
-            let r = admin.delete_namespace(call).await?.into_inner();
-            emit(client.format, &json!({ "namespace": name, "deleted": true, "data_purged": r.data_purged }), || {
-                if r.data_purged {
-                    format!("namespace {name} deleted with its data")
-                } else {
-                    format!("namespace {name} deleted; its data (if any) is left in the backend")
+        NamespaceCommand::Delete { names, purge, force } => delete(client, names, purge, force).await,
+    }
+}
+
+/// Deletes each namespace in turn. One name behaves as before (its error
+/// is the command's); with several, a failure is reported and the rest are
+/// still deleted, as `kubectl delete a b` does.
+async fn delete(client: &Client, names: Vec<String>, purge: bool, force: bool) -> anyhow::Result<()> {
+    let mut admin = AdminServiceClient::new(client.channel().await?);
+    let single = names.len() == 1;
+    let mut docs = Vec::new();
+    let mut failed = 0;
+    for name in names {
+        let mut call = client.request(DeleteNamespaceRequest { name: name.clone(), purge_data: purge, force });
+        if purge {
+            // A purge waits for every proxy sharing the registry to stop
+            // routing the namespace (up to a request timeout plus a
+            // proxy's lease, 20 s by default) before it deletes.
+            call.set_timeout(client.timeout.max(std::time::Duration::from_secs(40)));
+        }
+        match admin.delete_namespace(call).await {
+            Ok(r) => {
+                let purged = r.into_inner().data_purged;
+                if client.format.is_table() {
+                    if purged {
+                        println!("namespace {name} deleted with its data");
+                    } else {
+                        println!("namespace {name} deleted; its data (if any) is left in the backend");
+                    }
                 }
-            })
+                docs.push(json!({ "namespace": name, "deleted": true, "data_purged": purged }));
+            }
+            Err(status) if single => return Err(status.into()),
+            // The proxy is gone: no point in trying the rest.
+            Err(status) if status.code() == tonic::Code::Unavailable => return Err(status.into()),
+            Err(status) => {
+                failed += 1;
+                eprintln!("prismctl: {name}: {:?}: {}", status.code(), status.message());
+                let error = json!({ "code": format!("{:?}", status.code()), "message": status.message() });
+                docs.push(json!({ "namespace": name, "deleted": false, "error": error }));
+            }
         }
     }
+    if !client.format.is_table() {
+        // One name gives one object, several an array, as kubectl does.
+        match docs.as_slice() {
+            [one] if single => emit(client.format, one, String::new)?,
+            _ => emit(client.format, &docs, String::new)?,
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} namespaces were not deleted", docs.len());
+    Ok(())
 }
 
 fn info_json(ns: &NamespaceInfo) -> serde_json::Value {
@@ -133,26 +179,46 @@ fn info_json(ns: &NamespaceInfo) -> serde_json::Value {
     })
 }
 
-/// The documents named by the `-f` arguments: files as given, directories
-/// expanded to their `*.yaml`/`*.yml` files in name order.
-fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// How standard input is named in results and error lines (`-f -`).
+const STDIN_NAME: &str = "<stdin>";
+
+/// A namespace document and where it came from.
+struct Document {
+    name: String,
+    text: String,
+}
+
+/// The documents named by the `-f` arguments, in order: files as given,
+/// directories expanded to their `*.yaml`/`*.yml` files in name order, `-`
+/// standard input.
+fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
+    if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        // A usage error (exit code 2): standard input can be read once.
+        clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, "-f - (standard input) can be given only once\n")
+            .exit();
+    }
+    let mut docs = Vec::new();
     for path in paths {
+        if path.as_os_str() == "-" {
+            docs.push(Document { name: STDIN_NAME.to_owned(), text: read_stdin()? });
+            continue;
+        }
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        let mut files = vec![path.clone()];
         if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+            files = std::fs::read_dir(path)
                 .with_context(|| format!("{}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
                 .collect();
-            found.sort();
-            anyhow::ensure!(!found.is_empty(), "{}: no *.yaml or *.yml files", path.display());
-            files.extend(found);
-        } else {
-            files.push(path.clone());
+            files.sort();
+            anyhow::ensure!(!files.is_empty(), "{}: no *.yaml or *.yml files", path.display());
+        }
+        for file in files {
+            docs.push(Document { name: file.display().to_string(), text: read(&file)? });
         }
     }
-    Ok(files)
+    Ok(docs)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -161,12 +227,20 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+fn read_stdin() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    // One byte over the limit is enough to know it is too large.
+    std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).context("reading standard input")?;
+    anyhow::ensure!(buf.len() as u64 <= MAX_FILE_BYTES, "standard input: over the limit of {MAX_FILE_BYTES} bytes");
+    String::from_utf8(buf).map_err(|_| anyhow::anyhow!("standard input is not UTF-8 text"))
+}
+
 fn validate(format: Format, paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut invalid = false;
-    for path in collect(paths)? {
-        let text = read(&path)?;
-        let errors: Vec<serde_json::Value> = match NamespaceDoc::parse(&text) {
+    for doc in load(paths)? {
+        let errors: Vec<serde_json::Value> = match NamespaceDoc::parse(&doc.text) {
             Ok(_) => Vec::new(),
             Err(errors) => errors
                 .iter()
@@ -174,7 +248,7 @@ fn validate(format: Format, paths: &[PathBuf]) -> anyhow::Result<()> {
                 .collect(),
         };
         invalid |= !errors.is_empty();
-        results.push(json!({ "file": path.display().to_string(), "valid": errors.is_empty(), "errors": errors }));
+        results.push(json!({ "file": doc.name, "valid": errors.is_empty(), "errors": errors }));
     }
     emit(format, &results, || {
         let mut text = String::new();
@@ -211,21 +285,20 @@ enum Outcome {
 }
 
 async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -> anyhow::Result<()> {
-    let files = collect(paths)?;
-    let texts = files.iter().map(|f| read(f)).collect::<anyhow::Result<Vec<_>>>()?;
+    let docs = load(paths)?;
     let mut admin = AdminServiceClient::new(client.channel().await?);
     // A bar only helps a person watching many files go by.
-    let progress = (files.len() > 1 && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(files.len() as u64);
+    let progress = (docs.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(docs.len() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
             bar.set_style(style);
         }
         bar
     });
     let mut outcomes = Vec::new();
-    for (file, text) in files.iter().zip(texts) {
+    for Document { name, text } in docs {
         if let Some(bar) = &progress {
-            bar.set_message(file.display().to_string());
+            bar.set_message(name.clone());
         }
         let request = ApplyNamespaceRequest { spec_yaml: text, dry_run, force };
         let outcome = match admin.apply_namespace(client.request(request)).await {
@@ -244,7 +317,7 @@ async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -
             Err(status) if status.code() == tonic::Code::Unavailable => return Err(status.into()),
             Err(status) => Outcome::Failed(status),
         };
-        outcomes.push((file.display().to_string(), outcome));
+        outcomes.push((name, outcome));
         if let Some(bar) = &progress {
             bar.inc(1);
         }
@@ -265,16 +338,32 @@ async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -
 /// editors jump to. The proxy puts the position in the description as
 /// `line L column C: ...`.
 fn violation_line(file: &str, field: &str, description: &str) -> String {
-    let located = description.strip_prefix("line ").and_then(|rest| {
-        let (line, rest) = rest.split_once(" column ")?;
-        let (column, message) = rest.split_once(": ")?;
-        Some((line.parse::<u64>().ok()?, column.parse::<u64>().ok()?, message))
-    });
+    let located = locate(description);
     let field = if field.is_empty() { String::new() } else { format!("{field}: ") };
     match located {
         Some((line, column, message)) => format!("{file}:{line}:{column}: {field}{message}\n"),
         None => format!("{file}: {field}{description}\n"),
     }
+}
+
+/// The line, column and message of a description `line L column C: ...`.
+fn locate(description: &str) -> Option<(u64, u64, &str)> {
+    let rest = description.strip_prefix("line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let (column, message) = rest.split_once(": ")?;
+    Some((line.parse().ok()?, column.parse().ok()?, message))
+}
+
+/// A field violation as JSON: its place as fields, so that scripts need
+/// not parse the description (kept as it was for older scripts).
+fn violation_json(field: &str, description: &str) -> serde_json::Value {
+    let mut doc = json!({ "field": field, "description": description, "message": description });
+    if let Some((line, column, message)) = locate(description) {
+        doc["line"] = line.into();
+        doc["column"] = column.into();
+        doc["message"] = message.into();
+    }
+    doc
 }
 
 fn action_name(plan: &Plan) -> &'static str {
@@ -302,7 +391,7 @@ fn report(format: Format, dry_run: bool, outcomes: &[(String, Outcome)]) -> anyh
             }),
             Outcome::Invalid(violations) => json!({
                 "file": file,
-                "errors": violations.iter().map(|(f, d)| json!({ "field": f, "description": d })).collect::<Vec<_>>(),
+                "errors": violations.iter().map(|(f, d)| violation_json(f, d)).collect::<Vec<_>>(),
             }),
             Outcome::Failed(status) => json!({
                 "file": file,

@@ -7,7 +7,7 @@ use prism_proto::plugin::v1::{Capabilities, Consistency, Durability, Pattern};
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{emit, table};
+use crate::output::{columns, emit, table};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -32,10 +32,13 @@ pub async fn run(client: &Client, cmd: PluginsCommand) -> anyhow::Result<()> {
                             p.restarts.to_string(),
                             p.capabilities.as_ref().map(capability_list).unwrap_or_default().join(","),
                             p.namespaces.join(","),
+                            p.version.clone(),
+                            p.pid.to_string(),
                         ]
                     })
                     .collect();
-                table(&["NAME", "BACKEND", "HEALTH", "RESTARTS", "CAPABILITIES", "NAMESPACES"], rows)
+                let all = ["NAME", "BACKEND", "STATUS", "RESTARTS", "CAPABILITIES", "NAMESPACES", "VERSION", "PID"];
+                table(columns(client.format, &all, 6), rows)
             })
         }
     }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::output::DocumentError;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -47,5 +49,11 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Settings> {
     if text.trim().is_empty() {
         return Ok(Settings::default());
     }
-    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    serde_saphyr::from_str(&text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // serde-saphyr's first line is the summary; the rest repeats the
+        // place, which DocumentError carries as fields.
+        let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+        anyhow::Error::new(DocumentError { file: path.display().to_string(), line, column, message })
+    })
 }

@@ -8,7 +8,7 @@ use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendReq
 use serde_json::json;
 
 use crate::Client;
-use crate::output::{Format, emit, table, value_json, value_text};
+use crate::output::{columns, emit, list_header, list_row, pairs_cell, table, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum TsCommand {
@@ -23,8 +23,8 @@ pub enum TsCommand {
         /// A number to aggregate.
         #[arg(long, allow_hyphen_values = true)]
         value: Option<f64>,
-        /// When it happened: milliseconds since the epoch, `now`, or a
-        /// duration ago such as `-5m`.
+        /// When it happened: an RFC 3339 time (2026-12-01T10:00:00Z),
+        /// milliseconds since the epoch, `now`, or a duration ago (5m, -5m).
         #[arg(long, default_value = "now", allow_hyphen_values = true, value_parser = parse_time)]
         at: i64,
         /// An attribute as key=value (repeatable).
@@ -38,12 +38,12 @@ pub enum TsCommand {
     Query {
         namespace: String,
         series: String,
-        /// Inclusive start (milliseconds, `now`, or `-1h`).
-        #[arg(long, default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
+        /// Inclusive start: an RFC 3339 time, milliseconds, `now`, or a
+        /// duration ago (`--since 1h`, `--start -1h`).
+        #[arg(long, alias = "since", default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
         start: i64,
-        /// Exclusive end (milliseconds, `now`, or `-1h`); just after now by
-        /// default.
-        #[arg(long, allow_hyphen_values = true, value_parser = parse_time)]
+        /// Exclusive end, in the same forms; just after now by default.
+        #[arg(long, alias = "until", allow_hyphen_values = true, value_parser = parse_time)]
         end: Option<i64>,
         /// Newest first.
         #[arg(long)]
@@ -65,9 +65,11 @@ pub enum TsCommand {
         /// What to compute per bucket.
         #[arg(long = "fn", value_enum, default_value_t = Function::Count)]
         function: Function,
-        #[arg(long, default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
+        /// Inclusive start, as for `query` (alias --since).
+        #[arg(long, alias = "since", default_value = "-1h", allow_hyphen_values = true, value_parser = parse_time)]
         start: i64,
-        #[arg(long, allow_hyphen_values = true, value_parser = parse_time)]
+        /// Exclusive end, as for `query` (alias --until).
+        #[arg(long, alias = "until", allow_hyphen_values = true, value_parser = parse_time)]
         end: Option<i64>,
     },
 }
@@ -85,16 +87,51 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Milliseconds since the epoch, `now`, or `-<duration>` before now.
+/// A time flag: an RFC 3339 time (`2026-12-01T10:00:00Z`, any offset),
+/// milliseconds since the epoch, `now`, or a duration ago (`1h`, and the
+/// older `-1h`), as milliseconds since the epoch.
 fn parse_time(text: &str) -> Result<i64, String> {
     if text == "now" {
         return Ok(now_ms());
     }
-    if let Some(ago) = text.strip_prefix('-') {
-        let d = humantime::parse_duration(ago).map_err(|e| format!("{text:?}: {e}"))?;
-        return Ok(now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| format!("{text:?}: too large for milliseconds since the epoch"));
     }
-    text.parse().map_err(|_| format!("{text:?} is not milliseconds since the epoch, `now`, or `-<duration>`"))
+    // A date first (`2026-...`): say what RFC 3339 wants rather than what
+    // a duration does.
+    if text.len() > 4 && text.as_bytes()[..4].iter().all(u8::is_ascii_digit) && text.as_bytes()[4] == b'-' {
+        let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+        return parsed
+            .ok()
+            .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+            .ok_or_else(|| format!("{text:?} is not an RFC 3339 time: write a date, T, a time and an offset, such as 2026-12-01T10:00:00Z or 2026-12-01T12:00:00+02:00"));
+    }
+    let ago = text.strip_prefix('-').unwrap_or(text);
+    match humantime::parse_duration(ago) {
+        Ok(d) => Ok(now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        Err(_) => Err(format!(
+            "{text:?} is not a time: use an RFC 3339 time (2026-12-01T10:00:00Z), milliseconds since the epoch, `now`, or a duration ago (1h, or -1h)"
+        )),
+    }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time with milliseconds,
+/// a fixed width so that columns line up; the number itself for times
+/// RFC 3339 cannot write (before year 0 or after 9999).
+fn rfc3339(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) if (0..=9999).contains(&t.year()) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        _ => ms.to_string(),
+    }
 }
 
 pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -103,8 +140,13 @@ pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
 
 fn event_json(e: &Event) -> serde_json::Value {
     let (field, payload) = value_json(&e.payload);
-    let mut doc =
-        json!({ "timestamp": e.timestamp, "event_id": e.event_id, "value": e.value, "attributes": e.attributes });
+    let mut doc = json!({
+        "timestamp": e.timestamp,
+        "time": rfc3339(e.timestamp),
+        "event_id": e.event_id,
+        "value": e.value,
+        "attributes": e.attributes,
+    });
     if !e.payload.is_empty() {
         doc[if field == "value" { "payload" } else { "payload_base64" }] = payload;
     }
@@ -124,10 +166,15 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
             };
             let r =
                 ts.append(client.request(AppendRequest { namespace, series, events: vec![event] })).await?.into_inner();
-            let doc =
-                json!({ "timestamp": at, "appended": r.appended, "duplicates": r.duplicates, "expired": r.expired });
+            let doc = json!({
+                "timestamp": at,
+                "time": rfc3339(at),
+                "appended": r.appended,
+                "duplicates": r.duplicates,
+                "expired": r.expired,
+            });
             let text = match (r.appended, r.duplicates) {
-                (1, _) => format!("appended at {at}"),
+                (1, _) => format!("appended at {}", rfc3339(at)),
                 (_, 1) => "already stored (duplicate)".to_owned(),
                 _ => "dropped: older than the namespace's retention".to_owned(),
             };
@@ -138,6 +185,10 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
             let order = if desc { Order::Descending } else { Order::Ascending };
             let mut token = String::new();
             let mut events = Vec::new();
+            let shown = columns(client.format, &["TIME", "EVENT ID", "VALUE", "PAYLOAD", "ATTRIBUTES"], 4);
+            if client.format.is_table() {
+                list_header(shown);
+            }
             'pages: loop {
                 let r = ts
                     .query(client.request(QueryRequest {
@@ -155,10 +206,13 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                     if limit > 0 && events.len() >= limit {
                         break 'pages;
                     }
-                    if client.format == Format::Table {
+                    if client.format.is_table() {
                         // Printed as they arrive: a long range starts showing at once.
                         let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                        println!("{}\t{}\t{}\t{}", e.timestamp, e.event_id, value, value_text(&e.payload));
+                        let (time, id, payload) =
+                            (rfc3339(e.timestamp), text_cell(&e.event_id), value_text(&e.payload));
+                        let row = [time, id, value, payload, pairs_cell(&e.attributes)];
+                        list_row(&row[..shown.len()]);
                     }
                     events.push(event_json(&e));
                 }
@@ -167,7 +221,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                 }
                 token = r.next_page_token;
             }
-            if client.format != Format::Table {
+            if !client.format.is_table() {
                 emit(client.format, &events, String::new)?;
             }
         }
@@ -192,21 +246,26 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                 }))
                 .await?
                 .into_inner();
-            let docs: Vec<_> =
-                r.buckets.iter().map(|b| json!({ "start": b.start, "count": b.count, "value": b.value })).collect();
+            let docs: Vec<_> = r
+                .buckets
+                .iter()
+                .map(
+                    |b| json!({ "start": b.start, "start_time": rfc3339(b.start), "count": b.count, "value": b.value }),
+                )
+                .collect();
             emit(client.format, &docs, || {
                 let rows = r
                     .buckets
                     .iter()
                     .map(|b| {
                         vec![
-                            b.start.to_string(),
+                            rfc3339(b.start),
                             b.count.to_string(),
                             b.value.map_or_else(|| "-".into(), |v| v.to_string()),
                         ]
                     })
                     .collect();
-                table(&["BUCKET START", "EVENTS", "VALUE"], rows)
+                table(&["TIME", "EVENTS", "VALUE"], rows)
             })?;
         }
     }
@@ -220,9 +279,25 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
-        let ago = parse_time("-1h").unwrap();
-        assert!((now_ms() - ago - 3_600_000).abs() < 60_000);
-        assert!(parse_time("yesterday").is_err());
+        for ago in ["-1h", "1h", "60m"] {
+            let at = parse_time(ago).unwrap();
+            assert!((now_ms() - at - 3_600_000).abs() < 60_000, "{ago}");
+        }
+        assert!((now_ms() - parse_time("now").unwrap()).abs() < 60_000);
+        assert_eq!(parse_time("2026-12-01T10:00:00Z").unwrap(), 1_796_119_200_000);
+        assert_eq!(parse_time("2026-12-01T12:00:00.5+02:00").unwrap(), 1_796_119_200_500);
+        assert_eq!(parse_time("1970-01-01T00:00:00Z").unwrap(), 0);
+        let err = parse_time("2026-12-01T10:00:00").unwrap_err();
+        assert!(err.contains("RFC 3339") && err.contains("offset"), "{err}");
+        let err = parse_time("yesterday").unwrap_err();
+        assert!(err.contains("RFC 3339") && err.contains("duration ago"), "{err}");
+        assert!(parse_time("99999999999999999999").is_err());
+        assert_eq!(rfc3339(1_796_119_200_500), "2026-12-01T10:00:00.500Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
+        for t in ["2026-12-01T10:00:00.250Z", "2000-02-29T23:59:59.999Z"] {
+            assert_eq!(rfc3339(parse_time(t).unwrap()), t, "round trip");
+        }
         assert_eq!(parse_pair("host=web-1").unwrap(), ("host".to_owned(), "web-1".to_owned()));
         assert!(parse_pair("host").is_err());
     }
