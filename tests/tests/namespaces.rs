@@ -767,3 +767,51 @@ async fn delete_purge_across_proxies_leaves_nothing_behind() {
     services::drop_postgres_schema(&schema).await;
     services::drop_postgres_schema(&format!("{schema}reg")).await;
 }
+
+/// A file of several documents (`---`) is validated and applied document by
+/// document, errors at the file's own lines; a file too large or not text
+/// is an invalid document (exit code 3), not a failure to run.
+#[test]
+fn multi_document_files_and_unreadable_documents() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    let work = tempfile::tempdir().unwrap();
+    let good = kv_doc("first", "  backend: memstore\n");
+    let bad = kv_doc("second", "  backend: memstore\n  needs:\n    ttl: 5x\n");
+    // Line 1 is a marker, then 8 lines of the first document, a marker on
+    // line 10, the second from line 11: its ttl is on line 20.
+    let file = write(work.path(), "two.yaml", &format!("---\n{good}---\n{bad}"));
+    let out = prismctl(&ep, &["-o", "json", "namespace", "validate", "-f", &file]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let results = json(&out);
+    assert_eq!(results.as_array().unwrap().len(), 2, "{results}");
+    assert_eq!(results[0]["valid"], true, "{results}");
+    assert_eq!(results[0]["document"], 1);
+    assert_eq!(results[1]["document"], 2);
+    assert_eq!(results[1]["errors"][0]["field"], "spec.needs.ttl", "{results}");
+    assert_eq!(results[1]["errors"][0]["line"], 20, "{results}");
+    let out = prismctl(&ep, &["namespace", "validate", "-f", &file]);
+    assert!(text(&out.stdout).contains(&format!("{file}:20:10: spec.needs.ttl:")), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("from_str_multiple"), "{}", text(&out.stdout));
+
+    // Apply takes each document: the good one is created, the bad one is
+    // refused at its file line.
+    let out = prismctl(&ep, &["namespace", "apply", "-f", &file]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("namespace first created"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(&format!("{file}:20:")), "{}", text(&out.stdout));
+    assert!(listed(&ep).contains(&"first".to_owned()));
+
+    let huge = work.path().join("huge.yaml");
+    std::fs::write(&huge, vec![b'#'; 10 * 1024 * 1024]).unwrap();
+    let binary = work.path().join("binary.yaml");
+    std::fs::write(&binary, [0xff_u8, 0xfe, 0x00, 0x9f, 0x92, 0x96]).unwrap();
+    for (path, says) in [(&huge, "over the limit"), (&binary, "not UTF-8 text")] {
+        let path = path.to_str().unwrap();
+        for verb in ["validate", "apply"] {
+            let out = prismctl(&ep, &["namespace", verb, "-f", path]);
+            assert_eq!(out.status.code(), Some(3), "{verb} {path}: {}", text(&out.stderr));
+            assert!(text(&out.stdout).contains(says), "{verb} {path}: {}", text(&out.stdout));
+        }
+    }
+}

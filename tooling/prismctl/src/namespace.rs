@@ -1,7 +1,7 @@
 //! `prismctl namespace ...`
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -185,12 +185,17 @@ const STDIN_NAME: &str = "<stdin>";
 /// A namespace document and where it came from.
 struct Document {
     name: String,
-    text: String,
+    /// Its text, or why it is not a document (too large, not text).
+    text: Result<String, String>,
+    /// The file line it starts on (documents after a `---` start later).
+    line: u64,
+    /// Its place among the file's documents (1-based), when there are several.
+    index: Option<usize>,
 }
 
 /// The documents named by the `-f` arguments, in order: files as given,
 /// directories expanded to their `*.yaml`/`*.yml` files in name order, `-`
-/// standard input.
+/// standard input; a file holding several documents (`---`) gives each.
 fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
     if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         // A usage error (exit code 2): standard input can be read once.
@@ -200,7 +205,8 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
-            docs.push(Document { name: STDIN_NAME.to_owned(), text: read_stdin()? });
+            let bytes = read_limited(std::io::stdin()).context("reading standard input")?;
+            docs.extend(documents(STDIN_NAME, bytes));
             continue;
         }
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
@@ -215,40 +221,95 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Document>> {
             anyhow::ensure!(!files.is_empty(), "{}: no *.yaml or *.yml files", path.display());
         }
         for file in files {
-            docs.push(Document { name: file.display().to_string(), text: read(&file)? });
+            let bytes = std::fs::File::open(&file)
+                .and_then(read_limited)
+                .with_context(|| format!("reading {}", file.display()))?;
+            docs.extend(documents(&file.display().to_string(), bytes));
         }
     }
     Ok(docs)
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
-    let len = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
-    anyhow::ensure!(len <= MAX_FILE_BYTES, "{}: {len} bytes, over the limit of {MAX_FILE_BYTES}", path.display());
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn read_stdin() -> anyhow::Result<String> {
+/// Up to one byte over [`MAX_FILE_BYTES`]: enough to know it is too large
+/// without reading a huge file whole.
+fn read_limited(from: impl std::io::Read) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::new();
-    // One byte over the limit is enough to know it is too large.
-    std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).context("reading standard input")?;
-    anyhow::ensure!(buf.len() as u64 <= MAX_FILE_BYTES, "standard input: over the limit of {MAX_FILE_BYTES} bytes");
-    String::from_utf8(buf).map_err(|_| anyhow::anyhow!("standard input is not UTF-8 text"))
+    from.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The documents of one file's bytes. Too large or not text, the file is
+/// one invalid document (refused like any other, exit code 3).
+fn documents(name: &str, bytes: Vec<u8>) -> Vec<Document> {
+    let whole = |text| vec![Document { name: name.to_owned(), text, line: 1, index: None }];
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return whole(Err(format!("the file is over the limit of {MAX_FILE_BYTES} bytes")));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return whole(Err(format!(
+                "the file is not UTF-8 text (byte {} is not; a binary file?)",
+                e.utf8_error().valid_up_to()
+            )));
+        }
+    };
+    let parts = split_documents(&text);
+    if parts.len() <= 1 {
+        return whole(Ok(text));
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (line, text))| Document { name: name.to_owned(), text: Ok(text), line, index: Some(i + 1) })
+        .collect()
+}
+
+/// Splits YAML text at its `---` document markers into (first line, text)
+/// pairs, leaving out documents with nothing but blanks and comments.
+fn split_documents(text: &str) -> Vec<(u64, String)> {
+    let mut parts: Vec<(u64, String)> = vec![(1, String::new())];
+    for (n, line) in (1u64..).zip(text.split_inclusive('\n')) {
+        let marker = line.strip_prefix("---").is_some_and(|rest| {
+            let rest = rest.trim();
+            rest.is_empty() || rest.starts_with('#')
+        });
+        match parts.last_mut() {
+            Some(_) if marker => parts.push((n + 1, String::new())),
+            Some((_, part)) => part.push_str(line),
+            None => {}
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|(_, part)| part.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .collect()
+}
+
+/// A position in a document as a position in its file.
+fn in_file(doc: &Document, line: u64) -> u64 {
+    if line == 0 { 0 } else { line + doc.line - 1 }
 }
 
 fn validate(format: Format, paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut invalid = false;
     for doc in load(paths)? {
-        let errors: Vec<serde_json::Value> = match NamespaceDoc::parse(&doc.text) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors
-                .iter()
-                .map(|e| json!({ "field": e.path, "line": e.line, "column": e.column, "message": e.message }))
-                .collect(),
+        let error = |field: &str, line: u64, column: u64, message: &str| json!({ "field": field, "line": in_file(&doc, line), "column": column, "message": message });
+        let errors: Vec<serde_json::Value> = match &doc.text {
+            Err(why) => vec![error("", 0, 0, why)],
+            Ok(text) => match NamespaceDoc::parse(text) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.iter().map(|e| error(&e.path, e.line, e.column, &e.message)).collect(),
+            },
         };
         invalid |= !errors.is_empty();
-        results.push(json!({ "file": doc.name, "valid": errors.is_empty(), "errors": errors }));
+        let mut result = json!({ "file": doc.name, "valid": errors.is_empty(), "errors": errors });
+        if let Some(index) = doc.index {
+            result["document"] = index.into();
+        }
+        results.push(result);
     }
     emit(format, &results, || {
         let mut text = String::new();
@@ -256,7 +317,10 @@ fn validate(format: Format, paths: &[PathBuf]) -> anyhow::Result<()> {
             let file = r["file"].as_str().unwrap_or_default();
             let errors = r["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
             if errors.is_empty() {
-                text.push_str(&format!("{file}: valid\n"));
+                match r["document"].as_u64() {
+                    Some(n) => text.push_str(&format!("{file}: document {n}: valid\n")),
+                    None => text.push_str(&format!("{file}: valid\n")),
+                }
             }
             for e in errors {
                 let field = e["field"].as_str().unwrap_or_default();
@@ -296,10 +360,17 @@ async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -
         bar
     });
     let mut outcomes = Vec::new();
-    for Document { name, text } in docs {
+    for doc in docs {
         if let Some(bar) = &progress {
-            bar.set_message(name.clone());
+            bar.set_message(doc.name.clone());
         }
+        let text = match &doc.text {
+            Ok(text) => text.clone(),
+            Err(why) => {
+                outcomes.push((doc.name.clone(), Outcome::Invalid(vec![(String::new(), why.clone())])));
+                continue;
+            }
+        };
         let request = ApplyNamespaceRequest { spec_yaml: text, dry_run, force };
         let outcome = match admin.apply_namespace(client.request(request)).await {
             Ok(r) => {
@@ -311,13 +382,23 @@ async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, force: bool) -
                     .get_details_bad_request()
                     .map(|b| b.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
                     .unwrap_or_else(|| vec![(String::new(), status.message().to_owned())]);
-                Outcome::Invalid(violations)
+                // The proxy saw the document alone: its lines, as the file's.
+                let relocated = violations
+                    .into_iter()
+                    .map(|(field, description)| match locate(&description) {
+                        Some((line, column, message)) => {
+                            (field, format!("line {} column {column}: {message}", in_file(&doc, line)))
+                        }
+                        None => (field, description),
+                    })
+                    .collect();
+                Outcome::Invalid(relocated)
             }
             // The proxy is gone: no point in trying the rest.
             Err(status) if status.code() == tonic::Code::Unavailable => return Err(status.into()),
             Err(status) => Outcome::Failed(status),
         };
-        outcomes.push((name, outcome));
+        outcomes.push((doc.name, outcome));
         if let Some(bar) = &progress {
             bar.inc(1);
         }
