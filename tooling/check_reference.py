@@ -740,6 +740,108 @@ def check_metrics(metrics_rs: str, health_rs: str, page_text: str, kit: list[str
     return errors
 
 
+# Features Prism ships: a page that calls one of them planned, unbuilt or not
+# enforced is out of date (issue 17: pages said TLS, authentication, access
+# control, TimeSeries and Graph were planned long after they shipped).
+SHIPPED: list[tuple[str, str]] = [
+    ("TLS", r"\b(m?TLS|mutual TLS)\b"),
+    ("client authentication", r"\b(client authentication|JWT|OAuth2?|bearer tokens?)\b"),
+    ("access control", r"\b(access control|authori[sz]ation|spec\.access)\b"),
+    ("the audit log", r"\baudit\b"),
+    ("TimeSeries", r"\b(TimeSeries|timeseries)\b"),
+    ("Graph", r"\b(Graph|graph namespaces?)\b"),
+    ("PII handling", r"\b(PII|masking|encrypt(ion|ed)?)\b"),
+    ("shadow traffic", r"\bshadow\b"),
+    ("migrations", r"\bmigrat(e|ion|ions)\b"),
+    ("metrics and traces", r"\b(Prometheus|OpenTelemetry|metrics|traces|tracing)\b"),
+    ("the PostgreSQL registry", r"\bPostgreSQL registry\b"),
+]
+
+# What a page says of a feature that is not there yet.
+UNBUILT = re.compile(
+    r"\b(planned|not yet (built|implemented|supported|available|enforced|wired)|coming soon|future (release|version)s?"
+    r"|on the roadmap|will be (added|built|supported|implemented)|is not (built|implemented) yet|not enforced)\b",
+    re.IGNORECASE,
+)
+
+# Pages that may speak of the past or of plans: history and decisions.
+HISTORY = ("changelog.md", "adr/")
+
+
+def check_shipped(pages: dict[str, str]) -> list[str]:
+    """Sentences that call a shipped feature planned or unbuilt.
+
+    "not enforced" is true in dev mode (no client authentication), so a
+    sentence that says so is fine.
+    """
+    errors = []
+    for page, text in sorted(pages.items()):
+        if any(h in page for h in HISTORY):
+            continue
+        # A sentence such as "The following are planned:" speaks of the list after it.
+        listed: str | None = None
+        for n, paragraph in _paragraphs(text):
+            is_item = re.match(r"^\s*([-*+]|\d+\.)\s", paragraph) is not None
+            if listed is not None and not is_item:
+                listed = None
+            # A table row is one statement; prose is judged sentence by sentence.
+            row = paragraph.lstrip().startswith("|")
+            for sentence in [paragraph] if row else re.split(r"(?<=[.;!?])\s+", paragraph):
+                said = UNBUILT.search(sentence)
+                word = said.group(0) if said else listed
+                if word is None:
+                    continue
+                if word.lower() == "not enforced" and "dev mode" in paragraph.lower():
+                    continue
+                if said and paragraph.rstrip().endswith(":"):
+                    listed = said.group(0)
+                for feature, pattern in SHIPPED:
+                    if re.search(pattern, sentence):
+                        errors.append(
+                            f"{page}:{n}: calls {feature} {word!r}, but it ships; make the page true: "
+                            f"{sentence.strip()[:160]}"
+                        )
+                        break
+    return errors
+
+
+def _paragraphs(text: str) -> list[tuple[int, str]]:
+    """The prose of a page outside code fences as (first line, text): lines
+    joined until a blank line, each table row alone."""
+    out: list[tuple[int, str]] = []
+    fence, start, lines = None, 0, []
+
+    def flush() -> None:
+        if lines:
+            out.append((start, " ".join(lines)))
+            lines.clear()
+
+    for n, line in enumerate(text.split("\n"), 1):
+        m = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if m:
+            flush()
+            marker = m.group(1)
+            if fence is None:
+                fence = marker
+            elif marker[0] == fence[0] and len(marker) >= len(fence):
+                fence = None
+            continue
+        if fence is not None:
+            continue
+        if re.match(r"^\s*([-*+]|\d+\.)\s", line):
+            flush()  # each list item on its own
+        if not line.strip() or line.lstrip().startswith("|"):
+            flush()
+            if line.strip():
+                out.append((n, line))
+            continue
+        if not lines:
+            start = n
+        lines.append(line.strip())
+    flush()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the field paths found in the code and exit")
@@ -786,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         errors.append("docs-cms/operations/observability.md: missing (it documents the metrics)")
+    docs = ROOT / "docs-cms"
+    errors += check_shipped({p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8") for p in docs.rglob("*.md")})
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -793,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"check_reference: {len(TARGETS)} field references, the reserved fields, the selection table and "
-        f"{len(API_TARGETS)} API pages and the metrics match the code"
+        f"{len(API_TARGETS)} API pages and the metrics match the code; no page calls a shipped feature planned"
     )
     return 0
 

@@ -164,3 +164,30 @@ def test_a_list_and_a_mapping_of_one_name_resolve_to_the_mapping():
     known, errors = cr.validator_fields('pub const PII_FIELDS: &[&str] = &["encrypt"];\n', paths)
     assert errors == []
     assert known == {"spec.pii.encrypt": 1}
+
+
+def test_a_page_calling_a_shipped_feature_planned_is_caught():
+    pages = {
+        "intro.md": (
+            "Prism is young. The following are **planned, not built**; see below:\n\n"
+            "- TLS and mTLS termination, OAuth2/JWT client authentication.\n"
+            "- TimeSeries and Graph patterns.\n"
+        ),
+        "reference/spec.md": "| `spec.access` | who may do what; not enforced yet |\n",
+        "ops.md": "```text\nplanned TLS in a code sample is not prose\n```\n",
+    }
+    errors = cr.check_shipped(pages)
+    assert any("intro.md:3:" in e and "TLS" in e for e in errors), errors
+    assert any("intro.md:4:" in e and "TimeSeries" in e for e in errors), errors
+    assert any("reference/spec.md:1:" in e and "access control" in e for e in errors), errors
+    assert not any("ops.md" in e for e in errors), errors
+
+
+def test_true_statements_pass():
+    pages = {
+        "admin.md": "In dev mode (no client authentication) every caller\nmay do everything; `spec.access` is not enforced.\n",
+        "changelog.md": "- TLS was planned, now it ships.\n",
+        "adr/001-x.md": "TimeSeries is planned for a later release.\n",
+        "guide.md": "The plan shows which backend serves the namespace.\n",
+    }
+    assert cr.check_shipped(pages) == []
