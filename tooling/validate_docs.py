@@ -615,6 +615,7 @@ def validate(root: Path = DOCS, only: list[Path] | None = None, site_dir: Path =
         check_frontmatter(doc, problems)
         check_mdx(doc, prose[key], problems)
         check_links(doc, prose[key], site, problems)
+        check_scratch_files(doc, problems)
     return sorted(problems)
 
 
@@ -632,6 +633,34 @@ def check_readme(readme: Path, repo: Path) -> list[Problem]:
             if not (repo / match.group(1)).exists():
                 problems.append(Problem(display(readme), number, f"{match.group(1)} does not exist"))
     return problems
+
+
+# A shell command in a page that writes a file: `cat > FILE`, `tee FILE`.
+WRITES_FILE = re.compile(r"(?:^|[\s;&|$])(?:cat\s*>|tee(?:\s+-a)?)\s*([^\s<>;&|]+)")
+SCRATCH_DIR = re.compile(r"\bcd\s+\"?\$\(mktemp -d\)")
+
+
+def check_scratch_files(doc: Doc, problems: list[Problem]) -> None:
+    """A page's commands write their files into a scratch directory (after `cd "$(mktemp -d)"`) or to an absolute
+    path, never into the directory the reader stands in, which for these guides is the repository."""
+    scratch = False
+    fence = None
+    for number, line in enumerate(doc.lines[doc.body_start:], start=doc.body_start + 1):
+        marker = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if marker:
+            fence = None if fence else marker.group(1)
+            continue
+        if fence is None:
+            continue
+        if SCRATCH_DIR.search(line):
+            scratch = True
+        for match in WRITES_FILE.finditer(line):
+            target = match.group(1).strip("'\"")
+            if scratch or target.startswith(("/", "$", "~", "&")) or target in ("/dev/null", "-"):
+                continue
+            problems.append(Problem(display(doc.path), number,
+                                    f"writes {target} into the current directory (the repository, for a reader "
+                                    "following the guide); `cd \"$(mktemp -d)\"` first or write to an absolute path"))
 
 
 def main(argv: list[str] | None = None) -> int:

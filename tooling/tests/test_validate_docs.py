@@ -226,3 +226,14 @@ def test_the_readme_names_only_files_that_exist(tmp_path):
 def test_the_real_readme_passes():
     root = Path(validate_docs.ROOT)
     assert validate_docs.check_readme(root / "README.md", root) == []
+
+
+def test_guide_commands_write_files_into_a_scratch_directory(tmp_path):
+    doc = tmp_path / "guide.md"
+    doc.write_text(
+        "---\nid: guide\ntitle: Guide\n---\n\n# Guide\n\n```sh\ncat > orders.yaml <<'EOF'\nx: 1\nEOF\n```\n\n"
+        "```sh\ncd \"$(mktemp -d)\"\ncat > later.yaml <<'EOF'\nEOF\nprismctl kv get demo k | tee /tmp/out\n```\n",
+        encoding="utf-8",
+    )
+    problems = [p for p in validate_docs.validate(tmp_path) if "current directory" in p.message]
+    assert [(p.line, "orders.yaml" in p.message) for p in problems] == [(9, True)], problems
