@@ -109,6 +109,41 @@ impl PrivateServer {
         Self { program: program.to_owned(), args, port, child: None }
     }
 
+    /// A three-node `nats-server` cluster with JetStream, each node storing
+    /// into its own directory under `dir`. The first node's client port is
+    /// `servers[0].port`; `monitor` is each node's HTTP monitoring port.
+    pub fn nats_cluster(program: &Path, dir: &Path) -> Vec<(Self, u16)> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        (0..3)
+            .map(|i| {
+                let (port, monitor) = (free_port(), free_port());
+                let store = dir.join(format!("n{i}"));
+                let args = [
+                    "-a".to_owned(),
+                    "127.0.0.1".to_owned(),
+                    "-p".to_owned(),
+                    port.to_string(),
+                    "-m".to_owned(),
+                    monitor.to_string(),
+                    "-n".to_owned(),
+                    format!("n{i}"),
+                    "-js".to_owned(),
+                    "-sd".to_owned(),
+                    store.display().to_string(),
+                    "--cluster_name".to_owned(),
+                    "prism-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".to_owned(),
+                    route_list.clone(),
+                ]
+                .to_vec();
+                (Self { program: program.to_owned(), args, port, child: None }, monitor)
+            })
+            .collect()
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");

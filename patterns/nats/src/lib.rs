@@ -4,8 +4,15 @@
 //! A value's version is its revision, the bucket stream's sequence number:
 //! unique and growing within the bucket, and a key deleted and written again
 //! gets a new one. Compare-and-set uses JetStream's expected-last-sequence
-//! checks (`create`, `update`, `delete_expect_revision`), so it is atomic on
-//! the server.
+//! checks, so it is atomic on the server. On a replicated bucket
+//! (`replicas` > 1) the per-key check (`Nats-Expected-Last-Subject-Sequence`,
+//! what `create`/`update` send) is not: a clustered stream's leader checks it
+//! before the write is replicated, so concurrent writes expecting the same
+//! revision can all succeed and all but the last are lost (nats-server issue
+//! 4320; seen here with 2.9.10 and `replicas: 3`). There, a conditional write
+//! also names the bucket's last sequence, as read from the leader, which the
+//! leader does check against the writes it has in flight; a write anywhere
+//! in the bucket in between makes it read again and retry.
 //!
 //! What it does not claim, and the SDK therefore refuses:
 //! - **TTL**: per-key TTLs need NATS 2.11; bucket-wide `max_age` cannot
@@ -330,10 +337,81 @@ impl KeyValueStore for Nats {
     }
 }
 
+/// A key's last message on the bucket stream, as the leader has it.
+struct Revision {
+    /// The key's version: its last message's sequence, 0 when it has none
+    /// or the last is a delete marker.
+    current: u64,
+    /// The key's last message's sequence, a delete marker's too (what the
+    /// per-key expected sequence must name).
+    last: u64,
+}
+
 /// The calls' bodies, run under [`Nats::bounded`].
 impl Nats {
+    fn replicated(&self) -> bool {
+        self.config.replicas > 1
+    }
+
+    /// The key's revision read from the stream leader (a direct get may be
+    /// answered by a replica that lags behind).
+    async fn leader_revision(&self, store: &kv::Store, key: &str) -> PluginResult<Revision> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("{}{}", store.prefix, encode_key(key));
+        match store.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => {
+                let marker = message.headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT");
+                Ok(Revision { current: if marker { 0 } else { message.sequence }, last: message.sequence })
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Revision { current: 0, last: 0 }),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Compare-and-set on a replicated bucket: writes `value` (a delete
+    /// marker for `None`) if the key's version is `expected`, naming both
+    /// the key's last sequence and the bucket's, so that no write accepted
+    /// in between, by any client, is overwritten. Retries while other keys
+    /// are written; bounded by the call's timeout.
+    async fn replicated_cas(
+        &self,
+        store: &kv::Store,
+        key: &str,
+        value: Option<bytes::Bytes>,
+        expected: u64,
+    ) -> PluginResult<u64> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        use async_nats::jetstream::message::PublishMessage;
+        let subject = format!("{}{}", store.prefix, encode_key(key));
+        loop {
+            // The bucket's last sequence first: a write after it makes the
+            // publish below fail, so the key read next is as of `bucket`.
+            let bucket = store.stream.get_info().await.map_err(unavailable)?.state.last_sequence;
+            let revision = self.leader_revision(store, key).await?;
+            if revision.current != expected {
+                return Err(PluginError::version_conflict(key, revision.current, expected));
+            }
+            let message =
+                PublishMessage::build().expected_last_sequence(bucket).expected_last_subject_sequence(revision.last);
+            let message = match value.clone() {
+                Some(value) => message.payload(value),
+                None => message.header("KV-Operation", "DEL"),
+            };
+            let published = self.js.send_publish(subject.clone(), message).await.map_err(unavailable)?;
+            match published.await {
+                Ok(ack) => return Ok(ack.sequence),
+                // Something was written in between; read again.
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => tokio::task::yield_now().await,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
     async fn put_now(&self, ns: &Namespace<Bucket>, op: PutOp) -> PluginResult<u64> {
         let store = self.store(&ns.state).await?;
+        if let (Some(expected), true) = (op.if_version, self.replicated()) {
+            return self.replicated_cas(store, &op.key, Some(op.value), expected).await;
+        }
         let key = encode_key(&op.key);
         match op.if_version {
             None => store.put(key, op.value).await.map_err(unavailable),
@@ -356,6 +434,14 @@ impl Nats {
 
     async fn delete_now(&self, ns: &Namespace<Bucket>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
         let store = self.store(&ns.state).await?;
+        if let (Some(expected), true) = (if_version, self.replicated()) {
+            // Deleting what is not there changes nothing and needs no write.
+            if expected == 0 {
+                let current = self.leader_revision(store, key).await?.current;
+                return if current == 0 { Ok(false) } else { Err(PluginError::version_conflict(key, current, 0)) };
+            }
+            return self.replicated_cas(store, key, None, expected).await.map(|_| true);
+        }
         let current = self.current_version(store, key).await?;
         match if_version {
             Some(expected) if expected != current => Err(PluginError::version_conflict(key, current, expected)),
