@@ -317,3 +317,94 @@ async fn nats_down_fails_fast_within_the_request_timeout() {
         assert!(outcome.contains("Unavailable") && outcome.contains("nats"), "{outcome}");
     }
 }
+
+/// A node of a three-node JetStream cluster killed while clients write
+/// through Prism to a bucket replicated three times: calls fail for a
+/// window (UNAVAILABLE), then continue on the other nodes, and every write
+/// that was acknowledged is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cluster_node_killed_under_load_loses_no_acknowledged_write() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let Some(program) = services::require_program("nats-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = PrivateServer::nats_cluster(&program, dir.path());
+    for (node, _) in &mut nodes {
+        node.start();
+    }
+    let seeds = nodes.iter().map(|(n, _)| format!("nats://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",");
+    let proxy = proxy_with("nats", &format!("  url: \"{seeds}\"\n  replicas: 3\n  bucket_prefix: failover"));
+    let kv = proxy.kv().await;
+    // The bucket is made on the first write, once the cluster has a leader.
+    assert!(eventually(Duration::from_secs(30), || put_works(&kv)).await, "the cluster never took a write");
+
+    let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let start = Instant::now();
+    let run_for = Duration::from_secs(12);
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (mut kv, acked, failures) = (kv.clone(), acked.clone(), failures.clone());
+        writers.spawn(async move {
+            let mut i = 0u64;
+            while start.elapsed() < run_for {
+                let key = format!("w{w}/{i}");
+                let mut request = tonic::Request::new(put("data", &key, key.as_bytes()));
+                request.set_timeout(Duration::from_secs(5));
+                match kv.put(request).await {
+                    Ok(r) => acked.lock().unwrap().push((key, r.into_inner().version)),
+                    Err(e) => {
+                        failures.lock().unwrap().push((Instant::now(), format!("{:?}: {}", e.code(), e.message())));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                i += 1;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node that leads the bucket's stream: its loss needs an election.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let monitor = nodes[1].1;
+    let jsz: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{monitor}/jsz?streams=true")).await.unwrap().json().await.unwrap();
+    let leader = jsz["account_details"][0]["stream_detail"]
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["name"] == "KV_failover_data"))
+        .and_then(|s| s["cluster"]["leader"].as_str())
+        .and_then(|name| name.strip_prefix('n'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no leader of the bucket's stream in {jsz}"));
+    println!("killing n{leader}, the leader of the bucket's stream");
+    let killed_at = Instant::now();
+    nodes[leader].0.stop();
+    writers.join_all().await;
+
+    let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    let window = failures.iter().map(|(at, _)| at.saturating_duration_since(killed_at)).max().unwrap_or_default();
+    let after = acked.len();
+    println!(
+        "nats cluster failover: {after} writes acknowledged, {} failed, last failure {window:?} after the kill",
+        failures.len()
+    );
+    for (_, why) in failures.iter().take(5) {
+        println!("  failed: {why}");
+    }
+    assert!(failures.iter().all(|(_, why)| why.starts_with("Unavailable")), "{failures:?}");
+    // Writes continue after the failed window.
+    assert!(
+        window < run_for.saturating_sub(Duration::from_secs(4)),
+        "no recovery: last failure {window:?} after the kill"
+    );
+
+    let mut kv = kv.clone();
+    let mut lost = Vec::new();
+    for (key, version) in &acked {
+        let got = kv.get(GetRequest { namespace: "data".into(), key: key.clone() }).await.unwrap().into_inner();
+        if !got.found || got.value != key.as_bytes() || got.version != *version {
+            lost.push(key.clone());
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {lost:?}", lost.len(), acked.len());
+}

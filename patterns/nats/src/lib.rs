@@ -45,7 +45,8 @@ use tokio::sync::OnceCell;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222`; several, comma-separated,
+    /// for the seed nodes of a cluster.
     pub url: String,
     /// Prefix of bucket names (`<prefix>_<namespace>`).
     #[serde(default = "defaults::bucket_prefix")]
@@ -216,8 +217,12 @@ impl Backend for Nats {
                 .map_err(|_| PluginError::InvalidArgument(format!("token_env: variable {var} is not set")))?;
             options = options.token(token);
         }
+        // Several seed servers, comma-separated, so a cluster node that is
+        // down at start is not the only way in; once connected the client
+        // also learns the cluster's other nodes from the server.
+        let seeds: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         let client = options
-            .connect(config.url.as_str())
+            .connect(seeds.as_slice())
             .await
             .map_err(|e| PluginError::InvalidArgument(format!("nats url {:?}: {e}", config.url)))?;
         // Give a reachable server a moment, so the first health check does
