@@ -61,6 +61,8 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 pub mod wire;
 
 pub mod keyvalue {

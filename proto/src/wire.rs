@@ -51,18 +51,20 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // Split off the last byte, not the last character: a value ending in a
+    // multi-byte character has no unit, and slicing inside it would panic.
+    let (&unit, digits) = value.as_bytes().split_last()?;
+    if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n: u64 = digits.parse().ok()?;
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n.checked_mul(3600)?),
+        b'M' => Duration::from_secs(n.checked_mul(60)?),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -204,7 +206,9 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        for bad in ["", "m", "10", "10x", "-5S", "+5S", "1234567890S"] {
+        // The last two: a value ending in a multi-byte character panicked
+        // (found by the property tests).
+        for bad in ["", "m", "10", "10x", "-5S", "+5S", "1234567890S", "𑤘", "1é"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }

@@ -16,6 +16,8 @@ pub mod layer;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
+#[cfg(test)]
+mod proptests;
 pub mod routes;
 pub mod security;
 pub mod server;

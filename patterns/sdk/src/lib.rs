@@ -24,6 +24,8 @@ mod graph;
 pub mod keys;
 mod keyvalue;
 mod lifecycle;
+#[cfg(test)]
+mod proptests;
 pub mod retention;
 mod serve;
 mod state;

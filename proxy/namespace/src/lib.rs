@@ -10,6 +10,8 @@
 
 pub mod duration;
 pub mod pii;
+#[cfg(test)]
+mod proptests;
 mod spec;
 pub mod validate;
 pub mod yaml;

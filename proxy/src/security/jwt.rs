@@ -265,6 +265,9 @@ impl JwtVerifier {
                 ErrorKind::InvalidSignature => ("token_bad_signature", "bad signature".to_owned()),
                 ErrorKind::InvalidAlgorithm => ("token_algorithm", format!("algorithm {alg} does not fit key {kid:?}")),
                 ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => claim_problem(token, c),
+                ErrorKind::Json(_) => {
+                    unreadable_claim(token).unwrap_or_else(|| ("token_invalid", format!("invalid token: {e}")))
+                }
                 _ => ("token_invalid", format!("invalid token: {e}")),
             };
             JwtError::Invalid { reason, message }
@@ -289,6 +292,20 @@ impl JwtVerifier {
     }
 }
 
+/// The claim of `token` that made jsonwebtoken fail with a JSON syntax
+/// error. It reads `exp`, `nbf` and `sub` without consuming a list or a
+/// mapping where it expects a number or a string, and then trips over the
+/// rest of the claims ("expected `,` or `}` at line 1 column 9"), which
+/// names neither the claim nor the problem. As in [`claim_problem`], the
+/// signature has been verified by then.
+fn unreadable_claim(token: &str) -> Option<(&'static str, String)> {
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    ["exp", "nbf", "sub"]
+        .into_iter()
+        .find(|name| claims[*name].is_array() || claims[*name].is_object())
+        .map(|name| claim_problem(token, name))
+}
+
 /// The reason label and message for claim `name` of `token`, which
 /// jsonwebtoken reports missing (or malformed) also when it is there but not
 /// of its type: a string, negative or huge `exp` would read "token has no exp
@@ -300,7 +317,9 @@ fn claim_problem(token: &str, name: &str) -> (&'static str, String) {
     let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(token).unwrap_or_default();
     let time = matches!(name, "exp" | "nbf");
     let problem = match &claims[name] {
-        Value::Null => return ("token_missing_claim", format!("token has no {name} claim")),
+        // nbf is optional: jsonwebtoken names it only when it is there, so
+        // a null nbf is one of the wrong type, not a missing one.
+        Value::Null if name != "nbf" => return ("token_missing_claim", format!("token has no {name} claim")),
         // A NumericDate (RFC 7519) that jsonwebtoken could not read as
         // seconds since the epoch: below zero, or above what a u64 holds.
         Value::Number(n) if time && n.as_f64().is_some_and(|f| f < 0.0) => "is negative",
@@ -324,6 +343,26 @@ mod tests {
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
     }
 
+    /// Found by the property tests: jsonwebtoken failed on these with a
+    /// JSON syntax error, reported as "invalid token: JSON error: expected
+    /// `,` or `}` at line 1 column 9".
+    #[test]
+    fn a_list_or_mapping_where_a_number_or_string_belongs_is_named() {
+        let cases = [
+            ("exp", json!({ "exp": [null] }), "exp is not a number of seconds"),
+            ("nbf", json!({ "exp": 1, "nbf": { "a": 1 } }), "nbf is not a number of seconds"),
+            ("sub", json!({ "sub": ["a"] }), "sub is not a string"),
+        ];
+        for (name, claims, message) in cases {
+            assert_eq!(
+                unreadable_claim(&token(&claims)),
+                Some(("token_malformed_claim", message.to_owned())),
+                "{name}"
+            );
+        }
+        assert_eq!(unreadable_claim(&token(&json!({ "exp": 1, "sub": "a" }))), None);
+    }
+
     #[test]
     fn a_claim_of_the_wrong_type_is_named_not_called_missing() {
         let cases = [
@@ -336,6 +375,8 @@ mod tests {
             // One past u64::MAX, which JSON parsers read as a float.
             ("exp", json!({ "exp": 18_446_744_073_709_551_616.0 }), "token_malformed_claim", "exp is out of range"),
             ("nbf", json!({ "nbf": true }), "token_malformed_claim", "nbf is not a number of seconds"),
+            // Found by the property tests: was "token has no nbf claim".
+            ("nbf", json!({ "nbf": null }), "token_malformed_claim", "nbf is not a number of seconds"),
             ("iss", json!({ "iss": 7 }), "token_malformed_claim", "iss is not a string"),
             ("aud", json!({ "aud": [1, 2] }), "token_malformed_claim", "aud is not a string or a list of strings"),
         ];
