@@ -811,3 +811,70 @@ fn proxy_finds_its_config_in_the_default_places() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("using config file prism.yaml"), "{}", text(&out.stderr));
 }
+
+/// prismctl with no endpoint given (help and `options` need none).
+fn prismctl_alone(args: &[&str]) -> Output {
+    Command::new(bin_path("prismctl")).env("PRISMCTL_CONFIG", "/dev/null").args(args).output().unwrap()
+}
+
+#[test]
+fn prismctl_help_shows_examples_and_lists_global_options_once() {
+    // `prismctl options` lists the options every command takes.
+    let out = prismctl_alone(&["options"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let options = text(&out.stdout);
+    for flag in
+        ["--endpoint", "--output", "--no-headers", "--timeout", "--config", "--ca", "--cert", "--key", "--token"]
+    {
+        assert!(options.contains(flag), "prismctl options does not list {flag}:\n{options}");
+    }
+    // The top level help still shows them.
+    assert!(text(&prismctl_alone(&["--help"]).stdout).contains("--endpoint"));
+
+    // A subcommand's help does not repeat them: it has examples and points
+    // to `prismctl options`, in both -h and --help and through `help`.
+    let helps = [
+        vec!["kv", "get", "--help"],
+        vec!["kv", "get", "-h"],
+        vec!["help", "kv", "put"],
+        vec!["namespace", "apply", "--help"],
+        vec!["ts", "query", "--help"],
+        vec!["migrate", "--help"],
+        vec!["kv", "--help"],
+    ];
+    for args in helps {
+        let out = prismctl_alone(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        assert!(!help.contains("--endpoint"), "{args:?} lists the global options:\n{help}");
+        assert!(help.contains("\nExamples:\n  prismctl "), "{args:?} has no examples:\n{help}");
+        assert!(help.contains("Use `prismctl options` for the global options"), "{args:?}:\n{help}");
+    }
+    // Hidden from help, the global options still work after the subcommand.
+    let out = prismctl_alone(&["kv", "get", "demo", "k", "--endpoint", "127.0.0.1:1", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("127.0.0.1:1"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn prismctl_refusals_name_the_flag() {
+    let proxy = ProxyConfig::memstore().start();
+    let ep = proxy.endpoint();
+    succeeds(&ep, &["kv", "put", "demo", "k", "v"]);
+
+    // The proxy says "delete with purge"; prismctl names the flags.
+    let out = prismctl(&ep, &["namespace", "delete", "demo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("FailedPrecondition") && stderr.contains("--purge") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let out = prismctl(&ep, &["-o", "json", "namespace", "delete", "demo"]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(error["error"]["hint"].as_str().unwrap().contains("--purge"), "{error}");
+
+    let out = prismctl(&ep, &["kv", "put", "demo", "k", "w", "--if-version", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--if-version"), "{}", text(&out.stderr));
+}

@@ -9,15 +9,23 @@ use prism_proto::graph::v1::{
 use serde_json::json;
 
 use crate::Client;
+use crate::complete::namespaces;
 use crate::output::{columns, emit, pairs_cell, table, text_cell};
 use crate::ts::parse_pair;
 
 #[derive(Debug, Subcommand)]
 pub enum GraphCommand {
     /// Create or replace a vertex.
+    #[command(
+        after_help = "Examples:\n  prismctl graph put-vertex social alice --label person\n  prismctl graph put-vertex social alice --label person --prop city=Lyon --prop age=31"
+    )]
     PutVertex {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
         namespace: String,
+        /// The vertex id.
         id: String,
+        /// The vertex's label, e.g. its kind.
         #[arg(long, default_value = "")]
         label: String,
         /// A property as key=value (repeatable).
@@ -25,37 +33,87 @@ pub enum GraphCommand {
         properties: Vec<(String, String)>,
     },
     /// Read a vertex.
-    GetVertex { namespace: String, id: String },
-    /// Delete a vertex and all of its edges.
-    DeleteVertex { namespace: String, id: String },
-    /// Create or replace the edge FROM -LABEL-> TO.
-    PutEdge {
+    #[command(
+        after_help = "Examples:\n  prismctl graph get-vertex social alice\n  prismctl -o json graph get-vertex social alice"
+    )]
+    GetVertex {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
         namespace: String,
+        /// The vertex id.
+        id: String,
+    },
+    /// Delete a vertex and all of its edges.
+    #[command(after_help = "Examples:\n  prismctl graph delete-vertex social alice")]
+    DeleteVertex {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
+        namespace: String,
+        /// The vertex id.
+        id: String,
+    },
+    /// Create or replace the edge FROM -LABEL-> TO.
+    #[command(
+        after_help = "Examples:\n  prismctl graph put-edge social alice follows bob\n  prismctl graph put-edge social alice follows bob --prop since=2024"
+    )]
+    PutEdge {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
+        namespace: String,
+        /// The vertex the edge leaves.
         from: String,
+        /// The edge's label, e.g. its relation.
         label: String,
+        /// The vertex the edge reaches.
         to: String,
+        /// A property as key=value (repeatable).
         #[arg(long = "prop", value_parser = parse_pair)]
         properties: Vec<(String, String)>,
     },
     /// Delete the edge FROM -LABEL-> TO.
-    DeleteEdge { namespace: String, from: String, label: String, to: String },
-    /// List a vertex's edges.
-    Neighbors {
+    #[command(after_help = "Examples:\n  prismctl graph delete-edge social alice follows bob")]
+    DeleteEdge {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
         namespace: String,
+        /// The vertex the edge leaves.
+        from: String,
+        /// The edge's label.
+        label: String,
+        /// The vertex the edge reaches.
+        to: String,
+    },
+    /// List a vertex's edges.
+    #[command(
+        after_help = "Examples:\n  prismctl graph neighbors social alice\n  prismctl graph neighbors social bob --direction in --label follows"
+    )]
+    Neighbors {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
+        namespace: String,
+        /// The vertex id.
         id: String,
+        /// Which edges: leaving the vertex, reaching it, or both.
         #[arg(long, value_enum, default_value_t = Dir::Out)]
         direction: Dir,
         /// Only edges with this label.
         #[arg(long, default_value = "")]
         label: String,
-        /// Edges fetched per call.
+        /// Edges fetched per call (the proxy may lower it to its own limit).
         #[arg(long, default_value_t = 100)]
         page_size: u32,
     },
     /// Walk breadth first from a vertex.
+    #[command(
+        after_help = "Examples:\n  prismctl graph traverse social alice\n  prismctl graph traverse social alice --label follows --depth 3"
+    )]
     Traverse {
+        /// The Graph namespace.
+        #[arg(add = namespaces("graph"))]
         namespace: String,
+        /// The vertex to start from.
         start: String,
+        /// Which edges to follow: leaving each vertex, reaching it, or both.
         #[arg(long, value_enum, default_value_t = Dir::Out)]
         direction: Dir,
         /// Follow only edges with this label (repeatable).
@@ -64,7 +122,7 @@ pub enum GraphCommand {
         /// Longest path followed, in edges.
         #[arg(long, default_value_t = 2, allow_hyphen_values = true)]
         depth: i32,
-        /// Most vertices returned (0: the server default).
+        /// Most vertices returned (0: the proxy's default).
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -72,8 +130,11 @@ pub enum GraphCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Dir {
+    /// Edges leaving the vertex.
     Out,
+    /// Edges reaching the vertex.
     In,
+    /// Both.
     Both,
 }
 

@@ -9,13 +9,20 @@ use prism_proto::keyvalue::v1::{DeleteRequest, GetRequest, PutRequest, ScanReque
 use serde_json::json;
 
 use crate::Client;
+use crate::complete::namespaces;
 use crate::output::{emit, list_header, list_row, print_exact, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Read a key.
+    #[command(
+        after_help = "Examples:\n  prismctl kv get demo user/1\n  prismctl kv get demo avatar/1 --raw > avatar.png\n  prismctl -o json kv get demo user/1"
+    )]
     Get {
+        /// The KeyValue namespace.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
+        /// The key to read.
         key: String,
         /// Write exactly the value's bytes to standard output (no newline,
         /// no escapes; binary-safe), as redis-cli --raw does.
@@ -23,8 +30,14 @@ pub enum KvCommand {
         raw: bool,
     },
     /// Write a key. The value comes from the argument, or --file.
+    #[command(
+        after_help = "Examples:\n  prismctl kv put demo user/1 alice\n  prismctl kv put demo session/9 token --ttl 30s\n  prismctl kv put demo avatar/1 --file avatar.png"
+    )]
     Put {
+        /// The KeyValue namespace.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
+        /// The key to write.
         key: String,
         /// The value (UTF-8). Use --file for binary data.
         #[arg(required_unless_present = "file", conflicts_with = "file")]
@@ -40,15 +53,26 @@ pub enum KvCommand {
         if_version: Option<u64>,
     },
     /// Delete a key.
+    #[command(
+        after_help = "Examples:\n  prismctl kv delete demo user/1\n  prismctl kv delete demo user/1 --if-version 4"
+    )]
     Delete {
+        /// The KeyValue namespace.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
+        /// The key to delete.
         key: String,
         /// Only delete if the key is at this version.
         #[arg(long)]
         if_version: Option<u64>,
     },
     /// List keys in key order.
+    #[command(
+        after_help = "Examples:\n  prismctl kv scan demo\n  prismctl kv scan demo --prefix user/ --limit 10\n  prismctl -o json kv scan demo --prefix user/"
+    )]
     Scan {
+        /// The KeyValue namespace.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
         /// Only keys with this prefix.
         #[arg(long, default_value = "")]
@@ -56,7 +80,7 @@ pub enum KvCommand {
         /// Stop after this many keys (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
-        /// Keys fetched per call.
+        /// Keys fetched per call (the proxy may lower it to its own limit).
         #[arg(long, default_value_t = 100)]
         page_size: u32,
     },

@@ -14,6 +14,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::Client;
+use crate::complete::namespaces;
 use crate::output::{emit, table};
 
 /// `prismctl migrate NAMESPACE --to BACKEND` starts a migration; the
@@ -30,16 +31,17 @@ pub struct MigrateArgs {
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The namespace to move.
-    #[arg(required = true)]
+    #[arg(required = true, add = namespaces("keyvalue"))]
     namespace: Option<String>,
     /// The plugin to move it to (as named in the proxy's config).
-    #[arg(long, required = true)]
+    #[arg(long, required = true, value_name = "BACKEND")]
     to: Option<String>,
     /// Share of reads also sent to the target and compared (0 to 1).
     #[arg(long, default_value_t = 0.05)]
     compare_reads: f64,
-    /// Copies the shadow queue holds (default 10000).
-    #[arg(long, default_value_t = 0)]
+    /// Writes waiting to be mirrored that the queue holds [default: 10000].
+    // 0 lets the proxy choose.
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     queue: u32,
     /// Start even if the target already holds data of the namespace.
     #[arg(long)]
@@ -53,65 +55,105 @@ pub struct StartArgs {
 pub enum MigrateCommand {
     /// Step 1: mirror the namespace's writes to BACKEND (same as
     /// `prismctl migrate NAMESPACE --to BACKEND`).
+    #[command(
+        after_help = "Examples:\n  prismctl migrate start orders --to postgres\n  prismctl migrate start orders --to postgres --compare-reads 0.2 --dry-run"
+    )]
     Start(StartArgs),
     /// Step 2: copy every key to the target without overwriting newer
     /// writes; shows progress until done (resumable).
+    #[command(
+        after_help = "Examples:\n  prismctl migrate backfill orders\n  prismctl migrate backfill orders --rate 500\n  prismctl migrate backfill orders --no-wait"
+    )]
     Backfill {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
-        /// Keys per second at most (default 2000).
-        #[arg(long, default_value_t = 0)]
+        /// Keys copied per second at most [default: 2000].
+        // 0 lets the proxy choose.
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
         rate: u64,
-        /// Start it and return; follow with `migrate status`.
+        /// Start it and return; follow with `prismctl migrate status`.
         #[arg(long)]
         no_wait: bool,
+        /// Say what would happen; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Step 3: compare both sides in full, then compared reads for a clean
     /// window; fails when they differ.
+    #[command(
+        after_help = "Examples:\n  prismctl migrate verify orders\n  prismctl migrate verify orders --clean-window 1m"
+    )]
     Verify {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
         /// How long compared reads must show no difference.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         clean_window: Duration,
+        /// Start it and return; follow with `prismctl migrate status`.
         #[arg(long)]
         no_wait: bool,
+        /// Say what would happen; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Step 4: the target becomes the primary, for every proxy at once.
+    #[command(
+        after_help = "Examples:\n  prismctl migrate promote orders\n  prismctl migrate promote orders --switch-timeout 30s"
+    )]
     Promote {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
         /// How long the proxies may take to drain before the switch is
         /// undone.
         #[arg(long = "switch-timeout", value_parser = humantime::parse_duration, default_value = "10s")]
         switch_timeout: Duration,
+        /// Say what would happen; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Step 5: stop mirroring to the old backend.
+    #[command(after_help = "Examples:\n  prismctl migrate finalize orders\n  prismctl migrate finalize orders --purge")]
     Finalize {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
         /// Also delete the namespace's data in the old backend.
         #[arg(long)]
         purge: bool,
+        /// Say what would happen; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
-    /// Back to the old backend alone (before or after promote). Before
-    /// promote the target's copy is deleted.
+    /// Back to the old backend alone (before or after promote).
+    ///
+    /// Before promote the target's copy is deleted; after promote the old
+    /// backend becomes the primary again.
+    #[command(after_help = "Examples:\n  prismctl migrate rollback orders\n  prismctl migrate rollback orders --purge")]
     Rollback {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
         namespace: String,
         /// After promote: also delete the namespace's data in the target.
         #[arg(long)]
         purge: bool,
+        /// After promote: how long the proxies may take to drain before the
+        /// switch back is undone.
         #[arg(long = "switch-timeout", value_parser = humantime::parse_duration, default_value = "10s")]
         switch_timeout: Duration,
+        /// Say what would happen; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// The migration's phase, progress, last verify report and history.
-    Status { namespace: String },
+    #[command(after_help = "Examples:\n  prismctl migrate status orders\n  prismctl migrate status orders -o json")]
+    Status {
+        /// The namespace being moved.
+        #[arg(add = namespaces("keyvalue"))]
+        namespace: String,
+    },
 }
 
 fn secs(d: Duration) -> u32 {

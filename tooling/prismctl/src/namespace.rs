@@ -14,7 +14,8 @@ use prism_proto::admin::v1::{
 use serde_json::json;
 use tonic_types::StatusExt;
 
-use crate::output::{Format, columns, emit, print_exact, table};
+use crate::complete::namespaces;
+use crate::output::{Format, columns, emit, print_exact, status_json, status_text, table};
 use crate::{Client, Invalid};
 
 /// Largest file read as a namespace document; the proxy refuses larger
@@ -24,6 +25,9 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Subcommand)]
 pub enum NamespaceCommand {
     /// Create or update namespaces from YAML files.
+    #[command(
+        after_help = "Examples:\n  prismctl namespace apply -f orders.yaml --dry-run\n  prismctl namespace apply -f namespaces/\n  prismctl namespace get orders -o yaml | prismctl namespace apply -f -"
+    )]
     Apply {
         /// A namespace document, a directory of them (*.yaml, *.yml), or
         /// `-` for standard input (repeatable).
@@ -36,8 +40,14 @@ pub enum NamespaceCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Check namespace documents locally, without a proxy. Checks the
-    /// structure; backend capabilities are checked by `apply --dry-run`.
+    /// Check namespace documents locally, without a proxy.
+    ///
+    /// Checks the structure, names, types and the rules between fields;
+    /// whether a backend can serve the namespace is checked by
+    /// `prismctl namespace apply --dry-run`.
+    #[command(
+        after_help = "Examples:\n  prismctl namespace validate -f orders.yaml\n  prismctl namespace validate -f namespaces/ -o json"
+    )]
     Validate {
         /// A namespace document, a directory of them, or `-` for standard
         /// input (repeatable).
@@ -45,18 +55,32 @@ pub enum NamespaceCommand {
         file: Vec<PathBuf>,
     },
     /// Show one namespace and its document.
-    Get { name: String },
+    #[command(
+        after_help = "Examples:\n  prismctl namespace get orders\n  prismctl namespace get orders -o yaml > orders.yaml\n  prismctl namespace get orders -o json"
+    )]
+    Get {
+        /// The namespace.
+        #[arg(add = namespaces(""))]
+        name: String,
+    },
     /// List namespaces.
+    #[command(
+        after_help = "Examples:\n  prismctl namespace list\n  prismctl ns list -o wide\n  prismctl ns list -o json"
+    )]
     List,
     /// Remove namespaces.
+    #[command(
+        after_help = "Examples:\n  prismctl namespace delete orders\n  prismctl namespace delete orders --purge\n  prismctl namespace delete old-a old-b --force"
+    )]
     Delete {
         /// The namespaces to remove; one that fails does not stop the others.
-        #[arg(value_name = "NAME", required = true)]
+        #[arg(value_name = "NAME", required = true, add = namespaces(""))]
         names: Vec<String>,
         /// Delete the namespace's data in the backend as well.
         #[arg(long)]
         purge: bool,
-        /// Remove it even though its data stays behind, orphaned.
+        /// Remove it even though its data stays behind, orphaned in the
+        /// backend.
         #[arg(long)]
         force: bool,
     },
@@ -148,8 +172,8 @@ async fn delete(client: &Client, names: Vec<String>, purge: bool, force: bool) -
             Err(status) if status.code() == tonic::Code::Unavailable => return Err(status.into()),
             Err(status) => {
                 failed += 1;
-                eprintln!("prismctl: {name}: {:?}: {}", status.code(), status.message());
-                let error = json!({ "code": format!("{:?}", status.code()), "message": status.message() });
+                eprintln!("prismctl: {name}: {}", status_text(&status));
+                let error = status_json(&status);
                 docs.push(json!({ "namespace": name, "deleted": false, "error": error }));
             }
         }
@@ -476,7 +500,7 @@ fn report(format: Format, dry_run: bool, outcomes: &[(String, Outcome)]) -> anyh
             }),
             Outcome::Failed(status) => json!({
                 "file": file,
-                "error": { "code": format!("{:?}", status.code()), "message": status.message() },
+                "error": status_json(status),
             }),
         })
         .collect();
@@ -511,7 +535,7 @@ fn report(format: Format, dry_run: bool, outcomes: &[(String, Outcome)]) -> anyh
                     }
                 }
                 Outcome::Failed(status) => {
-                    text.push_str(&format!("{file}: {:?}: {}\n", status.code(), status.message()));
+                    text.push_str(&format!("{file}: {}\n", status_text(status)));
                 }
             }
         }

@@ -121,8 +121,7 @@ pub fn report_error(format: Format, err: &anyhow::Error) {
     }
     let mut error = serde_json::json!({ "message": describe(err) });
     if let Some(status) = err.downcast_ref::<tonic::Status>() {
-        error["code"] = format!("{:?}", status.code()).into();
-        error["message"] = status.message().into();
+        error = status_json(status);
     }
     if let Some(doc) = err.downcast_ref::<DocumentError>() {
         error["file"] = doc.file.clone().into();
@@ -246,9 +245,44 @@ fn push_escaped(shown: &mut String, c: char) {
 /// An error for stderr: a gRPC status shows its code and message.
 pub fn describe(err: &anyhow::Error) -> String {
     if let Some(status) = err.downcast_ref::<tonic::Status>() {
-        return format!("{:?}: {}", status.code(), status.message());
+        return status_text(status);
     }
     format!("{err:#}")
+}
+
+/// A failed call as people read it: `CODE: MESSAGE`, and which flag to
+/// use when the proxy refused for want of one.
+pub fn status_text(status: &tonic::Status) -> String {
+    let hint = flag_hint(status).map_or(String::new(), |h| format!(" ({h})"));
+    format!("{:?}: {}{hint}", status.code(), status.message())
+}
+
+/// A failed call in -o json or yaml: `code`, `message`, and `hint` when
+/// there is one.
+pub fn status_json(status: &tonic::Status) -> serde_json::Value {
+    let mut error = serde_json::json!({ "code": format!("{:?}", status.code()), "message": status.message() });
+    if let Some(hint) = flag_hint(status) {
+        error["hint"] = hint.into();
+    }
+    error
+}
+
+/// The flag that answers a refusal. The proxy serves every client, so its
+/// messages name what a request asks for ("delete with purge", "apply with
+/// force"); prismctl's users ask for it with a flag, which this names.
+fn flag_hint(status: &tonic::Status) -> Option<&'static str> {
+    let message = status.message();
+    if message.contains("delete with purge") {
+        Some("use --purge to delete the data as well, or --force to leave it in the backend")
+    } else if message.contains("delete with force") {
+        Some("--force deletes it anyway")
+    } else if message.contains("with force to") {
+        Some("add --force to do it anyway")
+    } else if status.code() == tonic::Code::Aborted && message.contains("version mismatch") {
+        Some("the key is not at the version given with --if-version")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

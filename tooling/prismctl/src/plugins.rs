@@ -12,6 +12,9 @@ use crate::output::{columns, emit, table};
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
     /// List the proxy's plugins: backend, health, capabilities, restarts.
+    #[command(
+        after_help = "Examples:\n  prismctl plugins list\n  prismctl plugins list -o wide\n  prismctl plugins list -o json"
+    )]
     List,
 }
 

@@ -17,8 +17,13 @@ use crate::output::{emit, table};
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
     /// Compile .proto files and register them as the next version of a
-    /// schema. `prism/options/v1/pii.proto` (the `(prism.pii)` option) is
-    /// built in; imports are looked up in the -I directories.
+    /// schema.
+    ///
+    /// `prism/options/v1/pii.proto` (the `(prism.pii)` option) is built in;
+    /// other imports are looked up in the -I directories.
+    #[command(
+        after_help = "Examples:\n  prismctl schema push acme/profile/v1/profile.proto -I protos\n  prismctl schema push acme/profile/v1/profile.proto -I protos --dry-run\n  prismctl schema push acme/profile/v1/profile.proto -I protos --name profiles --force"
+    )]
     Push {
         /// The .proto files, as paths under an include directory.
         #[arg(required = true)]
@@ -38,16 +43,21 @@ pub enum SchemaCommand {
         dry_run: bool,
     },
     /// List registered schemas (latest versions).
-    #[command(alias = "ls")]
+    #[command(alias = "ls", after_help = "Examples:\n  prismctl schema list\n  prismctl schema list -o json")]
     List,
     /// Show one schema: its messages, their PII fields and the namespaces
     /// that use them.
+    #[command(
+        after_help = "Examples:\n  prismctl schema get acme/profile/v1/profile.proto\n  prismctl schema get profiles --version 2 --save profiles-v2.binpb"
+    )]
     Get {
+        /// The schema's name.
         name: String,
         /// A version [default: the latest].
         #[arg(long)]
         version: Option<u32>,
-        /// Also write the version's FileDescriptorSet to this file.
+        /// Also write the version's compiled descriptors (a protobuf
+        /// FileDescriptorSet) to this file.
         #[arg(long, value_name = "FILE")]
         save: Option<PathBuf>,
     },

@@ -6,16 +6,27 @@ use prism_proto::admin::v1::{GetShadowStatusRequest, ListShadowDiffsRequest};
 use serde_json::json;
 
 use crate::Client;
+use crate::complete::namespaces;
 use crate::output::{emit, table};
 
 #[derive(Debug, Subcommand)]
 pub enum ShadowCommand {
     /// The shadow's queue and counters: writes mirrored, failed and
     /// dropped; reads compared, matched and mismatched.
-    Status { namespace: String },
+    #[command(after_help = "Examples:\n  prismctl shadow status orders\n  prismctl shadow status orders -o json")]
+    Status {
+        /// The namespace (its document has a `spec.shadow`).
+        #[arg(add = namespaces(""))]
+        namespace: String,
+    },
     /// The last mismatches found comparing reads, newest first (keys and
     /// values by hash, never by content).
-    Diffs { namespace: String },
+    #[command(after_help = "Examples:\n  prismctl shadow diffs orders\n  prismctl shadow diffs orders -o json")]
+    Diffs {
+        /// The namespace (its document has a `spec.shadow`).
+        #[arg(add = namespaces(""))]
+        namespace: String,
+    },
 }
 
 pub async fn run(client: &Client, cmd: ShadowCommand) -> anyhow::Result<()> {

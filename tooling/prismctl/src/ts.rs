@@ -8,14 +8,21 @@ use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendReq
 use serde_json::json;
 
 use crate::Client;
+use crate::complete::namespaces;
 use crate::output::{columns, emit, list_header, list_row, pairs_cell, table, text_cell, value_json, value_text};
 
 #[derive(Debug, Subcommand)]
 pub enum TsCommand {
     /// Append one event to a series. Appending the same (time, id) again
     /// stores nothing new.
+    #[command(
+        after_help = "Examples:\n  prismctl ts append metrics cpu --id web-1 --value 0.42\n  prismctl ts append metrics cpu --id web-1 --value 0.5 --at 2026-12-01T10:00:00Z --attr host=web-1"
+    )]
     Append {
+        /// The TimeSeries namespace.
+        #[arg(add = namespaces("timeseries"))]
         namespace: String,
+        /// The series, e.g. a metric's name.
         series: String,
         /// Event id, unique within the series at its timestamp.
         #[arg(long)]
@@ -35,8 +42,14 @@ pub enum TsCommand {
         payload: String,
     },
     /// List events in a time range, oldest first unless --desc.
+    #[command(
+        after_help = "Examples:\n  prismctl ts query metrics cpu --since 1h\n  prismctl ts query metrics cpu --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z\n  prismctl ts query metrics cpu --desc --limit 10"
+    )]
     Query {
+        /// The TimeSeries namespace.
+        #[arg(add = namespaces("timeseries"))]
         namespace: String,
+        /// The series, e.g. a metric's name.
         series: String,
         /// Inclusive start: an RFC 3339 time, milliseconds, `now`, or a
         /// duration ago (`--since 1h`, `--start -1h`).
@@ -51,13 +64,19 @@ pub enum TsCommand {
         /// Stop after this many events (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
-        /// Events fetched per call.
+        /// Events fetched per call (the proxy may lower it to its own limit).
         #[arg(long, default_value_t = 100)]
         page_size: u32,
     },
     /// Summarize a time range into buckets.
+    #[command(
+        after_help = "Examples:\n  prismctl ts aggregate metrics cpu --bucket 5m --fn avg\n  prismctl ts aggregate metrics cpu --since 1d --bucket 1h --fn max"
+    )]
     Aggregate {
+        /// The TimeSeries namespace.
+        #[arg(add = namespaces("timeseries"))]
         namespace: String,
+        /// The series, e.g. a metric's name.
         series: String,
         /// Bucket width, e.g. 1m.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -76,10 +95,15 @@ pub enum TsCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Function {
+    /// The number of events.
     Count,
+    /// The sum of their values.
     Sum,
+    /// The smallest value.
     Min,
+    /// The largest value.
     Max,
+    /// The mean value.
     Avg,
 }
 
