@@ -52,12 +52,21 @@ const config = {
       colorMode: { respectPrefersColorScheme: true },
       navbar: {
         title: 'Prism',
+        // Plain links with an activeBaseRegex, not `type: 'doc'` items: a doc
+        // item is active on every page of its sidebar, and every page is in
+        // the one sidebar, so all of them lit up at once. Each regex owns a
+        // disjoint set of routes, so a page highlights at most one item.
         items: [
-          { type: 'doc', docId: 'intro', label: 'Docs', position: 'left' },
-          { type: 'doc', docId: 'guides/quick-start', label: 'Quick start', position: 'left' },
-          { type: 'doc', docId: 'reference/proxy-config', label: 'Reference', position: 'left' },
-          { to: '/docs/adr', label: 'ADRs', position: 'left' },
-          { type: 'doc', docId: 'changelog', label: 'Changelog', position: 'right' },
+          {
+            to: '/docs/intro',
+            label: 'Docs',
+            position: 'left',
+            activeBaseRegex: '^/docs/(intro|concepts/.*|operations/.*|guides/(?!quick-start$).*)$',
+          },
+          { to: '/docs/guides/quick-start', label: 'Quick start', position: 'left', activeBaseRegex: '^/docs/guides/quick-start$' },
+          { to: '/docs/reference/proxy-config', label: 'Reference', position: 'left', activeBaseRegex: '^/docs/reference/' },
+          { to: '/docs/adr', label: 'ADRs', position: 'left', activeBaseRegex: '^/docs/adr(/|$)' },
+          { to: '/docs/changelog', label: 'Changelog', position: 'right', activeBaseRegex: '^/docs/changelog$' },
         ],
       },
       footer: {
