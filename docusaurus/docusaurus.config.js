@@ -2,7 +2,8 @@
 // The Prism documentation site. Content lives in ../docs-cms (validated by
 // tooling/validate_docs.py); this directory only holds the site around it.
 // Nothing here reaches the network at build time: no search service, no
-// analytics, no remote fonts or images.
+// analytics, no remote fonts or images. Search is a local index built with the
+// site (@easyops-cn/docusaurus-search-local) and searched in the browser.
 
 import { themes as prismThemes } from 'prism-react-renderer';
 
@@ -25,7 +26,25 @@ const config = {
     mermaid: true,
     hooks: { onBrokenMarkdownLinks: 'throw', onBrokenMarkdownImages: 'throw' },
   },
-  themes: ['@docusaurus/theme-mermaid'],
+  themes: [
+    '@docusaurus/theme-mermaid',
+    [
+      '@easyops-cn/docusaurus-search-local',
+      {
+        // Must match the docs plugin below (path and routeBasePath).
+        docsDir: '../docs-cms',
+        docsRouteBasePath: 'docs',
+        indexDocs: true,
+        indexBlog: false,
+        indexPages: false,
+        hashed: true,
+        language: ['en'],
+        highlightSearchTermsOnTargetPage: true,
+        explicitSearchResultPath: true,
+        searchResultLimits: 10,
+      },
+    ],
+  ],
 
   presets: [
     [
