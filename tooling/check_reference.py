@@ -714,6 +714,34 @@ def check_excerpts(proto_text: str, page_text: str, source: str, page: str) -> l
     return errors
 
 
+def check_included_files(pages: dict[str, str], root: Path = ROOT) -> list[str]:
+    """A fenced block titled with a file of the repository (```rust title="proto/examples/x.rs") shows that whole
+    file, as it is: example code on a page is the code CI builds and runs."""
+    errors: list[str] = []
+    opening = re.compile(r'^(`{3,}|~{3,})\s*\w+\s+title="([^"]+)"\s*$')
+    for page, text in sorted(pages.items()):
+        lines = text.split("\n")
+        i = 0
+        while i < len(lines):
+            m = opening.match(lines[i])
+            if not m:
+                i += 1
+                continue
+            start, fence, name = i + 1, m.group(1), m.group(2)
+            i += 1
+            body: list[str] = []
+            while i < len(lines) and not lines[i].startswith(fence):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            source = root / name
+            if source.suffix == ".proto" or not source.is_file():
+                continue  # proto excerpts are checked by check_excerpts; other titles are labels
+            if "\n".join(body).rstrip("\n") != source.read_text(encoding="utf-8").rstrip("\n"):
+                errors.append(f"docs-cms/{page}:{start}: the block titled {name} is not that file's content; copy it again")
+    return errors
+
+
 METRICS_RS = ROOT / "proxy/src/metrics.rs"
 HEALTH_RS = ROOT / "proxy/src/health.rs"
 OBSERVABILITY_PAGE = ROOT / "docs-cms/operations/observability.md"
@@ -944,7 +972,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         errors.append("docs-cms/operations/observability.md: missing (it documents the metrics)")
     docs = ROOT / "docs-cms"
-    errors += check_shipped({p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8") for p in docs.rglob("*.md")})
+    pages = {p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8") for p in docs.rglob("*.md")}
+    errors += check_shipped(pages)
+    errors += check_included_files(pages)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -952,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"check_reference: {len(TARGETS)} field references, the reserved fields, the selection table and "
-        f"{len(API_TARGETS)} API pages (call tables and proto excerpts) and the metrics match the code; no page calls a shipped feature planned"
+        f"{len(API_TARGETS)} API pages (call tables and proto excerpts) and the metrics match the code; example files on pages are current; no page calls a shipped feature planned"
     )
     return 0
 

@@ -227,3 +227,13 @@ def test_excerpt_showing_what_the_proto_lacks_fails():
     errors = cr.check_excerpts(EXCERPT_PROTO, _page(block), "s.proto", "api.md")
     assert any("message Gone, which s.proto does not define" in e for e in errors)
     assert any("message PutResponse differs" in e and "'created'" in e for e in errors)
+
+
+def test_a_block_titled_with_a_file_must_be_that_file(tmp_path):
+    (tmp_path / "ex.py").write_text("print('a')\nprint('b')\n", encoding="utf-8")
+    same = "# Page\n\n```python title=\"ex.py\"\nprint('a')\nprint('b')\n```\n"
+    stale = "# Page\n\n```python title=\"ex.py\"\nprint('a')\n```\n"
+    label = "# Page\n\n```yaml title=\"prism.yaml\"\nx: 1\n```\n"
+    assert cr.check_included_files({"same.md": same, "label.md": label}, tmp_path) == []
+    errors = cr.check_included_files({"stale.md": stale}, tmp_path)
+    assert errors == ["docs-cms/stale.md:3: the block titled ex.py is not that file's content; copy it again"]
