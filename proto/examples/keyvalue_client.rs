@@ -31,10 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("put {key} = {value} (version {})", put.version);
     }
 
-    let got = kv
-        .get(GetRequest { namespace: namespace.clone(), key: "user/1".to_owned() })
-        .await?
-        .into_inner();
+    let got = kv.get(GetRequest { namespace: namespace.clone(), key: "user/1".to_owned() }).await?.into_inner();
     if got.found {
         println!("get user/1 = {} (version {})", String::from_utf8_lossy(&got.value), got.version);
     } else {
@@ -45,12 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut page_token = String::new();
     loop {
         let page = kv
-            .scan(ScanRequest {
-                namespace: namespace.clone(),
-                prefix: "user/".to_owned(),
-                page_size: 100,
-                page_token,
-            })
+            .scan(ScanRequest { namespace: namespace.clone(), prefix: "user/".to_owned(), page_size: 100, page_token })
             .await?
             .into_inner();
         for entry in &page.items {
