@@ -30,8 +30,10 @@ uv run --locked tooling/validate_docs.py
 step "reference pages match the code"
 uv run --locked tooling/check_reference.py
 
-step "tests of the doc tools"
-uv run --locked pytest -q tooling/tests
+step "tests of the doc tools and the Python client example"
+# The interop group brings grpcio and grpcio-tools: the client example of
+# docs-cms/guides/clients.md is generated, imported and run by a test.
+uv run --locked --group interop pytest -q tooling/tests
 
 step "site dependencies"
 cd "$root/docusaurus"

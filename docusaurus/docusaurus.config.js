@@ -2,7 +2,8 @@
 // The Prism documentation site. Content lives in ../docs-cms (validated by
 // tooling/validate_docs.py); this directory only holds the site around it.
 // Nothing here reaches the network at build time: no search service, no
-// analytics, no remote fonts or images.
+// analytics, no remote fonts or images. Search is a local index built with the
+// site (@easyops-cn/docusaurus-search-local) and searched in the browser.
 
 import { themes as prismThemes } from 'prism-react-renderer';
 
@@ -25,7 +26,25 @@ const config = {
     mermaid: true,
     hooks: { onBrokenMarkdownLinks: 'throw', onBrokenMarkdownImages: 'throw' },
   },
-  themes: ['@docusaurus/theme-mermaid'],
+  themes: [
+    '@docusaurus/theme-mermaid',
+    [
+      '@easyops-cn/docusaurus-search-local',
+      {
+        // Must match the docs plugin below (path and routeBasePath).
+        docsDir: '../docs-cms',
+        docsRouteBasePath: 'docs',
+        indexDocs: true,
+        indexBlog: false,
+        indexPages: false,
+        hashed: true,
+        language: ['en'],
+        highlightSearchTermsOnTargetPage: true,
+        explicitSearchResultPath: true,
+        searchResultLimits: 10,
+      },
+    ],
+  ],
 
   presets: [
     [
@@ -52,12 +71,21 @@ const config = {
       colorMode: { respectPrefersColorScheme: true },
       navbar: {
         title: 'Prism',
+        // Plain links with an activeBaseRegex, not `type: 'doc'` items: a doc
+        // item is active on every page of its sidebar, and every page is in
+        // the one sidebar, so all of them lit up at once. Each regex owns a
+        // disjoint set of routes, so a page highlights at most one item.
         items: [
-          { type: 'doc', docId: 'intro', label: 'Docs', position: 'left' },
-          { type: 'doc', docId: 'guides/quick-start', label: 'Quick start', position: 'left' },
-          { type: 'doc', docId: 'reference/proxy-config', label: 'Reference', position: 'left' },
-          { to: '/docs/adr', label: 'ADRs', position: 'left' },
-          { type: 'doc', docId: 'changelog', label: 'Changelog', position: 'right' },
+          {
+            to: '/docs/intro',
+            label: 'Docs',
+            position: 'left',
+            activeBaseRegex: '^/docs/(intro|concepts/.*|operations/.*|guides/(?!quick-start$).*)$',
+          },
+          { to: '/docs/guides/quick-start', label: 'Quick start', position: 'left', activeBaseRegex: '^/docs/guides/quick-start$' },
+          { to: '/docs/reference/proxy-config', label: 'Reference', position: 'left', activeBaseRegex: '^/docs/reference/' },
+          { to: '/docs/adr', label: 'ADRs', position: 'left', activeBaseRegex: '^/docs/adr(/|$)' },
+          { to: '/docs/changelog', label: 'Changelog', position: 'right', activeBaseRegex: '^/docs/changelog$' },
         ],
       },
       footer: {

@@ -84,6 +84,8 @@ API_TARGETS = [
     ApiTarget(ROOT / "proto/prism/keyvalue/v1/keyvalue.proto", "KeyValueService", ROOT / "docs-cms/reference/keyvalue-api.md"),
     ApiTarget(ROOT / "proto/prism/admin/v1/admin.proto", "AdminService", ROOT / "docs-cms/reference/admin-api.md"),
     ApiTarget(ROOT / "proto/prism/plugin/v1/plugin.proto", "Lifecycle", ROOT / "docs-cms/reference/plugin-protocol.md"),
+    ApiTarget(ROOT / "proto/prism/timeseries/v1/timeseries.proto", "TimeSeriesService", ROOT / "docs-cms/reference/timeseries-api.md"),
+    ApiTarget(ROOT / "proto/prism/graph/v1/graph.proto", "GraphService", ROOT / "docs-cms/reference/graph-api.md"),
 ]
 
 # ---------------------------------------------------------------------------
@@ -661,6 +663,85 @@ def check_api(proto_text: str, service: str, page_text: str, source: str, page: 
     return errors
 
 
+def protobuf_blocks(text: str) -> list[tuple[int, str]]:
+    """The ```protobuf fenced blocks of a page: (line of the opening fence, content)."""
+    blocks: list[tuple[int, str]] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^\s*(`{3,}|~{3,})\s*(proto|protobuf)\b", lines[i])
+        if not m:
+            i += 1
+            continue
+        start, fence = i, m.group(1)
+        i += 1
+        body: list[str] = []
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        blocks.append((start + 1, "\n".join(body)))
+        i += 1
+    return blocks
+
+
+def check_excerpts(proto_text: str, page_text: str, source: str, page: str) -> list[str]:
+    """Every service and message shown in a page's protobuf blocks is the one in the proto: same rpcs (names,
+    request and response types) and same fields, in order. A block may abbreviate (one line per message, no
+    comments) but never shows a field or rpc the proto does not have, nor leaves one out."""
+    services, messages = parse_proto(proto_text)
+    errors: list[str] = []
+    for line, block in protobuf_blocks(page_text):
+        shown_services, shown_messages = parse_proto(block)
+        for name, rpcs in shown_services.items():
+            if name not in services:
+                errors.append(f"{page}:{line}: the protobuf block shows service {name}, which {source} does not define")
+                continue
+            shown = [(r, req, resp) for r, req, resp, _ in rpcs]
+            actual = [(r, req, resp) for r, req, resp, _ in services[name]]
+            if shown != actual:
+                errors.append(
+                    f"{page}:{line}: service {name} differs from {source}: shows "
+                    f"{[r for r, _, _ in shown]}, the proto has {[r for r, _, _ in actual]} (or other types)"
+                )
+        for name, fields in shown_messages.items():
+            if name not in messages:
+                errors.append(f"{page}:{line}: the protobuf block shows message {name}, which {source} does not define")
+            elif fields != messages[name]:
+                errors.append(
+                    f"{page}:{line}: message {name} differs from {source}: shows fields {fields}, "
+                    f"the proto has {messages[name]}"
+                )
+    return errors
+
+
+def check_included_files(pages: dict[str, str], root: Path = ROOT) -> list[str]:
+    """A fenced block titled with a file of the repository (```rust title="proto/examples/x.rs") shows that whole
+    file, as it is: example code on a page is the code CI builds and runs."""
+    errors: list[str] = []
+    opening = re.compile(r'^(`{3,}|~{3,})\s*\w+\s+title="([^"]+)"\s*$')
+    for page, text in sorted(pages.items()):
+        lines = text.split("\n")
+        i = 0
+        while i < len(lines):
+            m = opening.match(lines[i])
+            if not m:
+                i += 1
+                continue
+            start, fence, name = i + 1, m.group(1), m.group(2)
+            i += 1
+            body: list[str] = []
+            while i < len(lines) and not lines[i].startswith(fence):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            source = root / name
+            if source.suffix == ".proto" or not source.is_file():
+                continue  # proto excerpts are checked by check_excerpts; other titles are labels
+            if "\n".join(body).rstrip("\n") != source.read_text(encoding="utf-8").rstrip("\n"):
+                errors.append(f"docs-cms/{page}:{start}: the block titled {name} is not that file's content; copy it again")
+    return errors
+
+
 METRICS_RS = ROOT / "proxy/src/metrics.rs"
 HEALTH_RS = ROOT / "proxy/src/health.rs"
 OBSERVABILITY_PAGE = ROOT / "docs-cms/operations/observability.md"
@@ -879,7 +960,9 @@ def main(argv: list[str] | None = None) -> int:
         if not api.page.exists():
             errors.append(f"{page}: missing (it documents {api.service} of {source})")
             continue
-        errors += check_api(api.proto.read_text(encoding="utf-8"), api.service, api.page.read_text(encoding="utf-8"), source, page)
+        proto_text, page_text = api.proto.read_text(encoding="utf-8"), api.page.read_text(encoding="utf-8")
+        errors += check_api(proto_text, api.service, page_text, source, page)
+        errors += check_excerpts(proto_text, page_text, source, page)
     if OBSERVABILITY_PAGE.exists():
         kit = [p.read_text(encoding="utf-8") for p in sorted(KIT.glob("*")) if p.is_file() and ".test." not in p.name]
         errors += check_metrics(
@@ -889,7 +972,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         errors.append("docs-cms/operations/observability.md: missing (it documents the metrics)")
     docs = ROOT / "docs-cms"
-    errors += check_shipped({p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8") for p in docs.rglob("*.md")})
+    pages = {p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8") for p in docs.rglob("*.md")}
+    errors += check_shipped(pages)
+    errors += check_included_files(pages)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -897,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"check_reference: {len(TARGETS)} field references, the reserved fields, the selection table and "
-        f"{len(API_TARGETS)} API pages and the metrics match the code; no page calls a shipped feature planned"
+        f"{len(API_TARGETS)} API pages (call tables and proto excerpts) and the metrics match the code; example files on pages are current; no page calls a shipped feature planned"
     )
     return 0
 

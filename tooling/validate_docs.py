@@ -4,7 +4,8 @@
 Checks every Markdown file (`*.md`, `*.mdx`) for:
 
 - frontmatter: present, valid YAML, and the schema of its document type
-  (ADR: id, title, status, date, tags; RFC and every other page: id, title,
+  (ADR: id, title, status, date, tags, and sidebar_label "ADR-NNN — title";
+  RFC and every other page: id, title,
   author or team, created, updated, tags), with no unknown keys;
 - internal links (Markdown links, reference definitions, `href`/`src`
   attributes) that resolve: to an existing page or file inside docs-cms, to a
@@ -287,6 +288,13 @@ def check_frontmatter(doc: Doc, problems: list[Problem]) -> None:
     value = meta.get("status")
     if value is not None and schema.statuses and value not in schema.statuses:
         report("status", f"frontmatter: `status` {value!r} is not one of {', '.join(schema.statuses)}")
+    if schema is ADR and isinstance(meta.get("id"), str) and isinstance(meta.get("title"), str):
+        # The ADR index (and the sidebar) lists each record as "ADR-NNN — title".
+        m = ADR_ID.match(meta["id"])
+        expected = f"ADR-{m.group(1)} — {meta['title'].strip()}" if m else None
+        if expected and meta.get("sidebar_label") != expected:
+            report("sidebar_label" if "sidebar_label" in meta else "title",
+                   f"frontmatter: `sidebar_label` must be {expected!r} (number and title, for the ADR index)")
     value = meta.get("sidebar_position")
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         report("sidebar_position", "frontmatter: `sidebar_position` must be a number")

@@ -191,3 +191,49 @@ def test_true_statements_pass():
         "guide.md": "The plan shows which backend serves the namespace.\n",
     }
     assert cr.check_shipped(pages) == []
+
+
+EXCERPT_PROTO = """
+service S {
+  // Writes.
+  rpc Put(PutRequest) returns (PutResponse);
+  rpc Get(GetRequest) returns (GetResponse);
+}
+message PutRequest { string key = 1; bytes value = 2; }
+message PutResponse { uint64 version = 1; }
+"""
+
+
+def _page(block: str) -> str:
+    return f"# API\n\n```protobuf\n{block}\n```\n"
+
+
+def test_excerpt_matching_the_proto_passes():
+    block = "service S {\n  rpc Put(PutRequest) returns (PutResponse);\n  rpc Get(GetRequest) returns (GetResponse);\n}\n" \
+            "message PutRequest {\n  string key = 1;\n  // The bytes.\n  bytes value = 2;\n}"
+    assert cr.check_excerpts(EXCERPT_PROTO, _page(block), "s.proto", "api.md") == []
+
+
+def test_excerpt_missing_an_rpc_or_field_fails():
+    block = "service S {\n  rpc Put(PutRequest) returns (PutResponse);\n}\nmessage PutRequest { string key = 1; }"
+    errors = cr.check_excerpts(EXCERPT_PROTO, _page(block), "s.proto", "api.md")
+    assert len(errors) == 2
+    assert "service S differs" in errors[0] and "'Get'" in errors[0]
+    assert "message PutRequest differs" in errors[1] and "'value'" in errors[1]
+
+
+def test_excerpt_showing_what_the_proto_lacks_fails():
+    block = "message Gone { string key = 1; }\nmessage PutResponse { uint64 version = 1; bool created = 2; }"
+    errors = cr.check_excerpts(EXCERPT_PROTO, _page(block), "s.proto", "api.md")
+    assert any("message Gone, which s.proto does not define" in e for e in errors)
+    assert any("message PutResponse differs" in e and "'created'" in e for e in errors)
+
+
+def test_a_block_titled_with_a_file_must_be_that_file(tmp_path):
+    (tmp_path / "ex.py").write_text("print('a')\nprint('b')\n", encoding="utf-8")
+    same = "# Page\n\n```python title=\"ex.py\"\nprint('a')\nprint('b')\n```\n"
+    stale = "# Page\n\n```python title=\"ex.py\"\nprint('a')\n```\n"
+    label = "# Page\n\n```yaml title=\"prism.yaml\"\nx: 1\n```\n"
+    assert cr.check_included_files({"same.md": same, "label.md": label}, tmp_path) == []
+    errors = cr.check_included_files({"stale.md": stale}, tmp_path)
+    assert errors == ["docs-cms/stale.md:3: the block titled ex.py is not that file's content; copy it again"]

@@ -24,6 +24,7 @@ tags: [guide]
 ADR_META = """---
 id: adr-007
 title: A decision
+sidebar_label: "ADR-007 — A decision"
 status: accepted
 date: 2026-11-23
 tags: [architecture]
@@ -91,6 +92,15 @@ def test_bad_frontmatter_values_are_reported_at_their_line(docs):
     assert only(problems, "adr/008-x.md:5: frontmatter: `date` '23/11/2026' is not a date"), problems
     assert only(problems, "adr/008-x.md:6: frontmatter: tag 'Bad Tag'"), problems
     assert only(problems, "adr/008-x.md:7: frontmatter: unknown key `colour`"), problems
+
+
+def test_an_adr_is_listed_with_its_number_and_title(docs):
+    write, run = docs
+    write("adr/007-decision.md", ADR_META.replace('sidebar_label: "ADR-007 — A decision"', "sidebar_label: Decision") + "\n# X\n")
+    write("adr/008-other.md", ADR_META.replace("adr-007", "adr-008").replace('sidebar_label: "ADR-007 — A decision"\n', "") + "\n# Y\n")
+    problems = run()
+    assert only(problems, "adr/007-decision.md:4: frontmatter: `sidebar_label` must be 'ADR-007 — A decision'"), problems
+    assert only(problems, "adr/008-other.md:3: frontmatter: `sidebar_label` must be 'ADR-008 — A decision'"), problems
 
 
 def test_an_adr_needs_the_adr_fields(docs):
