@@ -878,3 +878,25 @@ fn prismctl_refusals_name_the_flag() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--if-version"), "{}", text(&out.stderr));
 }
+
+/// `--endpoint` takes several proxies, tried in order until one answers:
+/// a proxy that is down does not stop the command while another serves.
+#[test]
+fn prismctl_fails_over_to_the_next_endpoint() {
+    let proxy = prism_tests::ProxyConfig::memstore().start();
+    let live = proxy.endpoint();
+    let dead = format!("127.0.0.1:{}", prism_tests::services::free_port());
+    for endpoints in [format!("{dead},{live}"), format!("{live},{dead}")] {
+        let out = prismctl(&endpoints, &["kv", "put", "demo", "k", "v"]);
+        assert!(out.status.success(), "{endpoints}: {}", text(&out.stderr));
+    }
+    let other = format!("127.0.0.1:{}", prism_tests::services::free_port());
+    let out = prismctl(&format!("{dead}, {other}"), &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no proxy answered"), "{err}");
+    assert!(err.contains(&format!("listening on {dead}?")) && err.contains(&format!("listening on {other}?")), "{err}");
+    let out = prismctl(&format!("https://{dead},{live}"), &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("mixes https:// and plaintext"), "{}", text(&out.stderr));
+}

@@ -48,8 +48,9 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 struct GlobalArgs {
     /// The proxy to talk to: http://HOST:PORT, https://HOST:PORT (TLS) or
-    /// HOST:PORT (plaintext) [default: http://127.0.0.1:8980, or `endpoint`
-    /// in the config file].
+    /// HOST:PORT (plaintext); several, comma-separated, are tried in order
+    /// until one answers [default: http://127.0.0.1:8980, or `endpoint` in
+    /// the config file].
     #[arg(long, global = true, env = "PRISM_ENDPOINT", value_name = "URL")]
     endpoint: Option<String>,
     /// Output format.
@@ -217,7 +218,8 @@ fn global_options_help() -> String {
 
 /// Connection settings shared by every command.
 pub struct Client {
-    endpoint: String,
+    /// The proxies, in the order they are tried.
+    endpoints: Vec<String>,
     pub timeout: Duration,
     pub format: output::Format,
     tls: Option<ClientTlsConfig>,
@@ -225,17 +227,35 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens a channel to the proxy.
+    /// Opens a channel to the first proxy that accepts one. Proxies share
+    /// their namespaces through the registry, so any of them serves.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| anyhow::anyhow!("invalid endpoint {:?}: {e}", self.endpoint))?
+        let mut failures = Vec::new();
+        for url in &self.endpoints {
+            match self.connect(url).await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => failures.push(e),
+            }
+        }
+        match failures.len() {
+            1 => Err(failures.remove(0)),
+            _ => Err(anyhow::anyhow!(
+                "no proxy answered:\n{}",
+                failures.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+            )),
+        }
+    }
+
+    async fn connect(&self, url: &str) -> anyhow::Result<Channel> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| anyhow::anyhow!("invalid endpoint {url:?}: {e}"))?
             .connect_timeout(self.timeout.min(Duration::from_secs(5)));
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         }
         endpoint.connect().await.map_err(|e| {
             let chain = prism_proto::error_chain(&e);
-            anyhow::anyhow!("cannot connect to {}: {chain}{}", self.endpoint, connect_hint(&self.endpoint, &chain))
+            anyhow::anyhow!("cannot connect to {url}: {chain}{}", connect_hint(url, &chain))
         })
     }
 
@@ -303,9 +323,17 @@ fn client(global: GlobalArgs) -> anyhow::Result<Client> {
         (None, Some(t)) => humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("config timeout {t:?}: {e}"))?,
         (None, None) => Duration::from_secs(10),
     };
-    let endpoint = endpoint_url(&global.endpoint.or(settings.endpoint).unwrap_or_else(|| "127.0.0.1:8980".to_owned()));
+    let given = global.endpoint.or(settings.endpoint).unwrap_or_else(|| "127.0.0.1:8980".to_owned());
+    let endpoints: Vec<String> = given.split(',').map(str::trim).filter(|e| !e.is_empty()).map(endpoint_url).collect();
+    anyhow::ensure!(!endpoints.is_empty(), "--endpoint names no proxy");
+    // One TLS setting for all: every endpoint is https://, or none.
+    let secure = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+    anyhow::ensure!(
+        secure == 0 || secure == endpoints.len(),
+        "--endpoint mixes https:// and plaintext proxies ({given}); use one kind"
+    );
     let tls = tls_config(
-        &endpoint,
+        &endpoints[0],
         global.ca.or(settings.ca),
         global.cert.or(settings.cert),
         global.client_key.or(settings.key),
@@ -319,7 +347,7 @@ fn client(global: GlobalArgs) -> anyhow::Result<Client> {
         ),
         None => None,
     };
-    Ok(Client { endpoint, timeout, format: global.output, tls, authorization })
+    Ok(Client { endpoints, timeout, format: global.output, tls, authorization })
 }
 
 /// An endpoint as given: `host:port` (as grpcurl and redis-cli take it, and
