@@ -524,9 +524,11 @@ def check_reserved(spec_text: str, validate_text: str, page_text: str, root: str
     return errors
 
 
-def _outside_fences(text: str) -> str:
-    out, fence = [], None
-    for line in text.split("\n"):
+def _prose_lines(text: str) -> list[tuple[int, str | None]]:
+    """Each line of a page with its number (1-based); `None` in place of a code fence's lines (markers included)."""
+    out: list[tuple[int, str | None]] = []
+    fence = None
+    for n, line in enumerate(text.split("\n"), 1):
         m = re.match(r"^\s*(`{3,}|~{3,})", line)
         if m:
             marker = m.group(1)
@@ -534,10 +536,14 @@ def _outside_fences(text: str) -> str:
                 fence = marker
             elif marker[0] == fence[0] and len(marker) >= len(fence):
                 fence = None
-            continue
-        if fence is None:
-            out.append(line)
-    return "\n".join(out)
+            out.append((n, None))
+        else:
+            out.append((n, line if fence is None else None))
+    return out
+
+
+def _outside_fences(text: str) -> str:
+    return "\n".join(line for _, line in _prose_lines(text) if line is not None)
 
 
 _RULE = re.compile(r'when:\s*"(?P<when>(?:[^"\\]|\\.)*)".*?prefer:\s*&\[(?P<prefer>[^\]]*)\]', re.S)
@@ -663,25 +669,30 @@ def check_api(proto_text: str, service: str, page_text: str, source: str, page: 
     return errors
 
 
-def protobuf_blocks(text: str) -> list[tuple[int, str]]:
-    """The ```protobuf fenced blocks of a page: (line of the opening fence, content)."""
-    blocks: list[tuple[int, str]] = []
+def fenced_blocks(text: str) -> list[tuple[int, str, str]]:
+    """Every fenced code block of a page: (line of the opening fence, its info string, content)."""
+    blocks: list[tuple[int, str, str]] = []
     lines = text.split("\n")
     i = 0
     while i < len(lines):
-        m = re.match(r"^\s*(`{3,}|~{3,})\s*(proto|protobuf)\b", lines[i])
+        m = re.match(r"^\s*(`{3,}|~{3,})(.*)$", lines[i])
         if not m:
             i += 1
             continue
-        start, fence = i, m.group(1)
+        start, fence, info = i + 1, m.group(1), m.group(2).strip()
         i += 1
         body: list[str] = []
         while i < len(lines) and not lines[i].strip().startswith(fence):
             body.append(lines[i])
             i += 1
-        blocks.append((start + 1, "\n".join(body)))
+        blocks.append((start, info, "\n".join(body)))
         i += 1
     return blocks
+
+
+def protobuf_blocks(text: str) -> list[tuple[int, str]]:
+    """The ```protobuf fenced blocks of a page: (line of the opening fence, content)."""
+    return [(line, body) for line, info, body in fenced_blocks(text) if re.match(r"(proto|protobuf)\b", info)]
 
 
 def check_excerpts(proto_text: str, page_text: str, source: str, page: str) -> list[str]:
@@ -718,26 +729,16 @@ def check_included_files(pages: dict[str, str], root: Path = ROOT) -> list[str]:
     """A fenced block titled with a file of the repository (```rust title="proto/examples/x.rs") shows that whole
     file, as it is: example code on a page is the code CI builds and runs."""
     errors: list[str] = []
-    opening = re.compile(r'^(`{3,}|~{3,})\s*\w+\s+title="([^"]+)"\s*$')
     for page, text in sorted(pages.items()):
-        lines = text.split("\n")
-        i = 0
-        while i < len(lines):
-            m = opening.match(lines[i])
+        for start, info, body in fenced_blocks(text):
+            m = re.fullmatch(r'\w+\s+title="([^"]+)"', info)
             if not m:
-                i += 1
                 continue
-            start, fence, name = i + 1, m.group(1), m.group(2)
-            i += 1
-            body: list[str] = []
-            while i < len(lines) and not lines[i].startswith(fence):
-                body.append(lines[i])
-                i += 1
-            i += 1
+            name = m.group(1)
             source = root / name
             if source.suffix == ".proto" or not source.is_file():
                 continue  # proto excerpts are checked by check_excerpts; other titles are labels
-            if "\n".join(body).rstrip("\n") != source.read_text(encoding="utf-8").rstrip("\n"):
+            if body.rstrip("\n") != source.read_text(encoding="utf-8").rstrip("\n"):
                 errors.append(f"docs-cms/{page}:{start}: the block titled {name} is not that file's content; copy it again")
     return errors
 
@@ -890,24 +891,16 @@ def _paragraphs(text: str) -> list[tuple[int, str]]:
     """The prose of a page outside code fences as (first line, text): lines
     joined until a blank line, each table row alone."""
     out: list[tuple[int, str]] = []
-    fence, start, lines = None, 0, []
+    start, lines = 0, []
 
     def flush() -> None:
         if lines:
             out.append((start, " ".join(lines)))
             lines.clear()
 
-    for n, line in enumerate(text.split("\n"), 1):
-        m = re.match(r"^\s*(`{3,}|~{3,})", line)
-        if m:
+    for n, line in _prose_lines(text):
+        if line is None:
             flush()
-            marker = m.group(1)
-            if fence is None:
-                fence = marker
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
-            continue
-        if fence is not None:
             continue
         if re.match(r"^\s*([-*+]|\d+\.)\s", line):
             flush()  # each list item on its own

@@ -124,6 +124,7 @@ class Doc:
     meta: dict = field(default_factory=dict)
     meta_lines: dict[str, int] = field(default_factory=dict)
     anchors: set[str] = field(default_factory=set)
+    code: list[tuple[int, str]] = field(default_factory=list)  # lines inside code fences, filled by body_blocks
 
     @property
     def doc_id(self) -> str:
@@ -356,6 +357,8 @@ def body_blocks(doc: Doc, problems: list[Problem]) -> tuple[list[Segment], list[
             if m and m.group("marker")[0] == fence[0][0] and len(m.group("marker")) >= len(fence[0]) \
                     and not m.group("info").strip():
                 fence = None
+            else:
+                doc.code.append((number, line))
             continue
         if m and not (m.group("marker")[0] == "`" and "`" in m.group("info")):
             flush()
@@ -650,16 +653,10 @@ SCRATCH_DIR = re.compile(r"\bcd\s+\"?\$\(mktemp -d\)")
 
 def check_scratch_files(doc: Doc, problems: list[Problem]) -> None:
     """A page's commands write their files into a scratch directory (after `cd "$(mktemp -d)"`) or to an absolute
-    path, never into the directory the reader stands in, which for these guides is the repository."""
+    path, never into the directory the reader stands in, which for these guides is the repository. Reads the code
+    lines `body_blocks` collected."""
     scratch = False
-    fence = None
-    for number, line in enumerate(doc.lines[doc.body_start:], start=doc.body_start + 1):
-        marker = re.match(r"^\s*(`{3,}|~{3,})", line)
-        if marker:
-            fence = None if fence else marker.group(1)
-            continue
-        if fence is None:
-            continue
+    for number, line in doc.code:
         if SCRATCH_DIR.search(line):
             scratch = True
         for match in WRITES_FILE.finditer(line):

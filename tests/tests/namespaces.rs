@@ -501,6 +501,14 @@ fn schema_name() -> String {
     )
 }
 
+/// Two proxies with one plugin `name` (configured by `plugin`) sharing a
+/// PostgreSQL registry in `schema`.
+fn two_proxies(name: &str, plugin: &str, schema: &str) -> (prism_tests::Proxy, prism_tests::Proxy) {
+    let url = services::postgres_url();
+    let config = || ProxyConfig::new().plugin(name, plugin).postgres_registry(&url, schema, "1s");
+    (config().start(), config().start())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_share_a_postgres_registry() {
     if !services::require(POSTGRES) {
@@ -508,13 +516,7 @@ async fn two_proxies_share_a_postgres_registry() {
     }
     let schema = schema_name();
     let url = services::postgres_url();
-    let config = || {
-        ProxyConfig::new()
-            .plugin("memstore", "command: [prism-plugin-memstore]\npool_size: 2")
-            .postgres_registry(&url, &schema, "1s")
-    };
-    let a = config().start();
-    let b = config().start();
+    let (a, b) = two_proxies("memstore", "command: [prism-plugin-memstore]\npool_size: 2", &schema);
     let (ea, eb) = (a.endpoint(), b.endpoint());
     assert!(listed(&ea).is_empty() && listed(&eb).is_empty());
 
@@ -666,18 +668,9 @@ async fn delete_purge_across_proxies_leaves_nothing_behind() {
     }
     let schema = schema_name();
     let url = services::postgres_url();
-    let config = || {
-        ProxyConfig::new()
-            .plugin(
-                "postgres",
-                &format!(
-                    "command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}"
-                ),
-            )
-            .postgres_registry(&url, &format!("{schema}reg"), "1s")
-    };
-    let a = config().start();
-    let b = config().start();
+    let plugin =
+        format!("command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}");
+    let (a, b) = two_proxies("postgres", &plugin, &format!("{schema}reg"));
     let (ea, eb) = (a.endpoint(), b.endpoint());
     let work = tempfile::tempdir().unwrap();
     let file = write(work.path(), "doomed.yaml", &kv_doc("doomed", "  backend: postgres\n"));

@@ -88,7 +88,7 @@ fn section_problems(
     (from, to): (usize, usize),
     children: &[(Spanned<String>, Spanned<Node>)],
 ) -> Vec<SpecError> {
-    let Some(error) = parse_piece(lines, &[], (from, to)) else { return Vec::new() };
+    let Some(error) = parse_piece(lines, None, (from, to)) else { return Vec::new() };
     let whole = yaml::describe(&error);
     // A flow mapping (`limits: {a: 1}`) sits on the key's line: not split.
     if children.is_empty() || children.iter().any(|(k, _)| line_of(k) <= from) {
@@ -96,7 +96,7 @@ fn section_problems(
     }
     let mut found = Vec::new();
     for span in spans(children, to) {
-        let Some(e) = parse_piece(lines, &[from], span) else { continue };
+        let Some(e) = parse_piece(lines, Some(from), span) else { continue };
         let e = yaml::describe(&e);
         // Alone, an entry lacks its siblings: that is not its mistake.
         if !e.message.starts_with("missing field") {
@@ -109,15 +109,15 @@ fn section_problems(
     found
 }
 
-/// Parses lines `[from, to)` (1-based) under the `header` lines, blank
-/// lines elsewhere; `None` when that parses as a config. A piece that is
+/// Parses lines `[from, to)` (1-based) under the `header` line (the
+/// section's key, for one of its entries), blank lines elsewhere; `None` when that parses as a config. A piece that is
 /// not even YAML on its own (a multi-line flow value cut in two) counts as
 /// parsing, so it reports nothing in place of its section.
-fn parse_piece(lines: &[&str], header: &[usize], (from, to): (usize, usize)) -> Option<serde_saphyr::Error> {
+fn parse_piece(lines: &[&str], header: Option<usize>, (from, to): (usize, usize)) -> Option<serde_saphyr::Error> {
     let mut text = String::new();
     for n in 1..to.min(lines.len() + 1) {
         let line = lines.get(n - 1).copied().unwrap_or_default();
-        if n >= from || header.contains(&n) {
+        if n >= from || header == Some(n) {
             text.push_str(line);
             if !line.ends_with('\n') {
                 text.push('\n');

@@ -271,8 +271,9 @@ impl Registry {
         }
     }
 
-    /// Records that proxy `id` has done what revision `revision` of the
-    /// migration of `name` asked (shared registries only).
+    /// Records that proxy `id` has done what revision `revision` under key
+    /// `name` asked: a migration's step (the namespace name) or a deletion
+    /// mark ([`Deleting::ack_key`]). Shared registries only.
     pub async fn ack(&self, name: &str, revision: u64, id: &str, detail: &str) -> Result<(), ProxyError> {
         match self {
             Self::Directory(_) => Ok(()),
