@@ -195,22 +195,27 @@ fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Client libraries that log routine events at INFO: async-nats each
-/// reconnect attempt while the server is down, tokio-postgres every server
-/// NOTICE ("relation ... already exists, skipping"). Kept to warnings
-/// unless the filter names them.
-const CHATTY_LIBRARIES: &[&str] = &["async_nats", "tokio_postgres"];
+/// Client libraries that log routine events: async-nats each reconnect
+/// attempt while the server is down (INFO), tokio-postgres every server
+/// NOTICE ("relation ... already exists, skipping"; INFO), redis-rs every
+/// failed connection attempt to a cluster node while it fails over (WARN,
+/// once per call). Each call's failure is reported by the plugin anyway;
+/// these stay at the given level unless the filter names the library.
+const CHATTY_LIBRARIES: &[(&str, &str)] = &[("async_nats", "warn"), ("tokio_postgres", "warn"), ("redis", "error")];
 
-/// `directives` with [`CHATTY_LIBRARIES`] at `warn` where not named.
+/// `directives` with each of [`CHATTY_LIBRARIES`] at its level where the
+/// filter does not name it.
 pub fn quiet_libraries(directives: &str) -> String {
     let mut filter = directives.trim().to_owned();
-    for library in CHATTY_LIBRARIES {
-        if !filter.contains(library) {
+    for (library, level) in CHATTY_LIBRARIES {
+        let named = filter.split(',').any(|d| d.trim().split(['=', '[', ':']).next() == Some(*library));
+        if !named {
             if !filter.is_empty() {
                 filter.push(',');
             }
             filter.push_str(library);
-            filter.push_str("=warn");
+            filter.push('=');
+            filter.push_str(level);
         }
     }
     filter
@@ -401,9 +406,14 @@ mod tests {
 
     #[test]
     fn chatty_libraries_are_kept_to_warnings_unless_named() {
-        assert_eq!(quiet_libraries("info"), "info,async_nats=warn,tokio_postgres=warn");
-        assert_eq!(quiet_libraries(""), "async_nats=warn,tokio_postgres=warn");
-        assert_eq!(quiet_libraries("debug,async_nats=debug"), "debug,async_nats=debug,tokio_postgres=warn");
+        assert_eq!(quiet_libraries("info"), "info,async_nats=warn,tokio_postgres=warn,redis=error");
+        assert_eq!(quiet_libraries(""), "async_nats=warn,tokio_postgres=warn,redis=error");
+        assert_eq!(quiet_libraries("debug,async_nats=debug"), "debug,async_nats=debug,tokio_postgres=warn,redis=error");
+        // A plugin crate whose name contains a library's is not the library.
+        assert_eq!(
+            quiet_libraries("prism_plugin_redis=debug,redis::cluster_handling=info"),
+            "prism_plugin_redis=debug,redis::cluster_handling=info,async_nats=warn,tokio_postgres=warn"
+        );
     }
 
     #[test]
