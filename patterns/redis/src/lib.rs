@@ -18,7 +18,12 @@
 //! TimeSeries uses a sorted set and a hash per series (`timeseries.rs`);
 //! a second background task deletes events past each namespace's
 //! retention.
+//!
+//! The same layout runs on one server or on a Redis Cluster (`conn.rs`):
+//! the hash tag keeps each namespace in one slot. With `wait_replicas`,
+//! every write is acknowledged only once that many replicas have it.
 
+mod conn;
 mod scripts;
 mod timeseries;
 
@@ -32,16 +37,30 @@ use prism_plugin_sdk::{
     Backend, Capabilities, Consistency, Durability, KeyValueStore, Namespace, NamespaceSettings, Pattern, PluginError,
     PluginResult, PutOp, Record, ScanPage,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError, Script, Value};
 use serde::Deserialize;
+
+use crate::conn::{Call, Conn, Wait};
 
 /// Configuration (`config:` of the plugin entry in the proxy config).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Server address, e.g. `redis://127.0.0.1:6379/0`.
+    /// Server address, e.g. `redis://127.0.0.1:6379/0`; with `cluster`,
+    /// one or more comma-separated seed nodes of the cluster.
     pub url: String,
+    /// Whether `url` names a Redis Cluster (`cluster-enabled yes`).
+    #[serde(default)]
+    pub cluster: bool,
+    /// Replicas that must confirm a write before it is acknowledged
+    /// (`WAIT`); 0 acknowledges once the master has it, so a failover can
+    /// lose the last writes.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long a write waits for `wait_replicas`, in milliseconds; a write
+    /// not confirmed in time fails with UNAVAILABLE (it may still persist).
+    #[serde(default = "defaults::wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
     /// Name of an environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
@@ -73,6 +92,9 @@ mod defaults {
     }
     pub(super) fn timeout_ms() -> u64 {
         2000
+    }
+    pub(super) fn wait_timeout_ms() -> u64 {
+        500
     }
     pub(super) fn cleanup_interval_ms() -> u64 {
         1000
@@ -121,7 +143,8 @@ struct Scripts {
 /// The plugin.
 pub struct Redis {
     config: Config,
-    conn: ConnectionManager,
+    conn: Conn,
+    wait: Option<Wait>,
     scripts: Scripts,
     namespaces: Arc<Mutex<HashMap<String, Arc<NsKeys>>>>,
     sweeper: tokio::task::JoinHandle<()>,
@@ -132,7 +155,7 @@ pub struct Redis {
 
 /// Deletes, every `every`, the events of each namespace older than its
 /// retention.
-async fn retention_loop(mut conn: ConnectionManager, prefix: String, retention: Arc<Retentions>, every: Duration) {
+async fn retention_loop(mut conn: Conn, prefix: String, retention: Arc<Retentions>, every: Duration) {
     let script = Script::new(timeseries::EXPIRE);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,8 +187,15 @@ fn redis_error(err: RedisError) -> PluginError {
         redis::ErrorKind::Server(
             redis::ServerErrorKind::BusyLoading
             | redis::ServerErrorKind::ClusterDown
-            | redis::ServerErrorKind::TryAgain,
+            | redis::ServerErrorKind::TryAgain
+            | redis::ServerErrorKind::MasterDown,
         ) => PluginError::Unavailable(format!("redis not ready: {err}")),
+        // Redirections the cluster client still saw after its retries, and
+        // a write that reached a master just demoted: the cluster is
+        // failing over or moving the slot, and a later call will succeed.
+        redis::ErrorKind::Server(
+            redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask | redis::ServerErrorKind::ReadOnly,
+        ) => PluginError::Unavailable(format!("redis cluster is moving the slot or failing over: {err}")),
         _ if err.to_string().contains("OOM") => PluginError::ResourceExhausted("redis is out of memory".to_owned()),
         _ => PluginError::internal(err),
     }
@@ -195,7 +225,7 @@ fn record(reply: (Option<Vec<u8>>, Option<u64>)) -> Option<Record> {
 }
 
 async fn sweep_loop(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     namespaces: std::sync::Weak<Mutex<HashMap<String, Arc<NsKeys>>>>,
     forget: Script,
     every: Duration,
@@ -239,6 +269,23 @@ async fn sweep_loop(
     }
 }
 
+impl Redis {
+    /// Runs a script that writes, waiting for `wait_replicas` if set: the
+    /// write is acknowledged only when enough replicas confirmed it.
+    pub(crate) async fn write<T: redis::FromRedisValue>(&self, call: &Call<'_>) -> PluginResult<T> {
+        let mut conn = self.conn.clone();
+        let (reply, acks) = call.run(&mut conn, self.wait).await.map_err(redis_error)?;
+        match (acks, self.wait) {
+            (Some(acks), Some(wait)) if acks < wait.replicas => Err(PluginError::Unavailable(format!(
+                "the write reached the master but only {acks} of {} replicas confirmed it within {} ms; \
+                 it is not acknowledged and may or may not survive a failover",
+                wait.replicas, wait.timeout_ms
+            ))),
+            _ => Ok(reply),
+        }
+    }
+}
+
 impl Backend for Redis {
     type Config = Config;
     type NamespaceState = Arc<NsKeys>;
@@ -250,28 +297,48 @@ impl Backend for Redis {
                 "cleanup_interval_ms must be at least 1 and key_prefix non-empty without braces".to_owned(),
             ));
         }
-        let mut info = config
+        let seeds = config
             .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| PluginError::InvalidArgument(format!("invalid redis url: {e}")))?;
-        if let Some(var) = &config.password_env {
-            let password = std::env::var(var)
-                .map_err(|_| PluginError::InvalidArgument(format!("password_env: variable {var} is not set")))?;
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.into_connection_info()
+                    .map_err(|e| PluginError::InvalidArgument(format!("invalid redis url {u:?}: {e}")))
+            })
+            .collect::<PluginResult<Vec<_>>>()?;
+        let Some(first) = seeds.first() else {
+            return Err(PluginError::InvalidArgument("url: no redis address given".to_owned()));
+        };
+        if seeds.len() > 1 && !config.cluster {
+            return Err(PluginError::InvalidArgument(
+                "url: several addresses are the seed nodes of a cluster; set cluster: true".to_owned(),
+            ));
         }
-        let _ = SERVER.set(info.addr().to_string());
-        let client = redis::Client::open(info).map_err(|e| PluginError::InvalidArgument(format!("redis: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        // Lazy: the plugin starts while Redis is down, reports unhealthy,
-        // and connects when Redis comes back.
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| PluginError::InvalidArgument(format!("redis: {e}")))?;
+        if config.wait_replicas > 0 && !(1..config.response_timeout_ms).contains(&config.wait_timeout_ms) {
+            return Err(PluginError::InvalidArgument(format!(
+                "wait_timeout_ms must be at least 1 and below response_timeout_ms ({})",
+                config.response_timeout_ms
+            )));
+        }
+        let password = match &config.password_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .map_err(|_| PluginError::InvalidArgument(format!("password_env: variable {var} is not set")))?,
+            ),
+            None => None,
+        };
+        let _ = SERVER.set(seeds.iter().map(|s| s.addr().to_string()).collect::<Vec<_>>().join(","));
+        let settings = conn::Settings {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            response_timeout: Duration::from_millis(config.response_timeout_ms),
+            password,
+        };
+        let conn =
+            if config.cluster { Conn::cluster(seeds, &settings) } else { Conn::single(first.clone(), &settings) }
+                .map_err(|e| PluginError::InvalidArgument(format!("redis: {e}")))?;
+        let wait = (config.wait_replicas > 0)
+            .then_some(Wait { replicas: config.wait_replicas, timeout_ms: config.wait_timeout_ms });
         let scripts = Scripts {
             put: Script::new(scripts::PUT),
             delete: Script::new(scripts::DELETE),
@@ -293,7 +360,7 @@ impl Backend for Redis {
             Duration::from_millis(config.cleanup_interval_ms),
         ));
         let ts_append = Script::new(timeseries::APPEND);
-        Ok(Self { config, conn, scripts, namespaces, sweeper, ts_append, retention, expirer })
+        Ok(Self { config, conn, wait, scripts, namespaces, sweeper, ts_append, retention, expirer })
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -315,8 +382,7 @@ impl Backend for Redis {
 
     async fn health(&self) -> PluginResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(redis_error)?;
-        Ok(())
+        conn.ping().await.map_err(redis_error)
     }
 
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Arc<NsKeys>> {
@@ -374,22 +440,10 @@ impl KeyValueStore for Redis {
         let keys = &ns.state;
         let ttl = ttl_ms(&op);
         let if_version = op.if_version.map(|v| v.to_string()).unwrap_or_default();
-        let mut conn = self.conn.clone();
-        let reply: Value = self
-            .scripts
-            .put
-            .key(keys.data(&op.key))
-            .key(keys.idx())
-            .key(keys.exp())
-            .key(keys.ver())
-            .arg(&op.key)
-            .arg(&op.value[..])
-            .arg(ttl)
-            .arg(now_ms().saturating_add(ttl))
-            .arg(if_version)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let mut call = Call::new(&self.scripts.put);
+        call.key(keys.data(&op.key)).key(keys.idx()).key(keys.exp()).key(keys.ver());
+        call.arg(&op.key).arg(&op.value[..]).arg(ttl).arg(now_ms().saturating_add(ttl)).arg(if_version);
+        let reply: Value = self.write(&call).await?;
         match status_reply(reply)? {
             (true, version) => Ok(version),
             (false, current) => Err(PluginError::version_conflict(&op.key, current, op.if_version.unwrap_or(0))),
@@ -410,18 +464,10 @@ impl KeyValueStore for Redis {
 
     async fn delete(&self, ns: &Namespace<Arc<NsKeys>>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
         let keys = &ns.state;
-        let mut conn = self.conn.clone();
-        let reply: Value = self
-            .scripts
-            .delete
-            .key(keys.data(key))
-            .key(keys.idx())
-            .key(keys.exp())
-            .arg(key)
-            .arg(if_version.map(|v| v.to_string()).unwrap_or_default())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let mut call = Call::new(&self.scripts.delete);
+        call.key(keys.data(key)).key(keys.idx()).key(keys.exp());
+        call.arg(key).arg(if_version.map(|v| v.to_string()).unwrap_or_default());
+        let reply: Value = self.write(&call).await?;
         match status_reply(reply)? {
             (true, previous) => Ok(previous != 0),
             (false, current) => Err(PluginError::version_conflict(key, current, if_version.unwrap_or(0))),
@@ -448,17 +494,16 @@ impl KeyValueStore for Redis {
         }
         let keys = &ns.state;
         let now = now_ms();
-        let mut invocation = self.scripts.batch_put.key(keys.idx());
-        invocation.key(keys.exp()).key(keys.ver());
+        let mut call = Call::new(&self.scripts.batch_put);
+        call.key(keys.idx()).key(keys.exp()).key(keys.ver());
         for op in &ops {
-            invocation.key(keys.data(&op.key));
+            call.key(keys.data(&op.key));
         }
         for op in &ops {
             let ttl = ttl_ms(op);
-            invocation.arg(&op.key).arg(&op.value[..]).arg(ttl).arg(now.saturating_add(ttl));
+            call.arg(&op.key).arg(&op.value[..]).arg(ttl).arg(now.saturating_add(ttl));
         }
-        let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(redis_error)
+        self.write(&call).await
     }
 
     async fn scan(

@@ -14,8 +14,8 @@ use prism_plugin_sdk::{
 };
 use prost::Message;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
+use crate::conn::{Call, Conn};
 use crate::{NsKeys, Redis, redis_error};
 
 /// KEYS: zset, hash, series set. ARGV: series, then member and body pairs.
@@ -73,7 +73,7 @@ fn at(timestamp: i64) -> String {
 
 /// One page of members and bodies, in the given lex bounds and order.
 async fn page(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &NsKeys,
     series: &str,
     (lower, upper): (&str, &str),
@@ -113,12 +113,7 @@ async fn page(
 }
 
 /// Deletes the events of `keys`' namespace older than `cutoff`.
-pub(crate) async fn expire(
-    conn: &mut ConnectionManager,
-    script: &Script,
-    keys: &NsKeys,
-    cutoff: i64,
-) -> PluginResult<u64> {
+pub(crate) async fn expire(conn: &mut Conn, script: &Script, keys: &NsKeys, cutoff: i64) -> PluginResult<u64> {
     let series: Vec<String> =
         redis::cmd("SMEMBERS").arg(keys.ts_series()).query_async(conn).await.map_err(redis_error)?;
     let bound = format!("({}", at(cutoff));
@@ -145,7 +140,7 @@ pub(crate) async fn expire(
 }
 
 /// Deletes every series of a namespace.
-pub(crate) async fn drop_all(conn: &mut ConnectionManager, keys: &NsKeys) -> PluginResult<()> {
+pub(crate) async fn drop_all(conn: &mut Conn, keys: &NsKeys) -> PluginResult<()> {
     let series: Vec<String> =
         redis::cmd("SMEMBERS").arg(keys.ts_series()).query_async(conn).await.map_err(redis_error)?;
     let mut del = redis::cmd("DEL");
@@ -159,8 +154,8 @@ pub(crate) async fn drop_all(conn: &mut ConnectionManager, keys: &NsKeys) -> Plu
 impl TimeSeriesStore for Redis {
     async fn append(&self, ns: &Namespace<Arc<NsKeys>>, series: &str, events: Vec<Event>) -> PluginResult<u64> {
         let keys = &ns.state;
-        let mut invocation = self.ts_append.key(keys.ts_index(series));
-        invocation.key(keys.ts_bodies(series)).key(keys.ts_series()).arg(series);
+        let mut call = Call::new(&self.ts_append);
+        call.key(keys.ts_index(series)).key(keys.ts_bodies(series)).key(keys.ts_series()).arg(series);
         for e in &events {
             let body = WireEvent {
                 timestamp: e.timestamp,
@@ -170,10 +165,9 @@ impl TimeSeriesStore for Redis {
                 attributes: e.attributes.clone().into_iter().collect(),
             }
             .encode_to_vec();
-            invocation.arg(member(e.timestamp, &e.event_id)).arg(body);
+            call.arg(member(e.timestamp, &e.event_id)).arg(body);
         }
-        let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(redis_error)
+        self.write(&call).await
     }
 
     async fn query(&self, ns: &Namespace<Arc<NsKeys>>, q: RangeQuery) -> PluginResult<EventPage> {
