@@ -144,6 +144,20 @@ impl PrivateServer {
             .collect()
     }
 
+    /// A `redis-server` cluster node keeping nothing on disk (its cluster
+    /// state file goes to `dir`). A node gives up on an unreachable peer
+    /// after one second, so a test's failover takes a few seconds.
+    pub fn redis_cluster_node(program: &Path, port: u16, dir: &Path) -> Self {
+        let mut server = Self::redis(program, port, dir);
+        server.args.extend(
+            ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-config-file"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain([format!("nodes-{port}.conf")]),
+        );
+        server
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -180,5 +194,142 @@ impl PrivateServer {
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of three masters with one replica each, on spare
+/// loopback ports; stopped when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<PrivateServer>,
+    cli: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them with `redis-cli --cluster create`;
+    /// `None` (after [`require_program`]'s skip or failure) when Redis is
+    /// not installed.
+    pub fn start() -> Option<Self> {
+        let server = require_program("redis-server")?;
+        let cli = require_program("redis-cli")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<PrivateServer> =
+            (0..6).map(|_| PrivateServer::redis_cluster_node(&server, free_port(), dir.path())).collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let cluster = Self { nodes, cli, _dir: dir };
+        let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new(&cluster.cli)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        cluster.wait_ok(&cluster.nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+        Some(cluster)
+    }
+
+    /// The seed list for the plugin's `url`.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns its output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new(&self.cli).args(["-p", &port.to_string()]).args(args).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until each of `ports` reports `cluster_state:ok` with every
+    /// slot served, and each master among them has a replica in sync (a
+    /// write waiting for a replica is refused until then).
+    pub fn wait_ok(&self, ports: &[u16]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = ports.iter().all(|p| {
+                let info = self.cli(*p, &["cluster", "info"]);
+                let replication = self.cli(*p, &["info", "replication"]);
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && (!replication.contains("role:master") || replication.contains("state=online"))
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the redis cluster did not become ready in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The port of the master serving `key`'s slot, as node `via` sees it
+    /// (`None` while that master is marked failed and not yet replaced).
+    pub fn master_of(&self, via: u16, key: &str) -> Option<u16> {
+        let slot: u16 = self.cli(via, &["cluster", "keyslot", key]).trim().parse().expect("slot number");
+        // `CLUSTER NODES` lines: id addr@bus flags master-id ping pong epoch state slot-ranges...
+        let nodes = self.cli(via, &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+            });
+            if serves {
+                let port = fields[1].split(['@', ',']).next().and_then(|a| a.rsplit(':').next());
+                return Some(port.and_then(|p| p.parse().ok()).expect("master port"));
+            }
+        }
+        None
+    }
+
+    /// Kills the node on `port` (SIGKILL, like a crash).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.stop();
+        }
+    }
+
+    /// Starts the killed node on `port` again; it rejoins the cluster from
+    /// its cluster state file (as a replica if it was failed over).
+    pub fn restart(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.start();
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Moves the slot of `key` from the master on `from` to another
+    /// master, the way `redis-cli --cluster reshard` moves one slot, and
+    /// returns the new master's port.
+    pub fn move_slot(&self, key: &str, from: u16) -> u16 {
+        let slot = self.cli(from, &["cluster", "keyslot", key]).trim().to_owned();
+        let masters: Vec<u16> =
+            self.nodes.iter().map(|n| n.port).filter(|p| self.cli(*p, &["role"]).starts_with("master")).collect();
+        let to = *masters.iter().find(|p| **p != from).expect("another master");
+        let id = |port: u16| self.cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        self.cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        self.cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = self.cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            let out = self.cli(from, &args);
+            assert!(out.trim() == "OK" || out.trim() == "NOKEY", "MIGRATE failed: {out}");
+        }
+        for port in masters {
+            self.cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        to
     }
 }

@@ -318,14 +318,86 @@ async fn nats_down_fails_fast_within_the_request_timeout() {
     }
 }
 
+/// Writers putting distinct keys through the proxy until `run_for` has
+/// passed since they started, recording each acknowledged write and each
+/// failure.
+struct Load {
+    writers: tokio::task::JoinSet<()>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+}
+
+impl Load {
+    fn start(kv: &Kv, ns: &'static str, writers: usize, run_for: Duration) -> Self {
+        let start = std::time::Instant::now();
+        let mut load =
+            Load { writers: tokio::task::JoinSet::new(), acked: Default::default(), failures: Default::default() };
+        for w in 0..writers {
+            let (mut kv, acked, failures) = (kv.clone(), load.acked.clone(), load.failures.clone());
+            load.writers.spawn(async move {
+                let mut i = 0u64;
+                while start.elapsed() < run_for {
+                    let key = format!("w{w}/{i}");
+                    let mut request = tonic::Request::new(put(ns, &key, key.as_bytes()));
+                    request.set_timeout(Duration::from_secs(5));
+                    match kv.put(request).await {
+                        Ok(r) => acked.lock().unwrap().push((key, r.into_inner().version)),
+                        Err(e) => {
+                            let failure = (std::time::Instant::now(), format!("{:?}: {}", e.code(), e.message()));
+                            failures.lock().unwrap().push(failure);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    i += 1;
+                }
+            });
+        }
+        load
+    }
+
+    /// Waits for the writers; prints what happened since `event` (a kill,
+    /// say) and returns the acknowledged writes, the failures and the time
+    /// from `event` to the last failure.
+    async fn finish(
+        self,
+        what: &str,
+        event: std::time::Instant,
+    ) -> (Vec<(String, u64)>, Vec<(std::time::Instant, String)>, Duration) {
+        self.writers.join_all().await;
+        let acked = self.acked.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        let window = failures.iter().map(|(at, _)| at.saturating_duration_since(event)).max().unwrap_or_default();
+        println!(
+            "{what}: {} writes acknowledged, {} failed, last failure {window:?} after the event",
+            acked.len(),
+            failures.len()
+        );
+        for (_, why) in failures.iter().take(5) {
+            println!("  failed: {why}");
+        }
+        (acked, failures, window)
+    }
+}
+
+/// Every acknowledged write reads back as it was written.
+async fn assert_none_lost(kv: &Kv, ns: &str, acked: &[(String, u64)]) {
+    let mut kv = kv.clone();
+    let mut lost = Vec::new();
+    for (key, version) in acked {
+        let got = kv.get(GetRequest { namespace: ns.into(), key: key.clone() }).await.unwrap().into_inner();
+        if !got.found || got.value != key.as_bytes() || got.version != *version {
+            lost.push(key.clone());
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {lost:?}", lost.len(), acked.len());
+}
+
 /// A node of a three-node JetStream cluster killed while clients write
 /// through Prism to a bucket replicated three times: calls fail for a
 /// window (UNAVAILABLE), then continue on the other nodes, and every write
 /// that was acknowledged is there afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_cluster_node_killed_under_load_loses_no_acknowledged_write() {
-    use std::sync::{Arc, Mutex};
-    use std::time::Instant;
     let Some(program) = services::require_program("nats-server") else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = PrivateServer::nats_cluster(&program, dir.path());
@@ -338,30 +410,8 @@ async fn nats_cluster_node_killed_under_load_loses_no_acknowledged_write() {
     // The bucket is made on the first write, once the cluster has a leader.
     assert!(eventually(Duration::from_secs(30), || put_works(&kv)).await, "the cluster never took a write");
 
-    let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
-    let failures = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
-    let start = Instant::now();
     let run_for = Duration::from_secs(12);
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..4 {
-        let (mut kv, acked, failures) = (kv.clone(), acked.clone(), failures.clone());
-        writers.spawn(async move {
-            let mut i = 0u64;
-            while start.elapsed() < run_for {
-                let key = format!("w{w}/{i}");
-                let mut request = tonic::Request::new(put("data", &key, key.as_bytes()));
-                request.set_timeout(Duration::from_secs(5));
-                match kv.put(request).await {
-                    Ok(r) => acked.lock().unwrap().push((key, r.into_inner().version)),
-                    Err(e) => {
-                        failures.lock().unwrap().push((Instant::now(), format!("{:?}: {}", e.code(), e.message())));
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                i += 1;
-            }
-        });
-    }
+    let load = Load::start(&kv, "data", 4, run_for);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The node that leads the bucket's stream: its loss needs an election.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -376,35 +426,100 @@ async fn nats_cluster_node_killed_under_load_loses_no_acknowledged_write() {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or_else(|| panic!("no leader of the bucket's stream in {jsz}"));
     println!("killing n{leader}, the leader of the bucket's stream");
-    let killed_at = Instant::now();
+    let killed_at = std::time::Instant::now();
     nodes[leader].0.stop();
-    writers.join_all().await;
-
-    let acked = acked.lock().unwrap().clone();
-    let failures = failures.lock().unwrap().clone();
-    let window = failures.iter().map(|(at, _)| at.saturating_duration_since(killed_at)).max().unwrap_or_default();
-    let after = acked.len();
-    println!(
-        "nats cluster failover: {after} writes acknowledged, {} failed, last failure {window:?} after the kill",
-        failures.len()
-    );
-    for (_, why) in failures.iter().take(5) {
-        println!("  failed: {why}");
-    }
+    let (acked, failures, window) = load.finish("nats cluster failover", killed_at).await;
     assert!(failures.iter().all(|(_, why)| why.starts_with("Unavailable")), "{failures:?}");
     // Writes continue after the failed window.
     assert!(
         window < run_for.saturating_sub(Duration::from_secs(4)),
         "no recovery: last failure {window:?} after the kill"
     );
+    assert_none_lost(&kv, "data", &acked).await;
+}
 
-    let mut kv = kv.clone();
-    let mut lost = Vec::new();
-    for (key, version) in &acked {
-        let got = kv.get(GetRequest { namespace: "data".into(), key: key.clone() }).await.unwrap().into_inner();
-        if !got.found || got.value != key.as_bytes() || got.version != *version {
-            lost.push(key.clone());
-        }
+/// The master serving a namespace's slot in a Redis Cluster (three
+/// masters, a replica each) killed while clients write through Prism with
+/// `wait_replicas: 1`, then restarted the way an orchestrator restarts a
+/// crashed pod: calls fail while the replica takes over and until the
+/// restarted node has rejoined as its replica (a write needs a replica to
+/// confirm it), then continue, and every acknowledged write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_master_killed_under_load_loses_no_acknowledged_write() {
+    let Some(mut cluster) = services::RedisCluster::start() else { return };
+    let config = format!("  url: \"{}\"\n  cluster: true\n  wait_replicas: 1\n  key_prefix: failover", cluster.url());
+    let proxy = proxy_with("redis", &config);
+    let kv = proxy.kv().await;
+    assert!(eventually(Duration::from_secs(30), || put_works(&kv)).await, "the cluster never took a write");
+
+    let run_for = Duration::from_secs(16);
+    let load = Load::start(&kv, "data", 4, run_for);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seed = cluster.nodes[0].port;
+    let master = cluster.master_of(seed, "{failover:data}").unwrap();
+    println!("killing 127.0.0.1:{master}, the master of the namespace's slot");
+    let killed_at = std::time::Instant::now();
+    cluster.kill(master);
+    let survivor = cluster.nodes.iter().find(|n| n.port != master).map(|n| n.port).unwrap();
+    while cluster.master_of(survivor, "{failover:data}").is_none_or(|m| m == master) {
+        assert!(killed_at.elapsed() < Duration::from_secs(15), "the replica did not take over in 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {lost:?}", lost.len(), acked.len());
+    println!("the replica took over {:?} after the kill; restarting the old master", killed_at.elapsed());
+    cluster.restart(master);
+    let rejoined = std::time::Instant::now();
+    while !cluster.cli(master, &["info", "replication"]).contains("master_link_status:up") {
+        assert!(rejoined.elapsed() < Duration::from_secs(15), "the old master did not rejoin as a replica in 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("the old master is a replica in sync {:?} after the kill", killed_at.elapsed());
+    let (acked, failures, window) = load.finish("redis cluster failover", killed_at).await;
+    assert!(failures.iter().all(|(_, why)| why.starts_with("Unavailable")), "{failures:?}");
+    assert!(
+        window < run_for.saturating_sub(Duration::from_secs(5)),
+        "no recovery: last failure {window:?} after the kill"
+    );
+    assert!(cluster.cli(master, &["role"]).starts_with("slave"), "the old master did not rejoin as a replica");
+    assert_none_lost(&kv, "data", &acked).await;
+}
+
+/// The slot of a namespace moved to another master while clients write
+/// (`CLUSTER SETSLOT ... MIGRATING/IMPORTING`, `MIGRATE`, then `NODE`):
+/// the plugin follows the `ASK` and `MOVED` redirections; calls caught
+/// mid-move fail with UNAVAILABLE (multi-key scripts get `TRYAGAIN`
+/// while the slot's keys are split), and every acknowledged write is
+/// readable afterwards on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_slot_moved_under_load_loses_no_acknowledged_write() {
+    let Some(cluster) = services::RedisCluster::start() else { return };
+    let config = format!("  url: \"{}\"\n  cluster: true\n  key_prefix: moving", cluster.url());
+    let proxy = proxy_with("redis", &config);
+    let kv = proxy.kv().await;
+    assert!(eventually(Duration::from_secs(30), || put_works(&kv)).await, "the cluster never took a write");
+
+    let load = Load::start(&kv, "data", 4, Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seed = cluster.nodes[0].port;
+    let from = cluster.master_of(seed, "{moving:data}").unwrap();
+    let moved_at = std::time::Instant::now();
+    let to = cluster.move_slot("{moving:data}", from);
+    println!("moved the slot from 127.0.0.1:{from} to 127.0.0.1:{to} in {:?}", moved_at.elapsed());
+    let (acked, failures, _) = load.finish("redis cluster slot move", moved_at).await;
+    assert!(failures.iter().all(|(_, why)| why.starts_with("Unavailable")), "{failures:?}");
+    assert_eq!(cluster.master_of(seed, "{moving:data}"), Some(to));
+    assert_none_lost(&kv, "data", &acked).await;
+    // Scans still see the whole namespace in order.
+    let mut kv = kv.clone();
+    let page = kv
+        .scan(ScanRequest {
+            namespace: "data".into(),
+            prefix: "w0/".into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.items.is_empty());
+    assert!(page.items.windows(2).all(|w| w[0].key < w[1].key));
 }

@@ -9,7 +9,7 @@
 
 use prism_plugin_conformance::{Report, Subject, run};
 use prism_tests::bin_path;
-use prism_tests::services::{self, NATS, POSTGRES, PrivateServer, REDIS};
+use prism_tests::services::{self, NATS, POSTGRES, PrivateServer, REDIS, RedisCluster};
 use serde_json::json;
 
 async fn conform(name: &str, config: serde_json::Value) {
@@ -106,4 +106,18 @@ async fn nats_cluster_with_three_replicas() {
     let report = run(&subject).await.unwrap_or_else(|e| panic!("the suite could not run: {e}"));
     println!("{}", report.table());
     assert!(report.failures().is_empty(), "nats with 3 replicas fails conformance:\n{}", report.table());
+}
+
+/// Against a Redis Cluster of three masters with a replica each, every
+/// write waiting for its replica (`wait_replicas: 1`). Not kept for the
+/// matrix: it is the same plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_with_a_replica_per_master() {
+    let Some(cluster) = RedisCluster::start() else { return };
+    let config =
+        json!({ "url": cluster.url(), "cluster": true, "wait_replicas": 1, "key_prefix": "prism-conformance" });
+    let subject = Subject { name: "redis (cluster)".to_owned(), binary: bin_path("prism-plugin-redis"), config };
+    let report = run(&subject).await.unwrap_or_else(|e| panic!("the suite could not run: {e}"));
+    println!("{}", report.table());
+    assert!(report.failures().is_empty(), "redis cluster fails conformance:\n{}", report.table());
 }
