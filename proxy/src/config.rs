@@ -61,6 +61,11 @@ pub struct Config {
     /// plugins.
     #[serde(default = "defaults::shutdown_grace", deserialize_with = "duration::deserialize")]
     pub shutdown_grace: Duration,
+    /// How long shutdown keeps serving after reporting NOT_SERVING, before
+    /// it stops accepting calls: time for load balancers and clients that
+    /// watch the health service to send new calls elsewhere.
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub shutdown_delay: Duration,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,

@@ -22,6 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -63,13 +64,19 @@ pub fn public_services() -> impl Iterator<Item = &'static str> {
 /// service, except that `Watch` of a service it does not know answers one
 /// SERVICE_UNKNOWN message and keeps the call open, instead of failing the
 /// call with NOT_FOUND.
+///
+/// `Watch` streams end (with OK) once `closing` is cancelled, at shutdown
+/// after NOT_SERVING was reported: they are calls like any other, and a
+/// graceful shutdown would otherwise wait `shutdown_grace` for every
+/// client that watches.
 pub struct HealthApi {
     inner: tonic_health::server::HealthService,
+    closing: CancellationToken,
 }
 
 impl HealthApi {
-    pub fn new(reporter: HealthReporter) -> Self {
-        Self { inner: tonic_health::server::HealthService::from_health_reporter(reporter) }
+    pub fn new(reporter: HealthReporter, closing: CancellationToken) -> Self {
+        Self { inner: tonic_health::server::HealthService::from_health_reporter(reporter), closing }
     }
 }
 
@@ -91,13 +98,16 @@ impl tonic_health::pb::health_server::Health for HealthApi {
         &self,
         request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
     ) -> Result<tonic::Response<HealthStream>, tonic::Status> {
+        let closing = self.closing.clone().cancelled_owned();
         match self.inner.watch(request).await {
-            Ok(stream) => Ok(tonic::Response::new(Box::pin(stream.into_inner()) as HealthStream)),
+            Ok(stream) => Ok(tonic::Response::new(Box::pin(stream.into_inner().take_until(closing)) as HealthStream)),
             Err(status) if status.code() == tonic::Code::NotFound => {
                 let unknown = tonic_health::pb::HealthCheckResponse {
                     status: tonic_health::pb::health_check_response::ServingStatus::ServiceUnknown as i32,
                 };
-                let stream = futures::stream::once(async move { Ok(unknown) }).chain(futures::stream::pending());
+                let stream = futures::stream::once(async move { Ok(unknown) })
+                    .chain(futures::stream::pending())
+                    .take_until(closing);
                 Ok(tonic::Response::new(Box::pin(stream) as HealthStream))
             }
             Err(status) => Err(status),

@@ -31,6 +31,7 @@ const CONFIG_WORDS: &[&str] = &[
     "plugins",
     "limits",
     "shutdown_grace",
+    "shutdown_delay",
     "log",
     "tracing",
     "admin_http",

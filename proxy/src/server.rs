@@ -219,7 +219,9 @@ async fn serve(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
     let health = tonic_health::server::HealthReporter::new();
-    let health_service = tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(health.clone()));
+    let closing = tokio_util::sync::CancellationToken::new();
+    let health_service =
+        tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(health.clone(), closing.clone()));
     let health_watch = tokio::spawn(health::watch(health.clone(), routes.clone(), plugins.clone()));
     // Reflection lists the services a client can call, not the plugin
     // protocol's (their types are still there for the public ones' sake).
@@ -308,6 +310,11 @@ async fn serve(
     tracing::info!("shutting down: no new calls; waiting for in-flight calls");
     health_watch.abort();
     health::shutting_down(&health).await;
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?config.shutdown_delay, "NOT_SERVING reported; serving on before closing");
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    closing.cancel();
     let _ = stop_accepting.send(());
     match tokio::time::timeout(config.shutdown_grace, &mut server).await {
         Ok(Ok(result)) => result?,
