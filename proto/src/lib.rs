@@ -61,6 +61,7 @@ mod tests {
     }
 }
 
+pub mod balance;
 #[cfg(test)]
 mod proptests;
 pub mod wire;
