@@ -171,6 +171,8 @@ pub struct ProxyConfig {
     source: String,
     /// Environment of the proxy process (and so of its plugins).
     env: Vec<(String, String)>,
+    /// The gRPC listener's address (`127.0.0.1:0`: any free port).
+    listen: String,
 }
 
 impl Default for ProxyConfig {
@@ -191,7 +193,15 @@ impl ProxyConfig {
             default_backend: None,
             source: "namespaces_dir: namespaces\n".to_owned(),
             env: Vec::new(),
+            listen: "127.0.0.1:0".to_owned(),
         }
+    }
+
+    /// Listens on this port of 127.0.0.1, so the proxy started again from
+    /// this config is at the same address.
+    pub fn port(mut self, port: u16) -> Self {
+        self.listen = format!("127.0.0.1:{port}");
+        self
     }
 
     /// Sets an environment variable of the proxy process.
@@ -266,8 +276,9 @@ impl ProxyConfig {
 
     /// Writes `prism.yaml` and returns its path.
     pub fn write(&self) -> PathBuf {
-        let mut text = String::from(
-            "listen: 127.0.0.1:0\nadmin_http: {listen: \"127.0.0.1:0\"}\nshutdown_grace: 5s\nlog: {format: json, level: info}\n",
+        let mut text = format!(
+            "listen: {}\nadmin_http: {{listen: \"127.0.0.1:0\"}}\nshutdown_grace: 5s\nlog: {{format: json, level: info}}\n",
+            self.listen
         );
         text.push_str(&self.source);
         if let Some(d) = &self.default_backend {

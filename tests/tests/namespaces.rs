@@ -808,3 +808,160 @@ fn multi_document_files_and_unreadable_documents() {
         }
     }
 }
+
+/// Three proxies on one PostgreSQL registry and one PostgreSQL backend; a
+/// client balancing its calls over all three (`prism_proto::balance`:
+/// tonic's balancer fed by each proxy's gRPC health). One proxy killed (SIGKILL) under load: the
+/// calls in flight on it fail (UNAVAILABLE), the rest go to the other two,
+/// every acknowledged write is readable, and the proxy started again at
+/// its address serves the same namespaces and gets calls again. A proxy
+/// stopped cleanly with `shutdown_delay` fails no call: it reports
+/// NOT_SERVING, the client stops sending to it, then it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_killed_under_load_clients_continue_on_the_others() {
+    use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    if !services::require(POSTGRES) {
+        return;
+    }
+    let schema = schema_name();
+    let url = services::postgres_url();
+    let plugin =
+        format!("command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}");
+    let config = |port| {
+        ProxyConfig::new()
+            .port(port)
+            .plugin("postgres", &plugin)
+            .postgres_registry(&url, &format!("{schema}reg"), "1s")
+            .extra("shutdown_delay: 1s\n")
+    };
+    let ports: Vec<u16> = (0..3).map(|_| services::free_port()).collect();
+    let mut proxies: Vec<Option<prism_tests::Proxy>> = ports.iter().map(|p| Some(config(*p).start())).collect();
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let work = tempfile::tempdir().unwrap();
+    let file = write(work.path(), "spread.yaml", &kv_doc("spread", "  backend: postgres\n"));
+    let out = prismctl(&endpoints[0], &["namespace", "apply", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let put = |mut kv: KeyValueServiceClient<tonic::transport::Channel>, key: String| async move {
+        let mut request = tonic::Request::new(PutRequest {
+            namespace: "spread".into(),
+            key: key.clone(),
+            value: key.into_bytes().into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(5));
+        kv.put(request).await.map(|r| r.into_inner().version)
+    };
+    for proxy in proxies.iter().flatten() {
+        let kv = proxy.kv().await;
+        assert!(eventually(Duration::from_secs(10), || async { put(kv.clone(), "ready".into()).await.is_ok() }).await);
+    }
+
+    // The client: one channel over the three proxies.
+    let channel = prism_proto::balance::balanced_channel(
+        endpoints.iter().map(|e| tonic::transport::Endpoint::from_shared(e.clone()).unwrap()),
+        Duration::from_millis(500),
+    );
+    let kv = KeyValueServiceClient::new(channel);
+    let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (kv, acked, failures, stop) = (kv.clone(), acked.clone(), failures.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("w{w}/{i}");
+                    match put(kv.clone(), key.clone()).await {
+                        Ok(version) => acked.lock().unwrap().push((key, version)),
+                        Err(e) => {
+                            failures.lock().unwrap().push((Instant::now(), format!("{:?}: {}", e.code(), e.message())));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    let acked_before = acked.lock().unwrap().len();
+    let stopped = proxies[1].take().unwrap().kill().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let acked_while_down = acked.lock().unwrap().len() - acked_before;
+    // Started again at the same address, like a restarted pod.
+    let restarted_at = Instant::now();
+    proxies[1] = Some(stopped.start());
+    println!("proxy restarted in {:?}", restarted_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A clean stop (SIGTERM), as in a rolling update.
+    let failed_before_stop = failures.lock().unwrap().len();
+    let stopping_at = Instant::now();
+    let stopping = proxies[2].take().unwrap();
+    let logs = stopping.logs.clone();
+    stopping.stop();
+    println!("proxy stopped cleanly in {:?}", stopping_at.elapsed());
+    // Health watchers (the balancing client's) end at shutdown rather than
+    // holding it for the whole grace period.
+    assert!(!logs.contains("did not finish in time"), "{}", logs.text());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    let (killed, stopped): (Vec<_>, Vec<_>) = failures.iter().partition(|(at, _)| *at < stopping_at);
+    let window = killed.iter().map(|(at, _)| at.saturating_duration_since(killed_at)).max().unwrap_or_default();
+    assert_eq!(killed.len(), failed_before_stop);
+    println!(
+        "proxy failover: {} writes acknowledged ({acked_while_down} while a proxy was down), {} failed after \
+         the kill (the last {window:?} after it), {} during the clean stop",
+        acked.len(),
+        killed.len(),
+        stopped.len()
+    );
+    for (_, why) in failures.iter().take(5) {
+        println!("  failed: {why}");
+    }
+    // Calls in flight on the killed proxy: tonic reports a connection cut
+    // mid-call as UNKNOWN "transport error"; none of them was acknowledged.
+    let cut = |why: &str| why.starts_with("Unavailable") || why == "Unknown: transport error";
+    assert!(killed.iter().all(|(_, why)| cut(why)), "{killed:?}");
+    assert!(stopped.is_empty(), "calls failed while a proxy stopped cleanly: {stopped:?}");
+    assert!(acked_while_down > 0, "no write succeeded while one proxy of three was down");
+    assert!(window < Duration::from_secs(4), "calls kept failing after the kill: last failure {window:?} after it");
+
+    // The restarted proxy serves the shared namespaces and is used again by
+    // the balancing client.
+    let restarted = proxies[1].as_ref().unwrap();
+    assert!(listed(&endpoints[1]).contains(&"spread".to_owned()));
+    let metrics = reqwest_metrics(&restarted.admin_url()).await;
+    let served = metrics
+        .lines()
+        .filter(|l| l.starts_with("prism_requests_total{") && l.contains("namespace=\"spread\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(served > 0.0, "the balancing client never used the restarted proxy:\n{metrics}");
+
+    let mut kv = kv.clone();
+    let mut lost = Vec::new();
+    for (key, version) in &acked {
+        let got = kv.get(GetRequest { namespace: "spread".into(), key: key.clone() }).await.unwrap().into_inner();
+        if !got.found || got.value != key.as_bytes() || got.version != *version {
+            lost.push(key.clone());
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {lost:?}", lost.len(), acked.len());
+    drop(proxies);
+    services::drop_postgres_schema(&schema).await;
+    services::drop_postgres_schema(&format!("{schema}reg")).await;
+}
+
+async fn reqwest_metrics(admin: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap()
+}
