@@ -44,47 +44,28 @@ def test_shipped_files_pass() -> None:
     assert cd.check_compose(cd.COMPOSE, None) == []
 
 
-def test_misspelled_field_is_refused(kube: Path) -> None:
-    edit(kube / "deployment.yaml", "readinessProbe:", "readinesProbe:")
+# (file, text, replacement, a problem must contain this)
+KUBERNETES_BREAKS = {
+    "misspelled field": ("deployment.yaml", "readinessProbe:", "readinesProbe:", "'readinesProbe' was unexpected"),
+    "wrong type": ("pdb.yaml", "maxUnavailable: 1", "maxUnavailable: [1]", "PodDisruptionBudget/prism-proxy"),
+    "sidecar on another port": ("deployment.yaml", '"127.0.0.1:7402"', '"127.0.0.1:7409"',
+                                "plugins.redis.address 127.0.0.1:7402: no plugin container listens there"),
+    "sidecar off loopback": ("deployment.yaml", '"127.0.0.1:7403"', '"0.0.0.0:7403"',
+                             "plugin-nats listens on 0.0.0.0:7403: off loopback"),
+    "password variable not set": ("deployment.yaml", "name: PRISM_REDIS_PASSWORD", "name: PRISM_REDIS_PASSWD",
+                                  "password_env: PRISM_REDIS_PASSWORD is not set in plugin-redis"),
+    "service port not in the pod": ("service.yaml", "targetPort: admin", "targetPort: metrics",
+                                    "targetPort metrics is not a port"),
+    "unknown secret": ("deployment.yaml", "name: prism-backends", "name: prism-backend", "uses Secret prism-backend,"),
+}
+
+
+@pytest.mark.parametrize("case", KUBERNETES_BREAKS)
+def test_kubernetes_break_is_found(kube: Path, case: str) -> None:
+    file, old, new, expected = KUBERNETES_BREAKS[case]
+    edit(kube / file, old, new)
     problems = cd.check_kubernetes(kube, None)
-    assert any("'readinesProbe' was unexpected" in p for p in problems), problems
-
-
-def test_wrong_type_is_refused(kube: Path) -> None:
-    edit(kube / "pdb.yaml", "maxUnavailable: 1", "maxUnavailable: [1]")
-    problems = cd.check_kubernetes(kube, None)
-    assert any("PodDisruptionBudget/prism-proxy" in p and "maxUnavailable" in p for p in problems), problems
-
-
-def test_sidecar_on_another_port_is_refused(kube: Path) -> None:
-    edit(kube / "deployment.yaml", '"127.0.0.1:7402"', '"127.0.0.1:7409"')
-    problems = cd.check_kubernetes(kube, None)
-    assert any("plugins.redis.address 127.0.0.1:7402: no plugin container listens there" in p for p in problems)
-    assert any("plugin-redis listens on 127.0.0.1:7409" in p for p in problems), problems
-
-
-def test_sidecar_off_loopback_is_refused(kube: Path) -> None:
-    edit(kube / "deployment.yaml", '"127.0.0.1:7403"', '"0.0.0.0:7403"')
-    problems = cd.check_kubernetes(kube, None)
-    assert any("plugin-nats listens on 0.0.0.0:7403: off loopback" in p for p in problems), problems
-
-
-def test_password_variable_not_set_is_refused(kube: Path) -> None:
-    edit(kube / "deployment.yaml", "name: PRISM_REDIS_PASSWORD", "name: PRISM_REDIS_PASSWD")
-    problems = cd.check_kubernetes(kube, None)
-    assert any("password_env: PRISM_REDIS_PASSWORD is not set in plugin-redis" in p for p in problems), problems
-
-
-def test_service_port_not_in_pod_is_refused(kube: Path) -> None:
-    edit(kube / "service.yaml", "targetPort: admin", "targetPort: metrics")
-    problems = cd.check_kubernetes(kube, None)
-    assert any("targetPort metrics is not a port" in p for p in problems), problems
-
-
-def test_unknown_secret_is_refused(kube: Path) -> None:
-    edit(kube / "deployment.yaml", "name: prism-backends", "name: prism-backend")
-    problems = cd.check_kubernetes(kube, None)
-    assert any("uses Secret prism-backend," in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
 
 
 def test_kustomization_feature_not_rendered_is_refused(kube: Path) -> None:
@@ -94,19 +75,19 @@ def test_kustomization_feature_not_rendered_is_refused(kube: Path) -> None:
     assert any("patches: check_deploy.py does not render this" in p for p in problems), problems
 
 
-def test_compose_schema_violation_is_refused(compose: Path) -> None:
-    edit(compose, "  restart: unless-stopped\n", "  restart: unless-stopped\n  restarts: 3\n")
+COMPOSE_BREAKS = {
+    "key the specification lacks": ("compose.yaml", "  restart: unless-stopped\n",
+                                    "  restart: unless-stopped\n  restarts: 3\n", "'restarts' was unexpected"),
+    "plugin not a service": ("prism.yaml", "address: plugin-redis:7400", "address: redis-plugin:7400",
+                             "plugins.redis.address redis-plugin:7400: no plugin container listens there"),
+    "missing Dockerfile": ("compose.yaml", "dockerfile: patterns/redis/Dockerfile",
+                           "dockerfile: patterns/rediss/Dockerfile", "services.plugin-redis.build: no Dockerfile"),
+}
+
+
+@pytest.mark.parametrize("case", COMPOSE_BREAKS)
+def test_compose_break_is_found(compose: Path, case: str) -> None:
+    file, old, new, expected = COMPOSE_BREAKS[case]
+    edit(compose.parent / file, old, new)
     problems = cd.check_compose(compose, None)
-    assert any("Compose Specification schema" in p and "restarts" in p for p in problems), problems
-
-
-def test_compose_plugin_not_a_service_is_refused(compose: Path) -> None:
-    edit(compose.parent / "prism.yaml", "address: plugin-redis:7400", "address: redis-plugin:7400")
-    problems = cd.check_compose(compose, None)
-    assert any("plugins.redis.address redis-plugin:7400: no plugin container listens there" in p for p in problems)
-
-
-def test_compose_missing_dockerfile_is_refused(compose: Path) -> None:
-    edit(compose, "dockerfile: patterns/redis/Dockerfile", "dockerfile: patterns/rediss/Dockerfile")
-    problems = cd.check_compose(compose, None)
-    assert any("services.plugin-redis.build: no Dockerfile" in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
