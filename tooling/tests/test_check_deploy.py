@@ -47,7 +47,7 @@ def test_shipped_files_pass() -> None:
 # (file, text, replacement, a problem must contain this)
 KUBERNETES_BREAKS = {
     "misspelled field": ("deployment.yaml", "readinessProbe:", "readinesProbe:", "'readinesProbe' was unexpected"),
-    "wrong type": ("pdb.yaml", "maxUnavailable: 1", "maxUnavailable: [1]", "PodDisruptionBudget/prism-proxy"),
+    "wrong type": ("pdb.yaml", "maxUnavailable: 1", "maxUnavailable: [1]", "spec.maxUnavailable: [1] is not valid"),
     "sidecar on another port": ("deployment.yaml", '"127.0.0.1:7402"', '"127.0.0.1:7409"',
                                 "plugins.redis.address 127.0.0.1:7402: no plugin container listens there"),
     "sidecar off loopback": ("deployment.yaml", '"127.0.0.1:7403"', '"0.0.0.0:7403"',
