@@ -30,6 +30,7 @@ const PAGES = [
   { name: 'quick-start', path: '/docs/guides/quick-start', nav: 'Quick start' },
   { name: 'clients', path: '/docs/guides/clients', nav: 'Docs' },
   { name: 'request-path', path: '/docs/concepts/request-path', nav: 'Docs', mermaid: true },
+  { name: 'multi-machine', path: '/docs/operations/multi-machine', nav: 'Docs', mermaid: true },
   { name: 'namespace-spec', path: '/docs/reference/namespace-spec', nav: 'Reference' },
   { name: 'timeseries-api', path: '/docs/reference/timeseries-api', nav: 'Reference', text: /service TimeSeriesService/ },
   { name: 'graph-api', path: '/docs/reference/graph-api', nav: 'Reference', text: /service GraphService/ },
