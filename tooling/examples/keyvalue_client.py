@@ -6,12 +6,16 @@ generated code to keep in sync. Start the proxy of the quick start (it serves
 the `demo` namespace on 127.0.0.1:8980), then:
 
     uv run --group interop tooling/examples/keyvalue_client.py --addr 127.0.0.1:8980 --namespace demo
+
+With several proxies, give them all (--addr 127.0.0.1:8980,127.0.0.1:8981):
+calls go round robin to those whose gRPC health service says SERVING.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +38,23 @@ def stubs(out: Path):
         importlib.import_module("prism.keyvalue.v1.keyvalue_pb2"),
         importlib.import_module("prism.keyvalue.v1.keyvalue_pb2_grpc"),
     )
+
+
+def channel(addrs: str) -> grpc.Channel:
+    """A plaintext channel to one proxy, or round robin over several ("a:1,b:2")."""
+    if "," not in addrs:
+        return grpc.insecure_channel(addrs)
+    # gRPC's own mechanisms: the round_robin policy, and client-side health
+    # checking, which watches grpc.health.v1 on each proxy and skips the ones
+    # not SERVING (a proxy reports NOT_SERVING as it starts shutting down).
+    config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+    options = [
+        ("grpc.service_config", json.dumps(config)),
+        # Otherwise the authority is the whole address list, which is no valid
+        # host:port and the proxy refuses the calls (RST_STREAM).
+        ("grpc.default_authority", "prism"),
+    ]
+    return grpc.insecure_channel(f"ipv4:{addrs}", options=options)
 
 
 def run(channel: grpc.Channel, namespace: str, pb, pb_grpc) -> None:
@@ -72,8 +93,8 @@ def main() -> int:
         pb, pb_grpc = stubs(Path(tmp))
         # Plaintext, as the quick start's proxy serves loopback without TLS. With
         # TLS and a token: grpc.secure_channel(...) and metadata=[("authorization", "Bearer ...")].
-        with grpc.insecure_channel(a.addr) as channel:
-            run(channel, a.namespace, pb, pb_grpc)
+        with channel(a.addr) as ch:
+            run(ch, a.namespace, pb, pb_grpc)
     return 0
 
 

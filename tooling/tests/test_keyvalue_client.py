@@ -108,3 +108,48 @@ def test_put_get_scan_against_a_service(client, generated):
         "scan user/1 = alice (version 1)",
         "scan user/2 = bob (version 2)",
     ]
+
+
+def test_round_robin_over_two_services_continues_when_one_stops(client, generated):
+    pb, pb_grpc = generated
+    served: dict[int, int] = {}
+
+    class Counting(pb_grpc.KeyValueServiceServicer):
+        def __init__(self, index):
+            self.index = index
+
+        def Put(self, request, context):
+            served[self.index] = served.get(self.index, 0) + 1
+            return pb.PutResponse(version=1)
+
+    servers, ports = [], []
+    for index in range(2):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb_grpc.add_KeyValueServiceServicer_to_server(Counting(index), server)
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        servers.append(server)
+    try:
+        with client.channel(",".join(f"127.0.0.1:{p}" for p in ports)) as ch:
+            kv = pb_grpc.KeyValueServiceStub(ch)
+            put = pb.PutRequest(namespace="demo", key="k", value=b"v")
+            # wait_for_ready: the first calls wait for the connections (and
+            # the health checks, which these services do not implement: gRPC
+            # then treats them as serving).
+            for _ in range(20):
+                kv.Put(put, timeout=5, wait_for_ready=True)
+            assert served.get(0, 0) > 0 and served.get(1, 0) > 0, served
+            servers[0].stop(None).wait()
+            before = served.get(1, 0)
+            failed = 0
+            for _ in range(20):
+                try:
+                    kv.Put(put, timeout=5)
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                    failed += 1
+            # At most the call that found the stopped one's connection gone.
+            assert failed <= 1 and served[1] - before >= 19, (failed, served)
+    finally:
+        for server in servers:
+            server.stop(None)
