@@ -931,7 +931,9 @@ async fn a_proxy_killed_under_load_clients_continue_on_the_others() {
     // mid-call as UNKNOWN "transport error", or CANCELLED when the call was
     // still queued on it; none of them was acknowledged.
     let cut = |why: &str| {
-        why.starts_with("Unavailable") || why == "Unknown: transport error" || why == "Cancelled: operation was canceled"
+        why.starts_with("Unavailable")
+            || why == "Unknown: transport error"
+            || why == "Cancelled: operation was canceled"
     };
     assert!(killed.iter().all(|(_, why)| cut(why)), "{killed:?}");
     assert!(stopped.is_empty(), "calls failed while a proxy stopped cleanly: {stopped:?}");
