@@ -485,10 +485,21 @@ pub struct EdgePage {
     pub more: bool,
 }
 
+/// A traversal's answer: the vertices reached (the start excluded) with
+/// their depth, in breadth-first order, and whether more were left past
+/// the limit.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TraversePage {
+    pub vertices: Vec<(String, u32)>,
+    pub truncated: bool,
+}
+
 /// The Graph pattern.
 ///
 /// Traversals are run by the SDK, breadth first, one [`GraphStore::expand`]
-/// per level, so a backend only answers bounded batch lookups.
+/// per level, so a backend only answers bounded batch lookups; a backend
+/// that can run a whole bounded traversal in one query does so in
+/// [`GraphStore::traverse`].
 pub trait GraphStore: Backend {
     /// Creates or replaces a vertex; returns whether it was created.
     fn put_vertex(
@@ -551,4 +562,22 @@ pub trait GraphStore: Backend {
         labels: &[String],
         limit: usize,
     ) -> impl Future<Output = PluginResult<Vec<String>>> + Send;
+
+    /// The whole traversal from `start` (which exists) in the backend, up
+    /// to `max_depth` edges and `limit` vertices, each reported at its
+    /// shortest depth: one round trip instead of one per level. `Ok(None)`,
+    /// the default, makes the SDK walk it level by level with
+    /// [`GraphStore::expand`].
+    fn traverse(
+        &self,
+        ns: &Namespace<Self::NamespaceState>,
+        start: &str,
+        direction: Direction,
+        labels: &[String],
+        max_depth: u32,
+        limit: usize,
+    ) -> impl Future<Output = PluginResult<Option<TraversePage>>> + Send {
+        let _ = (ns, start, direction, labels, max_depth, limit);
+        async { Ok(None) }
+    }
 }

@@ -250,6 +250,11 @@ impl<B: GraphStore> GraphBackend for GraphService<B> {
             return Err(unknown_vertex(&req.start).into());
         }
         let dir = direction(req.direction());
+        let pushed = backend.traverse(&ns, &req.start, dir, &req.labels, req.max_depth as u32, limit);
+        if let Some(page) = traced::<B, _>("traverse", pushed).await? {
+            let vertices = page.vertices.into_iter().map(|(id, depth)| Visited { id, depth }).collect();
+            return Ok(Response::new(TraverseResponse { vertices, truncated: page.truncated }));
+        }
         // Everything held here is bounded by `limit`: the visited set, the
         // frontier, and each batch asked of the backend.
         let mut visited: HashSet<String> = HashSet::from([req.start.clone()]);

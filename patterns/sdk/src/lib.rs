@@ -34,7 +34,7 @@ mod timeseries;
 pub use backend::{
     Backend, BucketStats, Capabilities, Consistency, Direction, Durability, Edge, EdgePage, Event, EventPage,
     GraphStore, KeyValueStore, Namespace, NamespaceSettings, Pattern, PutOp, RangeQuery, Record, ScanPage,
-    TimeSeriesStore, Vertex,
+    TimeSeriesStore, TraversePage, Vertex,
 };
 pub use error::{PluginError, PluginResult};
 pub use graph::{DEFAULT_TRAVERSE_RESULTS, MAX_TRAVERSE_DEPTH, MAX_TRAVERSE_RESULTS};
