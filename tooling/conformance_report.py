@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs-cms" / "reference" / "conformance.md"
-BACKENDS = ["memstore", "sqlite", "postgres", "redis", "nats"]
+BACKENDS = ["memstore", "sqlite", "postgres", "redis", "nats", "falkordb"]
 CAPABILITIES = [
     ("lifecycle", "Initialize, health, protocol version, unprepared and dropped namespaces"),
     ("basic", "Put, Get, Delete, missing keys, empty results"),
@@ -33,7 +33,7 @@ CAPABILITIES = [
     ("scan", "key order, prefix bounds, resumable pages across concurrent writes"),
     ("timeseries", "idempotent appends, paging in both orders, aggregates, bad input, isolation"),
     ("retention", "expired events are dropped on arrival, leave reads, and leave storage"),
-    ("graph", "vertices and edges, cascading deletes, neighbors paging, bounded traversals, isolation"),
+    ("graph", "vertices and edges, cascading deletes, neighbors paging, bounded traversals, awkward ids and labels, isolation"),
     ("durability", "data and versions (and events and edges, where served) survive a plugin restart"),
 ]
 SYMBOL = {"pass": "pass", "fail": "**FAIL**", "not_claimed": "not claimed"}
@@ -98,7 +98,8 @@ def render(reports: dict[str, dict]) -> str:
             lines.append(f"| {b} | not run | | | | |")
             continue
         d = r["declared"]
-        patterns = ", ".join(["keyvalue"] + [p for p in ("timeseries", "graph") if d.get(p)])
+        # Reports older than the `keyvalue` field all declared KeyValue.
+        patterns = ", ".join(p for p in ("keyvalue", "timeseries", "graph") if d.get(p, p == "keyvalue"))
         lines.append(
             f"| {b} | {patterns} | {'strong' if d['strong'] else 'eventual'} | {'durable' if d['durable'] else 'ephemeral'}"
             f" | {d['max_key_bytes']} | {d['max_value_bytes']} |"

@@ -16,6 +16,7 @@ pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder, declared: &Decla
         r.claimed("graph.vertices_edges", "graph", suite.graph_vertices_edges()).await;
         r.claimed("graph.neighbors_paging", "graph", suite.graph_neighbors_paging()).await;
         r.claimed("graph.traverse_bounded", "graph", suite.graph_traverse_bounded()).await;
+        r.claimed("graph.awkward_names", "graph", suite.graph_awkward_names()).await;
         r.claimed("graph.isolation", "graph", suite.graph_isolation()).await;
     } else {
         r.refused("graph.refused", "graph", suite.graph_refused()).await;
@@ -142,6 +143,50 @@ impl Suite<'_> {
         ensure!(!got.found, "a deleted vertex is still found");
         let left = self.edges_of(neighbors(&ns, "b", Direction::Both, "", 10)).await?;
         ensure!(left.is_empty(), "edges of a deleted vertex remain: {left:?}");
+        Ok(())
+    }
+
+    /// Ids and labels made of the characters a query language quotes or
+    /// escapes with (quotes, backticks, braces, backslashes, `$`, a
+    /// comment opener) are stored and matched as plain text: a backend that
+    /// built statements from them would fail here or match the wrong thing.
+    pub(super) async fn graph_awkward_names(&self) -> Check {
+        let ns = self.graph_namespace().await?;
+        let ids = ["q\"uote", "it's", "back`tick", "{brace}", "back\\slash\\", "$id", "a // b /* c", "ü-ñ"];
+        for id in ids {
+            ensure!(self.vertex(&ns, id).await?, "vertex {id:?} was not created");
+        }
+        let label = "l`a\"b'e{l}\\";
+        for pair in ids.windows(2) {
+            self.edge(&ns, pair[0], label, pair[1]).await?;
+        }
+        for id in ids {
+            let got = self
+                .plugin
+                .graph()
+                .get_vertex(GetVertexRequest { namespace: ns.clone(), id: id.into() })
+                .await
+                .map_err(|s| format!("GetVertex {id:?}: {}", show(&s)))?
+                .into_inner();
+            ensure!(got.found && got.vertex.is_some_and(|v| v.id == id), "vertex {id:?} not found as written");
+        }
+        let mut listed = self.edges_of(neighbors(&ns, ids[0], Direction::Out, label, 10)).await?;
+        ensure!(
+            listed == [format!("{}-{label}->{}", ids[0], ids[1])],
+            "edges of {:?} with label {label:?}: {listed:?}",
+            ids[0]
+        );
+        listed = self.edges_of(neighbors(&ns, ids[0], Direction::Out, "l", 10)).await?;
+        ensure!(listed.is_empty(), "a label prefix matched: {listed:?}");
+        let mut walk = traverse(&ns, ids[0], 16, 100);
+        walk.labels = vec![label.to_owned()];
+        let (reached, _) = self.reached(walk).await?;
+        let expected: Vec<String> = {
+            let mut e: Vec<String> = ids[1..].iter().enumerate().map(|(i, id)| format!("{id}@{}", i + 1)).collect();
+            e.sort();
+            e
+        };
+        ensure!(reached == expected, "traversal over awkward names reached {reached:?}, expected {expected:?}");
         Ok(())
     }
 

@@ -44,6 +44,14 @@ pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder) {
 }
 
 impl Suite<'_> {
+    /// A plugin without KeyValue refuses its calls with UNIMPLEMENTED.
+    pub(crate) async fn kv_refused(&self) -> Check {
+        let ns = format!("conf-{}-no-kv", self.run_id);
+        let r = self.plugin.keyvalue().get(GetRequest { namespace: ns.clone(), key: "k".into() }).await;
+        expect_code(r, Code::Unimplemented, "Get")?;
+        expect_code(self.plugin.keyvalue().put(put_req(&ns, "k", b"v")).await, Code::Unimplemented, "Put")
+    }
+
     pub(crate) async fn put(&self, ns: &str, key: &str, value: &[u8]) -> Result<u64, String> {
         self.plugin
             .keyvalue()

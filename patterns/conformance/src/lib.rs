@@ -72,7 +72,9 @@ pub struct Declared {
     pub strong: bool,
     pub max_key_bytes: u64,
     pub max_value_bytes: u64,
-    /// The TimeSeries and Graph patterns, and TimeSeries retention.
+    /// The patterns (KeyValue, TimeSeries, Graph), and TimeSeries
+    /// retention.
+    pub keyvalue: bool,
     pub timeseries: bool,
     pub graph: bool,
     pub retention: bool,

@@ -4,11 +4,13 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use prism_proto::graph::v1::{GetVertexRequest, PutVertexRequest};
 use prism_proto::keyvalue::v1::GetRequest;
 use prism_proto::plugin::v1::{
-    DescribeNamespaceRequest, DropNamespaceRequest, HealthRequest, InitializeRequest, ProtocolVersion, health_response,
+    DescribeNamespaceRequest, DropNamespaceRequest, HealthRequest, InitializeRequest, Pattern, ProtocolVersion,
+    health_response,
 };
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::runner::{Check, Recorder, Suite, expect_code, initialize, put_req, show};
 use crate::{Declared, Outcome, PluginProcess};
@@ -46,6 +48,40 @@ pub(crate) async fn durability(suite: &mut Suite<'_>, r: &mut Recorder, declared
 }
 
 impl Suite<'_> {
+    /// Whether the plugin serves KeyValue; the lifecycle checks write and
+    /// read a key then, else a vertex (the runner refuses a plugin with
+    /// neither).
+    fn kv(&self) -> bool {
+        self.caps.patterns.contains(&(Pattern::Keyvalue as i32))
+    }
+
+    fn probe_pattern(&self) -> Pattern {
+        if self.kv() { Pattern::Keyvalue } else { Pattern::Graph }
+    }
+
+    /// Writes one item (key or vertex `k`) in `ns`.
+    async fn probe_write(&self, ns: &str) -> Check {
+        if self.kv() {
+            return self.put(ns, "k", b"v").await.map(drop);
+        }
+        let vertex = PutVertexRequest { namespace: ns.into(), id: "k".into(), label: "v".into(), ..Default::default() };
+        self.plugin.graph().put_vertex(vertex).await.map(drop).map_err(|s| format!("PutVertex: {}", show(&s)))
+    }
+
+    /// Whether item `k` is in `ns`.
+    async fn probe_read(&self, ns: &str) -> Result<bool, Status> {
+        if self.kv() {
+            let r = self.plugin.keyvalue().get(GetRequest { namespace: ns.into(), key: "k".into() }).await?;
+            return Ok(r.into_inner().found);
+        }
+        let r = self.plugin.graph().get_vertex(GetVertexRequest { namespace: ns.into(), id: "k".into() }).await?;
+        Ok(r.into_inner().found)
+    }
+
+    async fn probe_namespace(&self) -> Result<String, String> {
+        self.namespace_of(self.probe_pattern(), 0).await
+    }
+
     async fn health(&self) -> Check {
         let r = self.plugin.lifecycle().health(HealthRequest {}).await.map_err(|s| show(&s))?.into_inner();
         ensure!(r.status == health_response::Status::Serving as i32, "Health is {} ({})", r.status, r.message);
@@ -86,24 +122,29 @@ impl Suite<'_> {
 
     async fn unprepared_namespace(&self) -> Check {
         let name = format!("conf-{}-never-prepared", self.run_id);
-        let result = self.plugin.keyvalue().get(GetRequest { namespace: name.clone(), key: "k".into() }).await;
-        expect_code(result, Code::FailedPrecondition, "Get in a namespace never prepared")?;
-        let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
-        expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
+        expect_code(self.probe_read(&name).await, Code::FailedPrecondition, "a read in a namespace never prepared")?;
+        if self.kv() {
+            let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
+            expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
+        } else {
+            let vertex = PutVertexRequest { namespace: name, id: "k".into(), ..Default::default() };
+            let result = self.plugin.graph().put_vertex(vertex).await;
+            expect_code(result, Code::FailedPrecondition, "PutVertex in a namespace never prepared")
+        }
     }
 
     async fn drop_namespace(&self) -> Check {
-        let ns = self.namespace().await?;
-        self.put(&ns, "k", b"v").await?;
+        let ns = self.probe_namespace().await?;
+        self.probe_write(&ns).await?;
         self.plugin
             .lifecycle()
             .drop_namespace(DropNamespaceRequest { namespace: ns.clone() })
             .await
             .map_err(|s| format!("DropNamespace: {}", show(&s)))?;
-        let result = self.plugin.keyvalue().get(GetRequest { namespace: ns.clone(), key: "k".into() }).await;
-        expect_code(result, Code::FailedPrecondition, "Get after DropNamespace")?;
-        self.prepare(&ns).await?;
-        ensure!(self.get(&ns, "k").await?.is_none(), "data survived DropNamespace");
+        expect_code(self.probe_read(&ns).await, Code::FailedPrecondition, "a read after DropNamespace")?;
+        self.prepare_with(&ns, self.probe_pattern(), 0).await?;
+        let survived = self.probe_read(&ns).await.map_err(|s| format!("a read after preparing again: {}", show(&s)))?;
+        ensure!(!survived, "data survived DropNamespace");
         // Dropping twice is fine.
         for _ in 0..2 {
             self.plugin
@@ -118,7 +159,7 @@ impl Suite<'_> {
     /// DescribeNamespace must say whether a namespace holds data: the
     /// proxy refuses to delete (and orphan) one that does.
     async fn describe_namespace(&self) -> Check {
-        let ns = self.namespace().await?;
+        let ns = self.probe_namespace().await?;
         let holds = |ns: String| async move {
             self.plugin
                 .lifecycle()
@@ -128,9 +169,9 @@ impl Suite<'_> {
                 .map_err(|s| format!("DescribeNamespace: {}", show(&s)))
         };
         ensure!(!holds(ns.clone()).await?, "a fresh namespace is said to hold data");
-        self.put(&ns, "k", b"v").await?;
-        ensure!(holds(ns.clone()).await?, "a namespace with a key is said to hold no data");
-        let other = self.namespace().await?;
+        self.probe_write(&ns).await?;
+        ensure!(holds(ns.clone()).await?, "a namespace with data is said to hold none");
+        let other = self.probe_namespace().await?;
         ensure!(!holds(other).await?, "another namespace's key counts as data here");
         // After deleting every key the answer may stay true: a backend that
         // keeps history (NATS) still stores the old values.
@@ -140,6 +181,13 @@ impl Suite<'_> {
     /// Writes, restarts the plugin process, and reads back. Replaces
     /// `self.plugin` with the new process.
     async fn restart_durability(&mut self) -> Check {
+        if !self.kv() {
+            let patterns = self.patterns_before_restart().await?;
+            let old = std::mem::replace(&mut self.plugin, PluginProcess::start(&self.subject.binary).await?);
+            old.stop().await?;
+            initialize(&self.plugin, self.subject).await?;
+            return self.patterns_after_restart(patterns).await;
+        }
         let ns = self.namespace().await?;
         let mut written = Vec::new();
         for i in 0..5 {

@@ -169,8 +169,9 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
     let plugin = PluginProcess::start(&subject.binary).await?;
     let init = initialize(&plugin, subject).await?;
     let caps = init.capabilities.clone().unwrap_or_default();
-    if !caps.patterns.contains(&(Pattern::Keyvalue as i32)) {
-        return Err(format!("{} does not declare the KeyValue pattern", subject.name));
+    if !caps.patterns.iter().any(|p| [Pattern::Keyvalue as i32, Pattern::Graph as i32].contains(p)) {
+        // The lifecycle checks write and read through one of the two.
+        return Err(format!("{} declares neither KeyValue nor Graph", subject.name));
     }
     let declared = Declared {
         backend: init.backend.clone(),
@@ -182,6 +183,7 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
         strong: caps.consistency == Consistency::Strong as i32,
         max_key_bytes: caps.max_key_bytes,
         max_value_bytes: caps.max_value_bytes,
+        keyvalue: caps.patterns.contains(&(Pattern::Keyvalue as i32)),
         timeseries: caps.patterns.contains(&(Pattern::Timeseries as i32)),
         graph: caps.patterns.contains(&(Pattern::Graph as i32)),
         retention: caps.retention,
@@ -191,7 +193,11 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
     let mut r = Recorder { checks: Vec::new() };
 
     lifecycle::checks(&mut suite, &mut r).await;
-    keyvalue::checks(&suite, &mut r).await;
+    if declared.keyvalue {
+        keyvalue::checks(&suite, &mut r).await;
+    } else {
+        r.refused("kv.refused", "basic", suite.kv_refused()).await;
+    }
     timeseries::checks(&suite, &mut r, &declared).await;
     graph::checks(&suite, &mut r, &declared).await;
     lifecycle::durability(&mut suite, &mut r, &declared).await;
