@@ -22,7 +22,7 @@ use crate::routes::proto_pattern;
 pub struct Rule {
     /// The condition, as shown in plans and docs.
     pub when: &'static str,
-    pub matches: fn(&Needs) -> bool,
+    pub matches: fn(PatternKind, &Needs) -> bool,
     /// Backend kinds, most preferred first.
     pub prefer: &'static [&'static str],
 }
@@ -34,37 +34,45 @@ pub const CACHE_READ_RPS: u64 = 1000;
 /// The selection table, evaluated top to bottom.
 pub const RULES: &[Rule] = &[
     Rule {
+        // A graph database runs traversals in one query; the others walk
+        // them level by level. Still only among the plugins that meet the
+        // hard needs, so a durable need skips an ephemeral FalkorDB.
+        when: "a graph (pattern graph)",
+        matches: |p, _| p == PatternKind::Graph,
+        prefer: &["falkordb", "postgres", "sqlite", "memstore"],
+    },
+    Rule {
         when: "durable and strongly consistent",
-        matches: |n| n.durability == Some(Durability::Durable) && n.consistency == Some(Consistency::Strong),
+        matches: |_, n| n.durability == Some(Durability::Durable) && n.consistency == Some(Consistency::Strong),
         prefer: &["postgres", "sqlite"],
     },
     Rule {
         when: "durable",
-        matches: |n| n.durability == Some(Durability::Durable),
+        matches: |_, n| n.durability == Some(Durability::Durable),
         prefer: &["postgres", "sqlite", "nats"],
     },
     Rule {
         when: "ephemeral cache: a TTL and at least 1000 reads per second",
-        matches: |n| {
+        matches: |_, n| {
             n.durability != Some(Durability::Durable) && n.ttl.is_some() && n.read_rps.unwrap_or(0) >= CACHE_READ_RPS
         },
         prefer: &["redis", "memstore"],
     },
     Rule {
         when: "ephemeral",
-        matches: |n| n.durability == Some(Durability::Ephemeral),
+        matches: |_, n| n.durability == Some(Durability::Ephemeral),
         prefer: &["memstore", "redis"],
     },
     Rule {
         when: "strongly consistent",
-        matches: |n| n.consistency == Some(Consistency::Strong),
+        matches: |_, n| n.consistency == Some(Consistency::Strong),
         prefer: &["postgres", "sqlite", "memstore"],
     },
 ];
 
 /// Kinds tried when no rule decides and the default backend is not a
 /// candidate: the embedded ones first, as they need no server.
-pub const FALLBACK: &[&str] = &["sqlite", "memstore", "postgres", "redis", "nats"];
+pub const FALLBACK: &[&str] = &["sqlite", "memstore", "postgres", "redis", "nats", "falkordb"];
 
 /// A plugin as seen by selection: its name, kind and declared capabilities.
 #[derive(Debug, Clone)]
@@ -127,7 +135,7 @@ pub fn choose(
     }
     let by_kind = |kind: &str| candidates.iter().find(|o| o.kind == kind).map(|o| (*o).clone());
     for rule in RULES {
-        if !(rule.matches)(needs) {
+        if !(rule.matches)(pattern, needs) {
             continue;
         }
         if let Some(offer) = rule.prefer.iter().find_map(|k| by_kind(k)) {
@@ -223,6 +231,26 @@ mod tests {
         // Durable but eventually consistent is fine on NATS when nothing else is durable.
         let only_nats: Vec<Offer> = all().into_iter().filter(|o| o.kind == "nats" || o.kind == "memstore").collect();
         assert_eq!(pick(durable, &only_nats, None), "js");
+    }
+
+    #[test]
+    fn a_graph_goes_to_the_graph_database_when_it_meets_the_needs() {
+        let graph = |name: &str, kind: &str, durable: bool| {
+            let mut o = offer(name, kind, false, true, durable);
+            o.caps.patterns = vec![Pattern::Graph as i32];
+            o
+        };
+        let offers =
+            vec![graph("pg", "postgres", true), graph("fdb", "falkordb", false), graph("mem", "memstore", false)];
+        let (o, reason) = choose(PatternKind::Graph, &Needs::default(), &offers, Some("mem")).unwrap();
+        assert_eq!(o.plugin.name(), "fdb");
+        assert!(reason.contains("a graph (pattern graph)"), "{reason}");
+        // A durable need skips an ephemeral FalkorDB.
+        let durable = Needs { durability: Some(Durability::Durable), ..Default::default() };
+        let (o, _) = choose(PatternKind::Graph, &durable, &offers, None).unwrap();
+        assert_eq!(o.plugin.name(), "pg");
+        // KeyValue namespaces are not affected.
+        assert_eq!(pick(Needs::default(), &all(), None), "lite");
     }
 
     #[test]
