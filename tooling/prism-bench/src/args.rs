@@ -44,6 +44,10 @@ pub enum Workload {
     Mixed,
     /// One page of a prefix scan (`--scan-page` keys).
     Scan,
+    /// Graph: a `Traverse` of `--traverse-depth` edges from a random vertex
+    /// of a preloaded graph (`--key-space` vertices, `--graph-degree` edges
+    /// out of each). Prism targets on a Graph namespace only.
+    Traverse,
 }
 
 impl Workload {
@@ -53,6 +57,7 @@ impl Workload {
             Self::Put => "put",
             Self::Mixed => "mixed",
             Self::Scan => "scan",
+            Self::Traverse => "traverse",
         }
     }
 
@@ -103,7 +108,12 @@ impl Target {
     pub fn supports(&self, workload: Workload) -> bool {
         // Redis has no ordered prefix scan to compare with (SCAN walks the
         // hash table) and twemproxy refuses SCAN altogether.
-        !(workload == Workload::Scan && matches!(self, Self::Redis | Self::Twemproxy))
+        match workload {
+            Workload::Scan => !matches!(self, Self::Redis | Self::Twemproxy),
+            // The floors and Redis serve KeyValue only.
+            Workload::Traverse => matches!(self, Self::Prism(_)),
+            _ => true,
+        }
     }
 }
 
@@ -185,6 +195,12 @@ pub struct RunArgs {
     /// Keys per scan page.
     #[arg(long, default_value_t = 10, value_parser = parse_positive)]
     pub scan_page: usize,
+    /// Traverse workload: edges out of each preloaded vertex.
+    #[arg(long, default_value_t = 4, value_parser = parse_positive)]
+    pub graph_degree: usize,
+    /// Traverse workload: the depth of each traversal.
+    #[arg(long, default_value_t = 3, value_parser = parse_positive)]
+    pub traverse_depth: usize,
     /// Measure every cell this many times (interleaved across targets) and
     /// report the median run: by throughput, or with --rate by p50 latency.
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
@@ -276,6 +292,8 @@ pub struct Plan {
     pub value_size: usize,
     pub key_space: usize,
     pub scan_page: usize,
+    pub graph_degree: usize,
+    pub traverse_depth: usize,
     pub repeat: usize,
     /// Whether calls carry a bearer token (never the token itself).
     pub authenticated: bool,
@@ -325,6 +343,20 @@ impl RunArgs {
         }
         if self.workloads.contains(&Workload::Scan) && self.scan_page > 10_000 {
             errors.push("--scan-page must be at most 10000".to_owned());
+        }
+        if self.workloads.contains(&Workload::Traverse) {
+            if self.workloads.iter().any(|w| *w != Workload::Traverse) {
+                errors.push(
+                    "the traverse workload runs on a Graph namespace: measure it apart from the KeyValue workloads"
+                        .to_owned(),
+                );
+            }
+            if self.traverse_depth > 16 {
+                errors.push("--traverse-depth must be at most 16 (the plugins' traversal depth limit)".to_owned());
+            }
+            if self.graph_degree > 100 {
+                errors.push("--graph-degree must be at most 100".to_owned());
+            }
         }
         let value_size = match (self.value, self.value_size) {
             (ValueKind::Raw, size) => size.unwrap_or(DEFAULT_VALUE_SIZE),
@@ -376,6 +408,8 @@ impl RunArgs {
             value_size,
             key_space: self.key_space,
             scan_page: self.scan_page,
+            graph_degree: self.graph_degree,
+            traverse_depth: self.traverse_depth,
             repeat: self.repeat,
             authenticated: authorization.is_some(),
             authorization,
@@ -420,6 +454,19 @@ mod tests {
         assert!(e.contains("unknown target \"memcached\""), "{e}");
         let e = parse_error(&["-t", "prism"]);
         assert!(e.contains("prism/<namespace>"), "{e}");
+    }
+
+    #[test]
+    fn traverse_runs_alone_on_prism_targets() {
+        let e = plan_error(&["-t", "redis", "-t", "prism/g", "-w", "traverse,get"]);
+        assert!(e.contains("target redis does not support the traverse workload"), "{e}");
+        assert!(e.contains("apart from the KeyValue workloads"), "{e}");
+        let e = plan_error(&["-t", "prism/g", "-w", "traverse", "--traverse-depth", "17"]);
+        assert!(e.contains("--traverse-depth must be at most 16"), "{e}");
+        let e = parse_error(&["-t", "prism/g", "-w", "traverse", "--graph-degree", "0"]);
+        assert!(e.contains("at least 1"), "{e}");
+        let plan = run_args(&["-t", "prism/g", "-w", "traverse"]).unwrap().plan().unwrap();
+        assert_eq!((plan.graph_degree, plan.traverse_depth), (4, 3));
     }
 
     #[test]

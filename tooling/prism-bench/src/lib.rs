@@ -32,7 +32,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::Report> {
     let mut targets = Vec::new();
     for t in &plan.targets {
         let connected = run::connect(t, &args, &plan, connections).await.with_context(|| format!("target {t}"))?;
-        if plan.workloads.iter().any(|w| w.reads()) {
+        if plan.workloads.contains(&args::Workload::Traverse) {
+            run::preload_graph(&connected, &plan).await?;
+        } else if plan.workloads.iter().any(|w| w.reads()) {
             run::preload(&connected, &plan, &values).await?;
         }
         targets.push(connected);

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use prism_proto::graph::v1::graph_service_client::GraphServiceClient;
+use prism_proto::graph::v1::{Direction, PutEdgeRequest, PutVertexRequest, TraverseRequest};
 use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
 use prism_proto::keyvalue::v1::{GetRequest, PutRequest, ScanRequest};
 use redis::IntoConnectionInfo;
@@ -36,6 +38,8 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 pub enum Conn {
     Grpc {
         client: KeyValueServiceClient<Channel>,
+        /// The same connection's Graph client (the traverse workload).
+        graph: Box<GraphServiceClient<Channel>>,
         namespace: String,
         /// `Bearer <token>`, sent with every call when set.
         authorization: Option<MetadataValue<Ascii>>,
@@ -62,7 +66,8 @@ async fn grpc(addr: &str, namespace: &str, authorization: Option<&MetadataValue<
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     Ok(Conn::Grpc {
-        client: KeyValueServiceClient::new(channel),
+        client: KeyValueServiceClient::new(channel.clone()),
+        graph: Box::new(GraphServiceClient::new(channel)),
         namespace: namespace.to_owned(),
         authorization: authorization.cloned(),
     })
@@ -149,6 +154,14 @@ enum Op {
     Get,
     Put,
     Scan,
+    Traverse,
+}
+
+/// The sizes a call needs besides its key.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    scan_page: usize,
+    traverse_depth: usize,
 }
 
 impl Op {
@@ -157,6 +170,7 @@ impl Op {
             Workload::Get => Self::Get,
             Workload::Put => Self::Put,
             Workload::Scan => Self::Scan,
+            Workload::Traverse => Self::Traverse,
             Workload::Mixed if rng.below(10) == 0 => Self::Put,
             Workload::Mixed => Self::Get,
         }
@@ -173,10 +187,10 @@ fn request<T>(message: T, authorization: Option<&MetadataValue<Ascii>>) -> tonic
 }
 
 /// Runs one request; the error is the label it is counted under.
-async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page: usize) -> Result<(), String> {
+async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, shape: Shape) -> Result<(), String> {
     let k = key(key_index);
     match conn {
-        Conn::Grpc { client, namespace, authorization } => {
+        Conn::Grpc { client, graph, namespace, authorization } => {
             let auth = authorization.as_ref();
             let result = match op {
                 Op::Get => {
@@ -207,13 +221,28 @@ async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page:
                             ScanRequest {
                                 namespace: namespace.clone(),
                                 prefix,
-                                page_size: u32::try_from(scan_page).unwrap_or(u32::MAX),
+                                page_size: u32::try_from(shape.scan_page).unwrap_or(u32::MAX),
                                 page_token: String::new(),
                             },
                             auth,
                         ))
                         .await
                         .map(|_| Ok(()))
+                }
+                Op::Traverse => {
+                    let walk = TraverseRequest {
+                        namespace: namespace.clone(),
+                        start: k,
+                        direction: Direction::Out as i32,
+                        labels: Vec::new(),
+                        max_depth: i32::try_from(shape.traverse_depth).unwrap_or(i32::MAX),
+                        limit: 0,
+                    };
+                    graph.traverse(request(walk, auth)).await.map(|r| {
+                        // Every vertex has out-edges: an empty walk means the
+                        // preload is missing.
+                        if r.get_ref().vertices.is_empty() { Err("nothing reached".to_owned()) } else { Ok(()) }
+                    })
                 }
             };
             match result {
@@ -229,11 +258,76 @@ async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, scan_page:
                     Err(e) => Err(e),
                 },
                 Op::Put => redis::cmd("SET").arg(&k).arg(&value[..]).query_async::<()>(c).await,
-                Op::Scan => return Err("unsupported".to_owned()),
+                Op::Scan | Op::Traverse => return Err("unsupported".to_owned()),
             };
             result.map_err(|e| format!("redis {:?}", e.kind()))
         }
     }
+}
+
+/// The `j`th edge out of vertex `i` of the traverse workload's graph: a
+/// fixed pseudo-random vertex, so every run loads the same graph.
+pub fn edge_target(i: u64, j: u64, vertices: u64) -> u64 {
+    i.wrapping_mul(2_654_435_761).wrapping_add(j.wrapping_mul(40_503)).wrapping_add(j) % vertices
+}
+
+/// Writes the traverse workload's graph: `--key-space` vertices, then
+/// `--graph-degree` edges out of each.
+pub async fn preload_graph(target: &Connected, plan: &Plan) -> anyhow::Result<()> {
+    let vertices = plan.key_space as u64;
+    let degree = plan.graph_degree as u64;
+    for edges in [false, true] {
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let Conn::Grpc { graph, namespace, authorization, .. } = target.conns[w % target.conns.len()].clone()
+            else {
+                bail!("the traverse workload needs a prism target");
+            };
+            let next = next.clone();
+            let (mut graph, auth) = (*graph, authorization);
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= vertices {
+                        return Ok(());
+                    }
+                    let result = if edges {
+                        let mut result = Ok(());
+                        for j in 0..degree {
+                            let edge = PutEdgeRequest {
+                                namespace: namespace.clone(),
+                                from: key(i),
+                                to: key(edge_target(i, j, vertices)),
+                                label: "next".to_owned(),
+                                properties: Default::default(),
+                            };
+                            if let Err(e) = graph.put_edge(request(edge, auth.as_ref())).await {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                        result
+                    } else {
+                        let vertex = PutVertexRequest {
+                            namespace: namespace.clone(),
+                            id: key(i),
+                            label: "v".to_owned(),
+                            properties: Default::default(),
+                        };
+                        graph.put_vertex(request(vertex, auth.as_ref())).await.map(drop)
+                    };
+                    result.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined? {
+                bail!("preloading the graph of {vertices} vertices into {} failed: {e}", target.target);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes every key once so that reads find them.
@@ -251,7 +345,7 @@ pub async fn preload(target: &Connected, plan: &Plan, values: &Values) -> anyhow
                 if i >= key_space {
                     return Ok(());
                 }
-                call(&mut conn, Op::Put, i, values.of(i), 0).await?;
+                call(&mut conn, Op::Put, i, values.of(i), Shape { scan_page: 0, traverse_depth: 0 }).await?;
             }
         });
     }
@@ -376,7 +470,7 @@ struct Phase {
     stop: AtomicBool,
     values: Values,
     key_space: u64,
-    scan_page: usize,
+    shape: Shape,
 }
 
 /// Open loop: request numbers, each released by the pacer at its intended
@@ -461,7 +555,7 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Arc<Du
         };
         let op = Op::pick(phase.workload, &mut rng);
         let i = rng.below(phase.key_space);
-        let result = call(&mut conn, op, i, phase.values.of(i), phase.scan_page).await;
+        let result = call(&mut conn, op, i, phase.values.of(i), phase.shape).await;
         let completed = phase.start.elapsed();
         out.hist.saturating_record(micros(latency(intended, completed)));
         out.last = out.last.max(completed);
@@ -501,7 +595,7 @@ pub async fn measure(
         stop: AtomicBool::new(false),
         values: values.clone(),
         key_space: plan.key_space as u64,
-        scan_page: plan.scan_page,
+        shape: Shape { scan_page: plan.scan_page, traverse_depth: plan.traverse_depth },
     };
     if plan.warmup_seconds > 0.0 {
         run_phase(target, Arc::new(phase(Some(Duration::from_secs_f64(plan.warmup_seconds)), None)), concurrency, None)
