@@ -37,6 +37,7 @@ CAPABILITIES = [
     ("durability", "data and versions (and events and edges, where served) survive a plugin restart"),
 ]
 SYMBOL = {"pass": "pass", "fail": "**FAIL**", "not_claimed": "not claimed"}
+KEYVALUE_ONLY = {"batch", "versions", "values", "limits", "isolation", "ttl", "cas", "scan"}
 
 
 def target_dir() -> Path:
@@ -51,6 +52,9 @@ def cell(report: dict | None, capability: str) -> str:
     if report is None:
         return "not run"
     outcomes = [c["outcome"] for c in report["checks"] if c["capability"] == capability]
+    if not outcomes and capability in KEYVALUE_ONLY and not report["declared"].get("keyvalue", True):
+        # A plugin without KeyValue runs one refusal check (under "basic").
+        return SYMBOL["not_claimed"]
     if not outcomes:
         return "not run"
     if "fail" in outcomes:
