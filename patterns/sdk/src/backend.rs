@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,6 +88,9 @@ pub struct Capabilities {
     /// SDK defaults.
     pub max_traverse_results: u64,
     pub max_traverse_depth: u32,
+    /// TimeSeries: the backend follows a series as it grows
+    /// ([`TimeSeriesStore::subscribe`]).
+    pub subscribe: bool,
 }
 
 impl Capabilities {
@@ -112,6 +116,7 @@ impl Capabilities {
             max_page_items: self.max_page_items,
             max_traverse_results: self.max_traverse_results,
             max_traverse_depth: self.max_traverse_depth,
+            subscribe: self.subscribe,
         }
     }
 }
@@ -413,6 +418,46 @@ impl BucketStats {
     }
 }
 
+/// A place in a series' append log, as a subscription reports it: the
+/// sequence grows with every event appended to the series (by one or
+/// more); the epoch changes when the log starts over (a store kept in
+/// memory that restarted), so that an old position is never taken for a
+/// place in the new log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    pub epoch: u64,
+    pub sequence: u64,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeFrom {
+    /// With the next event appended.
+    Now,
+    /// From the first event, in append order, whose timestamp is at or
+    /// after this; every later event follows, whatever its timestamp.
+    Timestamp(i64),
+    /// Right after the event at this position. A position of another
+    /// epoch, or one older than what the log still holds, is the store's
+    /// to answer: from the start of the current log (never a gap), or
+    /// [`PluginError::OutOfRange`] when events after it were removed.
+    After(LogPosition),
+}
+
+/// Stored events in append order with their positions, then new ones as
+/// they are appended. An error ends it.
+pub type EventStream = futures::stream::BoxStream<'static, PluginResult<(LogPosition, Event)>>;
+
+/// A series followed from a start point.
+pub struct Subscription {
+    /// The position the first event follows: what a client resumes from
+    /// when it has received no event yet.
+    pub start: LogPosition,
+    /// The events. Must be lazy: it is polled only as fast as the proxy
+    /// takes messages, and must not buffer the log in memory meanwhile.
+    pub events: EventStream,
+}
+
 /// The TimeSeries pattern.
 ///
 /// An event is identified by `(series, timestamp, event_id)`; storing one
@@ -450,6 +495,19 @@ pub trait TimeSeriesStore: Backend {
         end: i64,
         bucket_ms: i64,
     ) -> impl Future<Output = PluginResult<Vec<BucketStats>>> + Send;
+
+    /// Follows `series` from `from`: its stored events in append order,
+    /// then each one as it is appended. Only called when the plugin
+    /// declares `subscribe`; the default refuses.
+    fn subscribe(
+        &self,
+        ns: Arc<Namespace<Self::NamespaceState>>,
+        series: &str,
+        from: SubscribeFrom,
+    ) -> impl Future<Output = PluginResult<Subscription>> + Send {
+        let _ = (ns, series, from);
+        async { Err(PluginError::Unimplemented(format!("{} plugin cannot follow a series", Self::KIND))) }
+    }
 }
 
 /// A vertex as stored.

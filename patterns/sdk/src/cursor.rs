@@ -13,7 +13,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prism_proto::plugin::v1::{NeighborsCursor, ScanCursor, TimeSeriesCursor};
+use prism_proto::plugin::v1::{NeighborsCursor, ScanCursor, SubscriptionPosition, TimeSeriesCursor};
 use prost::Message;
 
 use crate::error::PluginError;
@@ -121,6 +121,36 @@ pub fn decode_neighbors(
     Ok(Some((c.incoming, c.after_label, c.after_other)))
 }
 
+/// Encodes a Subscribe position of `series` in `namespace`.
+pub fn encode_position(namespace: &str, series: &str, epoch: u64, sequence: u64) -> String {
+    encode_message(&SubscriptionPosition {
+        namespace: namespace.to_owned(),
+        series: series.to_owned(),
+        epoch,
+        sequence,
+    })
+}
+
+/// Decodes a Subscribe `from_position` into `(epoch, sequence)`; it must
+/// have been issued for the same namespace and series.
+pub fn decode_position(namespace: &str, series: &str, position: &str) -> Result<(u64, u64), PluginError> {
+    if position.len() > MAX_TOKEN_BYTES {
+        return Err(PluginError::InvalidArgument(format!(
+            "from_position is {} bytes, longer than the limit of {MAX_TOKEN_BYTES}",
+            position.len()
+        )));
+    }
+    let invalid = || PluginError::InvalidArgument("from_position is not a position returned by Subscribe".to_owned());
+    let raw = URL_SAFE_NO_PAD.decode(position).map_err(|_| invalid())?;
+    let p = SubscriptionPosition::decode(raw.as_slice()).map_err(|_| invalid())?;
+    if p.namespace != namespace || p.series != series {
+        return Err(PluginError::InvalidArgument(
+            "from_position belongs to a subscription of another namespace or series".to_owned(),
+        ));
+    }
+    Ok((p.epoch, p.sequence))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +201,20 @@ mod tests {
         assert_eq!(decode_neighbors(&base, &token).unwrap(), Some((true, String::new(), "b".to_owned())));
         let other = NeighborsCursor { id: "z".into(), ..base };
         assert!(decode_neighbors(&other, &token).is_err());
+    }
+
+    #[test]
+    fn positions_belong_to_their_series() {
+        let position = encode_position("ns", "cpu", 7, 42);
+        assert_eq!(decode_position("ns", "cpu", &position).unwrap(), (7, 42));
+        assert!(decode_position("ns", "mem", &position).unwrap_err().to_string().contains("another"));
+        assert!(decode_position("other", "cpu", &position).is_err());
+        for bad in ["", "!!!", "%%", "ZZZZZZZZZZZZZZZZZ"] {
+            let err = decode_position("ns", "cpu", bad);
+            // The empty position decodes to an empty message: another series.
+            assert!(err.is_err(), "{bad}");
+        }
+        assert!(decode_position("ns", "cpu", &"A".repeat(MAX_TOKEN_BYTES + 1)).is_err());
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum PluginError {
     /// A backend limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A position the backend no longer holds (a subscription resuming
+    /// from an event that retention has removed).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The backend cannot be reached right now; the call may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -68,6 +72,7 @@ impl From<PluginError> for Status {
             PluginError::NotFound(m) => Status::new(Code::NotFound, m),
             PluginError::Unimplemented(m) => Status::new(Code::Unimplemented, m),
             PluginError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
+            PluginError::OutOfRange(m) => Status::new(Code::OutOfRange, m),
             PluginError::Unavailable(m) => Status::new(Code::Unavailable, m),
             PluginError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m),
             PluginError::Internal(m) => {

@@ -33,8 +33,8 @@ mod timeseries;
 
 pub use backend::{
     Backend, BucketStats, Capabilities, Consistency, Direction, Durability, Edge, EdgePage, Event, EventPage,
-    GraphStore, KeyValueStore, Namespace, NamespaceSettings, Pattern, PutOp, RangeQuery, Record, ScanPage,
-    TimeSeriesStore, TraversePage, Vertex,
+    EventStream, GraphStore, KeyValueStore, LogPosition, Namespace, NamespaceSettings, Pattern, PutOp, RangeQuery,
+    Record, ScanPage, SubscribeFrom, Subscription, TimeSeriesStore, TraversePage, Vertex,
 };
 pub use error::{PluginError, PluginResult};
 pub use graph::{DEFAULT_TRAVERSE_RESULTS, MAX_TRAVERSE_DEPTH, MAX_TRAVERSE_RESULTS};

@@ -5,15 +5,18 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use prism_proto::plugin::v1::time_series_backend_server::TimeSeriesBackend;
 use prism_proto::plugin::v1::{Capabilities, Pattern, TimeSeriesCursor};
+use prism_proto::timeseries::v1::subscribe_request::Start;
 use prism_proto::timeseries::v1::{
     AggregateFunction, AggregateRequest, AggregateResponse, AppendRequest, AppendResponse, Bucket, Event as WireEvent,
-    Order, QueryRequest, QueryResponse,
+    Order, QueryRequest, QueryResponse, SubscribeRequest, SubscribeResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::backend::{BucketStats, Event, Namespace, RangeQuery, TimeSeriesStore};
+use crate::backend::{BucketStats, Event, LogPosition, Namespace, RangeQuery, SubscribeFrom, TimeSeriesStore};
 use crate::call::backend as traced;
 use crate::cursor;
 use crate::error::PluginError;
@@ -98,6 +101,49 @@ pub(crate) struct TimeSeriesService<B: TimeSeriesStore> {
 
 #[tonic::async_trait]
 impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
+    type SubscribeStream = BoxStream<'static, Result<SubscribeResponse, Status>>;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let Call { backend, caps, ns } = self.state.call(Pattern::Timeseries, "TimeSeries", &req.namespace)?;
+        check_name("series", &req.series, caps)?;
+        if !caps.subscribe {
+            return Err(PluginError::Unimplemented(format!(
+                "{} plugin cannot follow a series (it does not declare subscribe)",
+                B::KIND
+            ))
+            .into());
+        }
+        let from = match req.start {
+            None => SubscribeFrom::Now,
+            Some(Start::FromTimestamp(at)) if at < 0 => {
+                return Err(
+                    PluginError::InvalidArgument(format!("from_timestamp {at} is before the Unix epoch")).into()
+                );
+            }
+            Some(Start::FromTimestamp(at)) => SubscribeFrom::Timestamp(at),
+            Some(Start::FromPosition(position)) => {
+                let (epoch, sequence) = cursor::decode_position(&req.namespace, &req.series, &position)?;
+                SubscribeFrom::After(LogPosition { epoch, sequence })
+            }
+        };
+        let subscription = traced::<B, _>("subscribe", backend.subscribe(ns.clone(), &req.series, from)).await?;
+        let (namespace, series) = (req.namespace, req.series);
+        let position = move |p: LogPosition| cursor::encode_position(&namespace, &series, p.epoch, p.sequence);
+        let first = SubscribeResponse { event: None, position: position(subscription.start) };
+        let events = subscription.events.filter_map(move |item| {
+            let message = match item {
+                // Past the retention: hidden, as from every read, whatever
+                // the backend's cleanup schedule.
+                Ok((_, event)) if retention_cutoff(&ns).is_some_and(|c| event.timestamp < c) => None,
+                Ok((at, event)) => Some(Ok(SubscribeResponse { event: Some(to_wire(event)), position: position(at) })),
+                Err(e) => Some(Err(Status::from(e))),
+            };
+            std::future::ready(message)
+        });
+        Ok(Response::new(futures::stream::once(std::future::ready(Ok(first))).chain(events).boxed()))
+    }
+
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let req = request.into_inner();
         let Call { backend, caps, ns } = self.state.call(Pattern::Timeseries, "TimeSeries", &req.namespace)?;
