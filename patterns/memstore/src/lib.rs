@@ -65,6 +65,9 @@ pub struct NsData {
     inner: RwLock<Inner>,
     ts: RwLock<timeseries::Events>,
     graph: RwLock<graph::Graph>,
+    /// Bumped after every TimeSeries append that stored an event: wakes
+    /// the namespace's subscriptions.
+    appended: tokio::sync::watch::Sender<u64>,
     /// Retention of the namespace in milliseconds (0: none), for the sweeper.
     retention_ms: AtomicU64,
 }
@@ -195,6 +198,7 @@ impl Backend for MemStore {
             max_value_bytes: self.config.max_value_bytes,
             consistency: Consistency::Strong,
             durability: Durability::Ephemeral,
+            subscribe: true,
             ..Default::default()
         }
     }
