@@ -339,6 +339,22 @@ pub struct Limits {
     /// Requests served at once; beyond this, calls fail fast with
     /// RESOURCE_EXHAUSTED instead of queueing.
     pub max_concurrent_requests: usize,
+    /// TimeSeries subscriptions open at once (they are not counted in
+    /// `max_concurrent_requests`); beyond this, RESOURCE_EXHAUSTED.
+    pub max_subscriptions: usize,
+    /// A subscription that receives no event for this long is ended with
+    /// DEADLINE_EXCEEDED (its client resumes from its last position); 0
+    /// for never.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub subscription_idle_timeout: Duration,
+    /// Bytes of events the proxy holds per subscription for a client that
+    /// reads slower than they come; beyond this, it stops reading from the
+    /// plugin (the backend keeps the events).
+    pub subscription_buffer_bytes: usize,
+    /// How long a subscription's buffer may stay full before it is ended
+    /// with RESOURCE_EXHAUSTED (the client resumes from its last position).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub subscription_stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -352,6 +368,10 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 4096,
+            max_subscriptions: 1024,
+            subscription_idle_timeout: Duration::from_secs(300),
+            subscription_buffer_bytes: 1024 * 1024,
+            subscription_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -705,6 +725,8 @@ impl Config {
             ("limits.max_batch_items", l.max_batch_items),
             ("limits.max_concurrent_requests", l.max_concurrent_requests),
             ("limits.default_page_size", l.default_page_size as usize),
+            ("limits.max_subscriptions", l.max_subscriptions),
+            ("limits.subscription_buffer_bytes", l.subscription_buffer_bytes),
         ] {
             if value == 0 {
                 errors.push(format!("{field}: must be above zero"));
@@ -721,6 +743,9 @@ impl Config {
         }
         if l.request_timeout.is_zero() {
             errors.push("limits.request_timeout: must be above zero".to_owned());
+        }
+        if l.subscription_stall_timeout.is_zero() {
+            errors.push("limits.subscription_stall_timeout: must be above zero".to_owned());
         }
         self.validate_security(&mut errors);
         if let Some(t) = &self.tracing {

@@ -48,6 +48,10 @@ pub enum ProxyError {
     /// Too many requests, or a backend limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A position the backend no longer holds (a subscription resuming
+    /// past its retention).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The request ran out of time.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -101,6 +105,7 @@ impl ProxyError {
             ProxyError::FailedPrecondition(_) => Code::FailedPrecondition,
             ProxyError::Unimplemented(_) => Code::Unimplemented,
             ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ProxyError::OutOfRange(_) => Code::OutOfRange,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::Unavailable(_) => Code::Unavailable,
             ProxyError::DataLoss(_) => Code::DataLoss,
@@ -167,7 +172,8 @@ impl ProxyError {
     pub fn from_plugin_reply(plugin: &str, code: i32, message: &str) -> Self {
         let msg = message.to_owned();
         match Code::from_i32(code) {
-            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(msg),
+            Code::InvalidArgument => Self::InvalidArgument(msg),
+            Code::OutOfRange => Self::OutOfRange(msg),
             Code::Aborted => Self::Conflict(msg),
             Code::NotFound => Self::NotFound(msg),
             Code::FailedPrecondition | Code::AlreadyExists => Self::FailedPrecondition(msg),

@@ -47,9 +47,11 @@ pub enum Method {
     DeleteEdge,
     Neighbors,
     Traverse,
+    /// Opening a subscription (its life is in the `subscription_*` metrics).
+    Subscribe,
 }
 
-const METHODS: usize = 16;
+const METHODS: usize = 17;
 
 impl Method {
     pub fn as_str(self) -> &'static str {
@@ -70,6 +72,7 @@ impl Method {
             Self::DeleteEdge => "DeleteEdge",
             Self::Neighbors => "Neighbors",
             Self::Traverse => "Traverse",
+            Self::Subscribe => "Subscribe",
         }
     }
 }
@@ -204,6 +207,15 @@ pub struct Metrics {
     audit_dropped: Counter,
     shadow: Family<ShadowLabels, Counter>,
     shadow_queue: Family<NamespaceLabels, Gauge>,
+    subscriptions: Family<NamespaceLabels, Gauge>,
+    subscription_events: Family<NamespaceLabels, Counter>,
+    subscriptions_ended: Family<EndLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    namespace: Arc<str>,
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -277,6 +289,20 @@ impl Metrics {
         );
         let shadow_queue = Family::<NamespaceLabels, Gauge>::default();
         registry.register("shadow_queue_depth", "Copies waiting for a namespace's shadow", shadow_queue.clone());
+        let subscriptions = Family::<NamespaceLabels, Gauge>::default();
+        registry.register("subscriptions", "TimeSeries subscriptions open, by namespace", subscriptions.clone());
+        let subscription_events = Family::<NamespaceLabels, Counter>::default();
+        registry.register(
+            "subscription_events",
+            "Events sent to TimeSeries subscribers, by namespace",
+            subscription_events.clone(),
+        );
+        let subscriptions_ended = Family::<EndLabels, Counter>::default();
+        registry.register(
+            "subscriptions_ended",
+            "TimeSeries subscriptions ended, by namespace and reason: client (went away), slow (stopped reading), idle, shutdown, plugin (failed or ended)",
+            subscriptions_ended.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The proxy's version (always 1)", build);
@@ -296,7 +322,21 @@ impl Metrics {
             audit_dropped,
             shadow,
             shadow_queue,
+            subscriptions,
+            subscription_events,
+            subscriptions_ended,
         }
+    }
+
+    /// The open-subscriptions gauge and the events counter of `namespace`.
+    pub fn subscription(&self, namespace: &Arc<str>) -> (Gauge, Counter) {
+        let labels = NamespaceLabels { namespace: namespace.clone() };
+        (self.subscriptions.get_or_create(&labels).clone(), self.subscription_events.get_or_create(&labels).clone())
+    }
+
+    /// A subscription of `namespace` ended, for `reason`.
+    pub fn subscription_ended(&self, namespace: &Arc<str>, reason: &'static str) {
+        self.subscriptions_ended.get_or_create(&EndLabels { namespace: namespace.clone(), reason }).inc();
     }
 
     /// One copy handed to `namespace`'s shadow and what became of it.
@@ -447,6 +487,17 @@ impl RouteMetrics {
         }
         method.request_bytes.inc_by(call.request_bytes as u64);
         method.response_bytes.inc_by(call.response_bytes as u64);
+    }
+
+    /// The open-subscriptions gauge and the events counter of this
+    /// namespace.
+    pub fn subscription(&self) -> (Gauge, Counter) {
+        self.metrics.subscription(&self.namespace)
+    }
+
+    /// A subscription of this namespace ended, for `reason`.
+    pub fn subscription_ended(&self, reason: &'static str) {
+        self.metrics.subscription_ended(&self.namespace, reason);
     }
 
     /// A call refused by one of this namespace's limits.

@@ -36,6 +36,7 @@ use crate::admin_http::{AdminHttp, Guard};
 use crate::api::DataPlane;
 use crate::api::graph::GraphApi;
 use crate::api::keyvalue::KeyValueApi;
+use crate::api::subscribe::Subscriptions;
 use crate::api::timeseries::TimeSeriesApi;
 use crate::config::Config;
 use crate::control::Controller;
@@ -238,6 +239,9 @@ async fn serve(
     let admin = AdminApi::new(routes.clone(), plugins, controller, AdminPolicy::new(config.auth.as_ref()));
     let namespaces = routes.snapshot().len();
     let plane = DataPlane::new(routes, limits.clone(), metrics.clone());
+    // Ended (UNAVAILABLE, resumable) when the proxy stops serving, so that
+    // shutdown never waits for a subscriber.
+    let subscriptions = Subscriptions::new(limits.max_subscriptions, closing.clone(), audit.clone());
 
     let layers = ServiceBuilder::new()
         // Outermost, so an overloaded proxy refuses a call before it
@@ -271,7 +275,7 @@ async fn serve(
                 .max_encoding_message_size(max),
         )
         .add_service(
-            TimeSeriesServiceServer::new(TimeSeriesApi::new(plane.clone()))
+            TimeSeriesServiceServer::new(TimeSeriesApi::new(plane.clone(), subscriptions))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -146,6 +146,10 @@ pub struct Needs {
     /// How long data is kept (TimeSeries).
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub retention: Option<Duration>,
+    /// Clients follow series as they grow (TimeSeries Subscribe): only a
+    /// backend that can serve it is chosen.
+    #[serde(default)]
+    pub subscribe: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -18,7 +18,7 @@ pub const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"]
 pub const METADATA_FIELDS: &[&str] = &["name", "team", "labels"];
 pub const SPEC_FIELDS: &[&str] = &["pattern", "backend", "needs", "access", "schema", "pii", "shadow"];
 pub const NEEDS_FIELDS: &[&str] =
-    &["consistency", "durability", "read_rps", "write_rps", "max_value_bytes", "ttl", "retention"];
+    &["consistency", "durability", "read_rps", "write_rps", "max_value_bytes", "ttl", "retention", "subscribe"];
 pub const ACCESS_FIELDS: &[&str] = &["read", "write", "admin", "pii"];
 pub const SCHEMA_FIELDS: &[&str] = &["message"];
 pub const PII_FIELDS: &[&str] = &["policy", "encrypt"];
@@ -328,6 +328,11 @@ impl Checker {
                 "read_rps" | "write_rps" => self.integer(node, &path, 0, MAX_RPS),
                 "max_value_bytes" => self.integer(node, &path, 1, 1 << 30),
                 "ttl" => self.duration(node, &path, Duration::from_secs(1)),
+                "subscribe" => {
+                    if !matches!(node.value, Node::Bool(_)) {
+                        self.error(&path, node, format!("expected true or false, found {}", node.value.kind()));
+                    }
+                }
                 _ => self.duration(node, &path, Duration::from_secs(60)),
             }
         }
@@ -550,7 +555,11 @@ mod tests {
         let errs = errors("- a\n- b\n");
         assert!(errs[0].contains("expected a mapping, found a list"), "{errs:?}");
         let errs = errors(
-            "apiVersion: prism/v1\nkind: Namespace\nmetadata: {team: x}\nspec: {pattern: keyvalue, needs: {ttl: 60, retention: 10s}}\n",
+            "apiVersion: prism/v1\nkind: Namespace\nmetadata: {team: x}\nspec: {pattern: keyvalue, needs: {ttl: 60, retention: 10s, subscribe: often}}\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("spec.needs.subscribe") && e.contains("expected true or false")),
+            "{errs:?}"
         );
         assert!(errs.iter().any(|e| e.contains("metadata.name") && e.contains("missing")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("spec.needs.ttl") && e.contains("such as 60s")), "{errs:?}");

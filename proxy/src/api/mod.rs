@@ -209,6 +209,7 @@ pub(crate) fn replace(value: &mut bytes::Bytes, changed: Option<bytes::Bytes>) {
 // After the macro, so that they can use it.
 pub mod graph;
 pub mod keyvalue;
+pub mod subscribe;
 pub mod timeseries;
 
 impl DataPlane {

@@ -5,10 +5,11 @@
 
 use prism_proto::timeseries::v1::time_series_service_server::TimeSeriesService;
 use prism_proto::timeseries::v1::{
-    AggregateRequest, AggregateResponse, AppendRequest, AppendResponse, QueryRequest, QueryResponse,
+    AggregateRequest, AggregateResponse, AppendRequest, AppendResponse, QueryRequest, QueryResponse, SubscribeRequest,
 };
 use tonic::{Request, Response, Status};
 
+use super::subscribe::{SubscribeStream, Subscriptions};
 use super::{DataPlane, at_item, check_name, page_size, replace};
 use crate::error::ProxyError;
 use crate::plugin::unary;
@@ -16,11 +17,12 @@ use crate::shadow::describe_values;
 
 pub struct TimeSeriesApi {
     plane: DataPlane,
+    subscriptions: Subscriptions,
 }
 
 impl TimeSeriesApi {
-    pub fn new(plane: DataPlane) -> Self {
-        Self { plane }
+    pub fn new(plane: DataPlane, subscriptions: Subscriptions) -> Self {
+        Self { plane, subscriptions }
     }
 }
 
@@ -130,5 +132,11 @@ impl TimeSeriesService for TimeSeriesApi {
 
     async fn aggregate(&self, request: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         self.plane.forward(request).await
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<SubscribeStream>, Status> {
+        self.plane.subscribe(&self.subscriptions, request).await
     }
 }

@@ -42,6 +42,13 @@ pub const RULES: &[Rule] = &[
         prefer: &["falkordb", "postgres", "sqlite", "memstore"],
     },
     Rule {
+        // A log the backend can tail natively (a Kafka topic, a JetStream
+        // stream) before one kept in memory.
+        when: "a followed series (pattern timeseries, needs.subscribe)",
+        matches: |p, n| p == PatternKind::Timeseries && n.subscribe == Some(true),
+        prefer: &["kafka", "nats", "memstore"],
+    },
+    Rule {
         when: "durable and strongly consistent",
         matches: |_, n| n.durability == Some(Durability::Durable) && n.consistency == Some(Consistency::Strong),
         prefer: &["postgres", "sqlite"],
@@ -94,6 +101,13 @@ pub fn unmet(pattern: PatternKind, needs: &Needs, caps: &Capabilities) -> Vec<(&
     }
     if needs.retention.is_some() && !caps.retention {
         why.push(("spec.needs.retention", "does not enforce a retention".to_owned()));
+    }
+    if needs.subscribe == Some(true) {
+        if pattern != PatternKind::Timeseries {
+            why.push(("spec.needs.subscribe", "only TimeSeries series can be followed".to_owned()));
+        } else if !caps.subscribe {
+            why.push(("spec.needs.subscribe", "cannot follow a series as it grows (Subscribe)".to_owned()));
+        }
     }
     if needs.consistency == Some(Consistency::Strong) && caps.consistency != CapConsistency::Strong as i32 {
         why.push(("spec.needs.consistency", "is only eventually consistent".to_owned()));
@@ -251,6 +265,30 @@ mod tests {
         assert_eq!(o.plugin.name(), "pg");
         // KeyValue namespaces are not affected.
         assert_eq!(pick(Needs::default(), &all(), None), "lite");
+    }
+
+    #[test]
+    fn a_followed_series_goes_to_a_backend_that_can_follow_it() {
+        let ts = |name: &str, kind: &str, durable: bool, subscribe: bool| {
+            let mut o = offer(name, kind, false, true, durable);
+            o.caps.patterns = vec![Pattern::Timeseries as i32];
+            o.caps.subscribe = subscribe;
+            o
+        };
+        let offers = vec![ts("lite", "sqlite", true, false), ts("mem", "memstore", false, true)];
+        let follow = Needs { subscribe: Some(true), ..Default::default() };
+        let (o, reason) = choose(PatternKind::Timeseries, &follow, &offers, Some("lite")).unwrap();
+        assert_eq!(o.plugin.name(), "mem");
+        assert!(reason.contains("a followed series"), "{reason}");
+        // Without it, the default backend.
+        let (o, _) = choose(PatternKind::Timeseries, &Needs::default(), &offers, Some("lite")).unwrap();
+        assert_eq!(o.plugin.name(), "lite");
+        // A hard need: nothing else will do, and the error says why.
+        let durable = Needs { durability: Some(Durability::Durable), ..follow.clone() };
+        let err = choose(PatternKind::Timeseries, &durable, &offers, None).unwrap_err();
+        assert!(err.contains("lite (sqlite) cannot follow a series"), "{err}");
+        let err = choose(PatternKind::Keyvalue, &follow, &all(), None).unwrap_err();
+        assert!(err.contains("only TimeSeries series can be followed"), "{err}");
     }
 
     #[test]

@@ -223,6 +223,19 @@ impl Plugin {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
+    /// A TimeSeries client on a connection of its own, for one
+    /// subscription: a subscriber that reads slowly then holds back only
+    /// its own connection's flow-control window, never the pool's.
+    pub async fn timeseries_dedicated(&self) -> Result<TimeSeriesBackendClient<Channel>, ProxyError> {
+        let conn = self.connection()?;
+        let channel = prism_proto::wire::connect(&conn.target, self.config.start_timeout).await.map_err(|e| {
+            ProxyError::Unavailable(format!("plugin {} cannot be reached: {}", self.name, prism_proto::error_chain(&e)))
+        })?;
+        Ok(TimeSeriesBackendClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
     /// A Graph client on the next pooled connection.
     pub fn graph(&self) -> Result<GraphBackendClient<Channel>, ProxyError> {
         let conn = self.connection()?;

@@ -34,8 +34,16 @@ impl CallOptions {
     /// A unary request: the time left as `grpc-timeout`, the request id and
     /// the trace context as metadata.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.stream_request(message);
         request.set_timeout(self.remaining());
+        request
+    }
+
+    /// A request that opens a long-lived stream: the request id and the
+    /// trace context, but no `grpc-timeout` (the deadline bounds only the
+    /// opening, which the caller enforces).
+    pub fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         let meta = request.metadata_mut();
         for (key, value) in [
             (&metadata::REQUEST_ID, Some(&*self.request_id)),

@@ -89,6 +89,9 @@ pub struct Record {
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pii: Option<PiiReturned>,
+    /// Events a subscription delivered (its end record only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
 }
 
 pub fn now() -> String {
@@ -115,6 +118,7 @@ impl Record {
             status: None,
             latency_ms: None,
             pii: None,
+            events: None,
         }
     }
 }
@@ -154,8 +158,51 @@ impl Record {
             status: Some(format!("{:?}", call.status)),
             latency_ms: Some(call.latency.as_secs_f64() * 1000.0),
             pii: facts.pii,
+            events: None,
         }
     }
+
+    /// The end of a subscription. Its start is the `call` record of its
+    /// Subscribe (same request id); this one says how long it lasted
+    /// (`latency_ms`), how many events it delivered and why it ended.
+    pub fn subscription_end(end: &SubscriptionEnd<'_>) -> Self {
+        Self {
+            ts: now(),
+            event: "subscription_end",
+            request_id: Some(end.request_id.to_owned()),
+            principal: Some(end.principal.to_string()),
+            auth: end.principal.method().as_str(),
+            peer: end.peer.map(|p| p.to_string()),
+            operation: Some(SUBSCRIBE.to_owned()),
+            namespace: Some(end.namespace.to_owned()),
+            right: Some("read"),
+            key_hash: Some(key_hash(end.series)),
+            keys: None,
+            decision: "allow",
+            reason: Some(end.reason.to_owned()),
+            status: Some(format!("{:?}", end.status)),
+            latency_ms: Some(end.lasted.as_secs_f64() * 1000.0),
+            pii: None,
+            events: Some(end.events),
+        }
+    }
+}
+
+/// The operation of a subscription's records.
+const SUBSCRIBE: &str = "prism.timeseries.v1.TimeSeriesService/Subscribe";
+
+/// What a subscription's end record says.
+pub struct SubscriptionEnd<'a> {
+    pub request_id: &'a str,
+    pub principal: &'a Principal,
+    pub peer: Option<SocketAddr>,
+    pub namespace: &'a str,
+    pub series: &'a str,
+    pub status: tonic::Code,
+    /// Why it ended: `client`, `slow`, `idle`, `shutdown` or `plugin`.
+    pub reason: &'a str,
+    pub lasted: std::time::Duration,
+    pub events: u64,
 }
 
 /// A handle to the audit writer; cheap to clone. Off: records are dropped
