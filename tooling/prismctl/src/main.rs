@@ -261,8 +261,15 @@ impl Client {
 
     /// A request with the call deadline set.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.stream_request(message);
         request.set_timeout(self.timeout);
+        request
+    }
+
+    /// A request that opens a stream which lasts as long as it is read
+    /// (`ts tail`): no deadline.
+    pub fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
         }

@@ -3,8 +3,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
+use prism_proto::timeseries::v1::subscribe_request::Start;
 use prism_proto::timeseries::v1::time_series_service_client::TimeSeriesServiceClient;
-use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
+use prism_proto::timeseries::v1::{
+    AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest, SubscribeRequest,
+};
 use serde_json::json;
 
 use crate::Client;
@@ -91,6 +94,139 @@ pub enum TsCommand {
         #[arg(long, alias = "until", allow_hyphen_values = true, value_parser = parse_time)]
         end: Option<i64>,
     },
+    /// Follow a series as events are appended, like `tail -f`: new events
+    /// by default, or from a time or a position. A stream the proxy ends
+    /// (shutdown, idle, a slow reader) is resumed from the last position,
+    /// so no event is missed; Ctrl-C stops and prints the position to
+    /// resume from.
+    #[command(after_help = "Examples:
+  prismctl ts tail metrics cpu
+  prismctl ts tail metrics cpu --from 10m
+  prismctl ts tail metrics cpu --from start --limit 100
+  prismctl ts tail metrics cpu -o json --position CgdtZXRyaWNz...")]
+    Tail {
+        /// The TimeSeries namespace.
+        #[arg(add = namespaces("timeseries"))]
+        namespace: String,
+        /// The series, e.g. a metric's name.
+        series: String,
+        /// Start with the first event appended at or after this time: an
+        /// RFC 3339 time, milliseconds, a duration ago (10m), or `start`
+        /// for every stored event. Default: the next event appended.
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_from, conflicts_with = "position")]
+        from: Option<i64>,
+        /// Continue right after this position (each event's, in `-o json`
+        /// output, or the one printed when a tail stops).
+        #[arg(long)]
+        position: Option<String>,
+        /// Stop after this many events (0: follow until interrupted).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+}
+
+/// `--from`: `start` (every stored event) or a time as for `query`.
+fn parse_from(text: &str) -> Result<i64, String> {
+    if matches!(text, "start" | "beginning") { Ok(0) } else { parse_time(text) }
+}
+
+/// Statuses a tail resumes from (the proxy or plugin ended the stream, not
+/// the request): anything else stops it with the error.
+fn resumable(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// Follows a series until `limit` events were shown or Ctrl-C.
+async fn tail(
+    client: &Client,
+    namespace: String,
+    series: String,
+    mut start: Option<Start>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let shown = columns(client.format, &["TIME", "EVENT ID", "VALUE", "PAYLOAD", "ATTRIBUTES"], 4);
+    let mut count = 0usize;
+    let mut headed = false;
+    let mut last: Option<String> = None;
+    let mut retry = std::time::Duration::from_millis(100);
+    let follow = async {
+        loop {
+            let request =
+                SubscribeRequest { namespace: namespace.clone(), series: series.clone(), start: start.clone() };
+            let opened = match client.channel().await {
+                Ok(channel) => TimeSeriesServiceClient::new(channel).subscribe(client.stream_request(request)).await,
+                Err(e) if last.is_some() => {
+                    eprintln!("prismctl: {e}; retrying");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(std::time::Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut stream = match opened {
+                Ok(stream) => {
+                    // Once, when the first subscription opened: a refusal
+                    // prints only its error.
+                    if !headed && client.format.is_table() {
+                        list_header(shown);
+                    }
+                    headed = true;
+                    stream.into_inner()
+                }
+                // Opening failed for the request's own sake (unknown
+                // namespace, refused, malformed position): say so and stop.
+                Err(status) if last.is_none() || !resumable(status.code()) => return Err(status.into()),
+                Err(status) => {
+                    eprintln!("prismctl: {}; retrying", status.message());
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(std::time::Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let ended = loop {
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        retry = std::time::Duration::from_millis(100);
+                        start = Some(Start::FromPosition(message.position.clone()));
+                        last = Some(message.position.clone());
+                        let Some(e) = message.event else { continue };
+                        if client.format.is_table() {
+                            event_row(&e, shown.len());
+                        } else {
+                            // One document per line (JSON Lines), so a
+                            // reader can act on each as it comes.
+                            let mut doc = event_json(&e);
+                            doc["position"] = message.position.into();
+                            println!("{doc}");
+                        }
+                        count += 1;
+                        if limit > 0 && count >= limit {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => break tonic::Status::unavailable("the proxy ended the stream"),
+                    Err(status) => break status,
+                }
+            };
+            if !resumable(ended.code()) {
+                return Err(ended.into());
+            }
+            eprintln!("prismctl: {}; resuming", ended.message());
+        }
+    };
+    tokio::select! {
+        result = follow => result,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(position) = &last {
+                eprintln!("prismctl: stopped; resume with --position {position}");
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -162,6 +298,15 @@ pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
+/// An event as a row of `ts query` and `ts tail`, its first `columns`
+/// cells.
+fn event_row(e: &Event, columns: usize) {
+    let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let (time, id, payload) = (rfc3339(e.timestamp), text_cell(&e.event_id), value_text(&e.payload));
+    let row = [time, id, value, payload, pairs_cell(&e.attributes)];
+    list_row(&row[..columns]);
+}
+
 fn event_json(e: &Event) -> serde_json::Value {
     let (field, payload) = value_json(&e.payload);
     let mut doc = json!({
@@ -178,6 +323,14 @@ fn event_json(e: &Event) -> serde_json::Value {
 }
 
 pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
+    if let TsCommand::Tail { namespace, series, from, position, limit } = cmd {
+        let start = match (from, position) {
+            (_, Some(position)) => Some(Start::FromPosition(position)),
+            (Some(at), None) => Some(Start::FromTimestamp(at)),
+            (None, None) => None,
+        };
+        return tail(client, namespace, series, start, limit).await;
+    }
     let mut ts = TimeSeriesServiceClient::new(client.channel().await?);
     match cmd {
         TsCommand::Append { namespace, series, id, value, at, attributes, payload } => {
@@ -232,11 +385,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                     }
                     if client.format.is_table() {
                         // Printed as they arrive: a long range starts showing at once.
-                        let value = e.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                        let (time, id, payload) =
-                            (rfc3339(e.timestamp), text_cell(&e.event_id), value_text(&e.payload));
-                        let row = [time, id, value, payload, pairs_cell(&e.attributes)];
-                        list_row(&row[..shown.len()]);
+                        event_row(&e, shown.len());
                     }
                     events.push(event_json(&e));
                 }
@@ -292,6 +441,7 @@ pub async fn run(client: &Client, cmd: TsCommand) -> anyhow::Result<()> {
                 table(&["TIME", "EVENTS", "VALUE"], rows)
             })?;
         }
+        TsCommand::Tail { .. } => {}
     }
     Ok(())
 }
@@ -323,6 +473,11 @@ mod tests {
             assert_eq!(rfc3339(parse_time(t).unwrap()), t, "round trip");
         }
         assert_eq!(parse_pair("host=web-1").unwrap(), ("host".to_owned(), "web-1".to_owned()));
+        assert_eq!(parse_from("start").unwrap(), 0);
+        assert_eq!(parse_from("1700000000000").unwrap(), 1_700_000_000_000);
+        assert!(parse_from("soon").is_err());
+        assert!(resumable(tonic::Code::Unavailable) && !resumable(tonic::Code::NotFound));
+        assert!(!resumable(tonic::Code::OutOfRange) && !resumable(tonic::Code::InvalidArgument));
         assert!(parse_pair("host").is_err());
     }
 }
