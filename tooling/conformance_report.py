@@ -33,6 +33,7 @@ CAPABILITIES = [
     ("scan", "key order, prefix bounds, resumable pages across concurrent writes"),
     ("timeseries", "idempotent appends, paging in both orders, aggregates, bad input, isolation"),
     ("retention", "expired events are dropped on arrival, leave reads, and leave storage"),
+    ("subscribe", "Subscribe: replay from a time, live events, resume from a position without a gap, bad positions refused"),
     ("graph", "vertices and edges, cascading deletes, neighbors paging, bounded traversals, awkward ids and labels, isolation"),
     ("durability", "data and versions (and events and edges, where served) survive a plugin restart"),
 ]

@@ -78,6 +78,8 @@ pub struct Declared {
     pub timeseries: bool,
     pub graph: bool,
     pub retention: bool,
+    /// TimeSeries Subscribe.
+    pub subscribe: bool,
 }
 
 /// The result of a whole run.

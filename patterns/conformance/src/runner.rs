@@ -187,6 +187,7 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
         timeseries: caps.patterns.contains(&(Pattern::Timeseries as i32)),
         graph: caps.patterns.contains(&(Pattern::Graph as i32)),
         retention: caps.retention,
+        subscribe: caps.subscribe,
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut suite = Suite { subject, plugin, caps, run_id, next: AtomicU32::new(0), created: Mutex::new(Vec::new()) };

@@ -3,8 +3,11 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prism_proto::plugin::v1::{DescribeNamespaceRequest, Pattern};
-use prism_proto::timeseries::v1::{AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest};
-use tonic::Code;
+use prism_proto::timeseries::v1::subscribe_request::Start;
+use prism_proto::timeseries::v1::{
+    AggregateFunction, AggregateRequest, AppendRequest, Event, Order, QueryRequest, SubscribeRequest, SubscribeResponse,
+};
+use tonic::{Code, Streaming};
 
 use crate::Declared;
 use crate::runner::{Check, Recorder, Suite, expect_code, show};
@@ -19,6 +22,12 @@ pub(crate) async fn checks(suite: &Suite<'_>, r: &mut Recorder, declared: &Decla
         r.claimed("ts.isolation", "timeseries", suite.ts_isolation()).await;
     } else {
         r.refused("ts.refused", "timeseries", suite.ts_refused()).await;
+    }
+    if declared.timeseries && declared.subscribe {
+        r.claimed("ts.subscribe", "subscribe", suite.ts_subscribe()).await;
+        r.claimed("ts.subscribe_bad_input", "subscribe", suite.ts_subscribe_bad_input()).await;
+    } else {
+        r.refused("ts.subscribe_refused", "subscribe", suite.ts_subscribe_refused()).await;
     }
     if declared.timeseries && declared.retention {
         r.claimed("ts.retention", "retention", suite.ts_retention()).await;
@@ -51,7 +60,133 @@ fn query(ns: &str, series: &str, start: i64, end: i64, descending: bool, limit: 
     }
 }
 
+/// How long a subscription may take to deliver an event appended.
+const LIVE_WAIT: Duration = Duration::from_secs(10);
+
+fn subscription(ns: &str, series: &str, start: Option<Start>) -> SubscribeRequest {
+    SubscribeRequest { namespace: ns.into(), series: series.into(), start }
+}
+
+/// The next message of a subscription, within [`LIVE_WAIT`].
+async fn next_message(stream: &mut Streaming<SubscribeResponse>, what: &str) -> Result<SubscribeResponse, String> {
+    match tokio::time::timeout(LIVE_WAIT, stream.message()).await {
+        Err(_) => Err(format!("{what}: no message within {LIVE_WAIT:?}")),
+        Ok(Err(s)) => Err(format!("{what}: the stream failed: {}", show(&s))),
+        Ok(Ok(None)) => Err(format!("{what}: the stream ended")),
+        Ok(Ok(Some(m))) => {
+            if m.position.is_empty() {
+                return Err(format!("{what}: a message without a position"));
+            }
+            Ok(m)
+        }
+    }
+}
+
+/// The ids of the next `n` events of a subscription, with the position of
+/// the last one.
+async fn next_events(
+    stream: &mut Streaming<SubscribeResponse>,
+    n: usize,
+    what: &str,
+) -> Result<(Vec<String>, String), String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut position = String::new();
+    while ids.len() < n {
+        let m = next_message(stream, what).await?;
+        let event = m.event.ok_or_else(|| format!("{what}: a message without an event after the first"))?;
+        ids.push(event.event_id);
+        position = m.position;
+    }
+    Ok((ids, position))
+}
+
 impl Suite<'_> {
+    /// Opens a subscription and reads its first message, which carries no
+    /// event; returns the stream and that message's position.
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<(Streaming<SubscribeResponse>, String), String> {
+        let mut stream = self
+            .plugin
+            .timeseries()
+            .subscribe(request)
+            .await
+            .map_err(|s| format!("Subscribe: {}", show(&s)))?
+            .into_inner();
+        let first = next_message(&mut stream, "the first message").await?;
+        if first.event.is_some() {
+            return Err("the first message of a subscription carries an event; it must carry only a position".into());
+        }
+        Ok((stream, first.position))
+    }
+
+    /// Replay from a time, live events in append order, resume from a
+    /// position (and from the first message's), and series isolation.
+    pub(super) async fn ts_subscribe(&self) -> Check {
+        let ns = self.ts_namespace(0).await?;
+        // Appended out of timestamp order: a subscription follows append
+        // order.
+        let stored: Vec<Event> = [3, 0, 1, 2, 4].iter().map(|i| event(BASE + i, &format!("e{i}"), None)).collect();
+        self.append(&ns, "s", stored).await?;
+        let (mut all, _) = self.subscribe(subscription(&ns, "s", Some(Start::FromTimestamp(0)))).await?;
+        let (ids, _) = next_events(&mut all, 5, "from_timestamp 0").await?;
+        ensure!(ids == ["e3", "e0", "e1", "e2", "e4"], "from_timestamp 0 replayed {ids:?}, expected append order");
+        let (mut now, _) = self.subscribe(subscription(&ns, "s", None)).await?;
+        let (mut other, _) = self.subscribe(subscription(&ns, "t", None)).await?;
+        self.append(&ns, "s", vec![event(BASE + 5, "e5", None), event(BASE + 6, "e6", None)]).await?;
+        self.append(&ns, "s", vec![event(BASE + 7, "e7", None)]).await?;
+        let (ids, _) = next_events(&mut all, 3, "live, after the replay").await?;
+        ensure!(ids == ["e5", "e6", "e7"], "the replaying subscription went on with {ids:?}");
+        let (ids, after_e5) = next_events(&mut now, 1, "live, from now").await?;
+        ensure!(ids == ["e5"], "a subscription from now started with {ids:?}, expected e5");
+        self.append(&ns, "t", vec![event(BASE, "t0", None)]).await?;
+        let (ids, _) = next_events(&mut other, 1, "another series").await?;
+        ensure!(ids == ["t0"], "a subscription to series t received {ids:?}");
+        drop((all, now, other));
+        let (mut resumed, at) = self.subscribe(subscription(&ns, "s", Some(Start::FromPosition(after_e5)))).await?;
+        let (ids, _) = next_events(&mut resumed, 2, "from the position of e5").await?;
+        ensure!(ids == ["e6", "e7"], "resuming after e5 read {ids:?}, expected e6, e7");
+        let (mut again, _) = self.subscribe(subscription(&ns, "s", Some(Start::FromPosition(at)))).await?;
+        let (ids, _) = next_events(&mut again, 2, "from a first message's position").await?;
+        ensure!(ids == ["e6", "e7"], "resuming from the first message's position read {ids:?}, expected e6, e7");
+        let (mut from_now, start) = self.subscribe(subscription(&ns, "s", None)).await?;
+        drop(from_now);
+        self.append(&ns, "s", vec![event(BASE + 8, "e8", None)]).await?;
+        (from_now, _) = self.subscribe(subscription(&ns, "s", Some(Start::FromPosition(start)))).await?;
+        let (ids, _) = next_events(&mut from_now, 1, "from the start of a subscription that saw no event").await?;
+        ensure!(ids == ["e8"], "an event appended between two subscriptions was missed: read {ids:?}");
+        let (mut middle, _) = self.subscribe(subscription(&ns, "s", Some(Start::FromTimestamp(BASE + 4)))).await?;
+        let (ids, _) = next_events(&mut middle, 2, "from_timestamp").await?;
+        ensure!(ids == ["e4", "e5"], "from_timestamp of e4 read {ids:?}, expected e4, e5");
+        Ok(())
+    }
+
+    pub(super) async fn ts_subscribe_bad_input(&self) -> Check {
+        let ns = self.ts_namespace(0).await?;
+        let (_, position) = self.subscribe(subscription(&ns, "s", None)).await?;
+        let open = |request: SubscribeRequest| async move {
+            self.plugin.timeseries().subscribe(request).await.map(|_| "a stream")
+        };
+        let r = open(subscription(&ns, "other", Some(Start::FromPosition(position.clone())))).await;
+        expect_code(r, Code::InvalidArgument, "Subscribe from another series' position")?;
+        for bad in ["!!", "AAAA", "not a position"] {
+            let r = open(subscription(&ns, "s", Some(Start::FromPosition(bad.into())))).await;
+            expect_code(r, Code::InvalidArgument, &format!("Subscribe from position {bad:?}"))?;
+        }
+        let r = open(subscription(&ns, "s", Some(Start::FromTimestamp(-1)))).await;
+        expect_code(r, Code::InvalidArgument, "Subscribe from_timestamp -1")?;
+        let r = open(subscription(&ns, "", None)).await;
+        expect_code(r, Code::InvalidArgument, "Subscribe to an empty series name")
+    }
+
+    pub(super) async fn ts_subscribe_refused(&self) -> Check {
+        let ns = if self.caps.patterns.contains(&(Pattern::Timeseries as i32)) {
+            self.ts_namespace(0).await?
+        } else {
+            self.namespace().await?
+        };
+        let r = self.plugin.timeseries().subscribe(subscription(&ns, "s", None)).await.map(|_| "a stream");
+        expect_code(r, Code::Unimplemented, "Subscribe")
+    }
+
     /// A fresh TimeSeries namespace, with a retention when `retention > 0`.
     async fn ts_namespace(&self, retention_seconds: u64) -> Result<String, String> {
         self.namespace_of(Pattern::Timeseries, retention_seconds).await
