@@ -363,6 +363,87 @@ fn succeeds(endpoint: &str, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// The events of `prismctl -o json ts tail` (one JSON document a line).
+fn tailed(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .map(|l| {
+            let doc: serde_json::Value = serde_json::from_str(l).unwrap();
+            (doc["event_id"].as_str().unwrap().to_owned(), doc["position"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn prismctl_ts_tail_follows_and_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let proxy = patterns_proxy();
+    let ep = proxy.endpoint();
+    let ok = |args: &[&str]| succeeds(&ep, args);
+    for (id, at) in [("a", "1700000000000"), ("b", "1700000001000"), ("c", "1700000002000")] {
+        ok(&["ts", "append", "metrics", "cpu", "--id", id, "--at", at]);
+    }
+    let events = tailed(&ok(&["-o", "json", "ts", "tail", "metrics", "cpu", "--from", "start", "--limit", "3"]));
+    let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let events_from =
+        tailed(&ok(&["-o", "json", "ts", "tail", "metrics", "cpu", "--from", "1700000001000", "--limit", "1"]));
+    assert_eq!(events_from[0].0, "b");
+
+    // Following from now: events appended after it started show up as they
+    // come; Ctrl-C stops it and prints where to resume.
+    let mut follower = Command::new(bin_path("prismctl"))
+        .args(["--endpoint", &ep, "--no-headers", "ts", "tail", "metrics", "cpu"])
+        .env("PRISMCTL_CONFIG", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // Appended until one shows: the tail may not be subscribed yet.
+    let mut first = None;
+    for n in 0..50 {
+        ok(&["ts", "append", "metrics", "cpu", "--id", &format!("live-{n:02}"), "--at", "1700000003000"]);
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first = first.expect("the tail showed no appended event");
+    assert!(first.split('\t').nth(1).unwrap().starts_with("live-"), "{first}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(follower.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resume with --position "), "{}", text(&out.stderr));
+
+    // Resuming after b reads c and then what was appended after it.
+    let resumed =
+        tailed(&ok(&["-o", "json", "ts", "tail", "metrics", "cpu", "--position", &events[1].1, "--limit", "2"]));
+    assert_eq!(resumed[0].0, "c");
+    assert!(resumed[1].0.starts_with("live-"), "{resumed:?}");
+
+    // Refusals: a position that is not one, another series' position, an
+    // unknown namespace, both starts at once.
+    for (args, code, needle) in [
+        (vec!["ts", "tail", "metrics", "cpu", "--position", "garbage!"], 1, "from_position"),
+        (vec!["ts", "tail", "metrics", "mem", "--position", events[0].1.as_str()], 1, "another namespace or series"),
+        (vec!["ts", "tail", "nope", "cpu"], 1, "not found"),
+        (vec!["ts", "tail", "metrics", "cpu", "--from", "start", "--position", "x"], 2, "cannot be used with"),
+        (vec!["ts", "tail", "metrics", "cpu", "--from", "yesterday"], 2, "is not a time"),
+    ] {
+        let out = prismctl(&ep, &args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
 #[test]
 fn prismctl_timeseries_and_graph() {
     let proxy = patterns_proxy();
