@@ -10,6 +10,7 @@ use prism_proto::plugin::v1::{
     DescribeNamespaceRequest, DropNamespaceRequest, HealthRequest, InitializeRequest, Pattern, ProtocolVersion,
     health_response,
 };
+use prism_proto::timeseries::v1::{AppendRequest, Event, QueryRequest};
 use tonic::{Code, Status};
 
 use crate::runner::{Check, Recorder, Suite, expect_code, initialize, put_req, show};
@@ -49,33 +50,63 @@ pub(crate) async fn durability(suite: &mut Suite<'_>, r: &mut Recorder, declared
 
 impl Suite<'_> {
     /// Whether the plugin serves KeyValue; the lifecycle checks write and
-    /// read a key then, else a vertex (the runner refuses a plugin with
-    /// neither).
+    /// read a key then, else a vertex, else an event (the runner refuses a
+    /// plugin with no pattern).
     fn kv(&self) -> bool {
         self.caps.patterns.contains(&(Pattern::Keyvalue as i32))
     }
 
     fn probe_pattern(&self) -> Pattern {
-        if self.kv() { Pattern::Keyvalue } else { Pattern::Graph }
+        if self.kv() {
+            Pattern::Keyvalue
+        } else if self.caps.patterns.contains(&(Pattern::Graph as i32)) {
+            Pattern::Graph
+        } else {
+            Pattern::Timeseries
+        }
     }
 
-    /// Writes one item (key or vertex `k`) in `ns`.
+    /// Writes one item (key, vertex or event `k`) in `ns`.
     async fn probe_write(&self, ns: &str) -> Check {
-        if self.kv() {
-            return self.put(ns, "k", b"v").await.map(drop);
+        match self.probe_pattern() {
+            Pattern::Graph => {
+                let vertex =
+                    PutVertexRequest { namespace: ns.into(), id: "k".into(), label: "v".into(), ..Default::default() };
+                self.plugin.graph().put_vertex(vertex).await.map(drop).map_err(|s| format!("PutVertex: {}", show(&s)))
+            }
+            Pattern::Timeseries => {
+                let event = Event { timestamp: 1_700_000_000_000, event_id: "k".into(), ..Default::default() };
+                let append = AppendRequest { namespace: ns.into(), series: "k".into(), events: vec![event] };
+                self.plugin.timeseries().append(append).await.map(drop).map_err(|s| format!("Append: {}", show(&s)))
+            }
+            _ => self.put(ns, "k", b"v").await.map(drop),
         }
-        let vertex = PutVertexRequest { namespace: ns.into(), id: "k".into(), label: "v".into(), ..Default::default() };
-        self.plugin.graph().put_vertex(vertex).await.map(drop).map_err(|s| format!("PutVertex: {}", show(&s)))
     }
 
     /// Whether item `k` is in `ns`.
     async fn probe_read(&self, ns: &str) -> Result<bool, Status> {
-        if self.kv() {
-            let r = self.plugin.keyvalue().get(GetRequest { namespace: ns.into(), key: "k".into() }).await?;
-            return Ok(r.into_inner().found);
+        match self.probe_pattern() {
+            Pattern::Graph => {
+                let r =
+                    self.plugin.graph().get_vertex(GetVertexRequest { namespace: ns.into(), id: "k".into() }).await?;
+                Ok(r.into_inner().found)
+            }
+            Pattern::Timeseries => {
+                let query = QueryRequest {
+                    namespace: ns.into(),
+                    series: "k".into(),
+                    start: 0,
+                    end: i64::MAX,
+                    limit: 1,
+                    ..Default::default()
+                };
+                Ok(!self.plugin.timeseries().query(query).await?.into_inner().events.is_empty())
+            }
+            _ => {
+                let r = self.plugin.keyvalue().get(GetRequest { namespace: ns.into(), key: "k".into() }).await?;
+                Ok(r.into_inner().found)
+            }
         }
-        let r = self.plugin.graph().get_vertex(GetVertexRequest { namespace: ns.into(), id: "k".into() }).await?;
-        Ok(r.into_inner().found)
     }
 
     async fn probe_namespace(&self) -> Result<String, String> {
@@ -123,13 +154,22 @@ impl Suite<'_> {
     async fn unprepared_namespace(&self) -> Check {
         let name = format!("conf-{}-never-prepared", self.run_id);
         expect_code(self.probe_read(&name).await, Code::FailedPrecondition, "a read in a namespace never prepared")?;
-        if self.kv() {
-            let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
-            expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
-        } else {
-            let vertex = PutVertexRequest { namespace: name, id: "k".into(), ..Default::default() };
-            let result = self.plugin.graph().put_vertex(vertex).await;
-            expect_code(result, Code::FailedPrecondition, "PutVertex in a namespace never prepared")
+        match self.probe_pattern() {
+            Pattern::Graph => {
+                let vertex = PutVertexRequest { namespace: name, id: "k".into(), ..Default::default() };
+                let result = self.plugin.graph().put_vertex(vertex).await;
+                expect_code(result, Code::FailedPrecondition, "PutVertex in a namespace never prepared")
+            }
+            Pattern::Timeseries => {
+                let event = Event { timestamp: 1, event_id: "k".into(), ..Default::default() };
+                let append = AppendRequest { namespace: name, series: "k".into(), events: vec![event] };
+                let result = self.plugin.timeseries().append(append).await;
+                expect_code(result, Code::FailedPrecondition, "Append in a namespace never prepared")
+            }
+            _ => {
+                let result = self.plugin.keyvalue().put(put_req(&name, "k", b"v")).await;
+                expect_code(result, Code::FailedPrecondition, "Put in a namespace never prepared")
+            }
         }
     }
 

@@ -169,9 +169,13 @@ pub(crate) async fn run(subject: &Subject) -> Result<Report, String> {
     let plugin = PluginProcess::start(&subject.binary).await?;
     let init = initialize(&plugin, subject).await?;
     let caps = init.capabilities.clone().unwrap_or_default();
-    if !caps.patterns.iter().any(|p| [Pattern::Keyvalue as i32, Pattern::Graph as i32].contains(p)) {
-        // The lifecycle checks write and read through one of the two.
-        return Err(format!("{} declares neither KeyValue nor Graph", subject.name));
+    if !caps
+        .patterns
+        .iter()
+        .any(|p| [Pattern::Keyvalue as i32, Pattern::Graph as i32, Pattern::Timeseries as i32].contains(p))
+    {
+        // The lifecycle checks write and read through one of them.
+        return Err(format!("{} declares no pattern", subject.name));
     }
     let declared = Declared {
         backend: init.backend.clone(),
