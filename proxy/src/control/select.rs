@@ -79,7 +79,7 @@ pub const RULES: &[Rule] = &[
 
 /// Kinds tried when no rule decides and the default backend is not a
 /// candidate: the embedded ones first, as they need no server.
-pub const FALLBACK: &[&str] = &["sqlite", "memstore", "postgres", "redis", "nats", "falkordb"];
+pub const FALLBACK: &[&str] = &["sqlite", "memstore", "postgres", "redis", "nats", "falkordb", "kafka"];
 
 /// A plugin as seen by selection: its name, kind and declared capabilities.
 #[derive(Debug, Clone)]

@@ -201,7 +201,11 @@ fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 /// failed connection attempt to a cluster node while it fails over (WARN,
 /// once per call). Each call's failure is reported by the plugin anyway;
 /// these stay at the given level unless the filter names the library.
-const CHATTY_LIBRARIES: &[(&str, &str)] = &[("async_nats", "warn"), ("tokio_postgres", "warn"), ("redis", "error")];
+// rskafka logs every failed request at ERROR, an unknown topic (a namespace
+// nothing was appended to yet) included; the kafka plugin reports the
+// failures that matter itself.
+const CHATTY_LIBRARIES: &[(&str, &str)] =
+    &[("async_nats", "warn"), ("tokio_postgres", "warn"), ("redis", "error"), ("rskafka", "off")];
 
 /// `directives` with each of [`CHATTY_LIBRARIES`] at its level where the
 /// filter does not name it.
