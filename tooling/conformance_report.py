@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs-cms" / "reference" / "conformance.md"
-BACKENDS = ["memstore", "sqlite", "postgres", "redis", "nats", "falkordb"]
+BACKENDS = ["memstore", "sqlite", "postgres", "redis", "nats", "falkordb", "kafka"]
 CAPABILITIES = [
     ("lifecycle", "Initialize, health, protocol version, unprepared and dropped namespaces"),
     ("basic", "Put, Get, Delete, missing keys, empty results"),

@@ -84,6 +84,22 @@ pub fn require_falkordb() -> Option<PathBuf> {
     found
 }
 
+/// tansu, the Kafka-protocol broker the kafka plugin is tested against:
+/// `PRISM_TANSU_BIN`, else where `.ci/run` installs it
+/// (`~/.cache/prism-tansu/bin/tansu`). Same rules as [`require`].
+pub fn require_tansu() -> Option<PathBuf> {
+    let from_env = std::env::var_os("PRISM_TANSU_BIN").map(PathBuf::from);
+    let cached = || Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/prism-tansu/bin/tansu"));
+    let found = from_env.or_else(cached).filter(|p| p.is_file());
+    if found.is_none() {
+        skip_or_fail(
+            "tansu (a Kafka-protocol broker) is not installed",
+            "cargo install --locked tansu --features dynostore --root ~/.cache/prism-tansu, or set PRISM_TANSU_BIN",
+        );
+    }
+    found
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -125,6 +141,17 @@ impl PrivateServer {
         let mut server = Self::redis(&bin.join("redis-server"), port, dir);
         server.args.extend(["--loadmodule".to_owned(), bin.join("falkordb.so").display().to_string()]);
         server
+    }
+
+    /// A tansu broker (see [`require_tansu`]) keeping its topics in memory.
+    pub fn tansu(program: &Path, port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = ["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["memory://tansu/".to_owned()])
+            .collect();
+        Self { program: program.to_owned(), args, port, child: None }
     }
 
     /// A `nats-server` with JetStream storing into `dir`.

@@ -133,3 +133,13 @@ async fn falkordb() {
     conform("falkordb", json!({ "url": format!("redis://127.0.0.1:{}", server.port), "graph_prefix": "conformance" }))
         .await;
 }
+
+/// Kafka, on a tansu broker (a Kafka-protocol broker, memory storage)
+/// started on a spare port.
+#[tokio::test]
+async fn kafka() {
+    let Some(tansu) = services::require_tansu() else { return };
+    let mut server = PrivateServer::tansu(&tansu, services::free_port());
+    server.start();
+    conform("kafka", json!({ "brokers": [format!("127.0.0.1:{}", server.port)], "topic_prefix": "conformance" })).await;
+}

@@ -99,6 +99,29 @@ async fn follow(endpoint: String, series: String, start: String, want: usize, dr
 #[tokio::test]
 async fn ten_thousand_events_followed_through_a_lost_connection_none_missing() {
     let (proxy, audit) = proxy("");
+    ten_thousand_events(&proxy, &audit).await;
+}
+
+/// The same on Kafka: the subscription reads the topic from offsets.
+#[tokio::test]
+async fn on_kafka_ten_thousand_events_followed_through_a_lost_connection_none_missing() {
+    let Some(tansu) = prism_tests::services::require_tansu() else { return };
+    let mut broker = prism_tests::services::PrivateServer::tansu(&tansu, prism_tests::services::free_port());
+    broker.start();
+    let config = ProxyConfig::new()
+        .plugin(
+            "kafka",
+            &format!("command: [prism-plugin-kafka]\nconfig: {{brokers: [\"127.0.0.1:{}\"]}}", broker.port),
+        )
+        .pattern_namespace("events", "timeseries", "kafka", "subscribe: true");
+    let audit = config.dir().join("audit.jsonl");
+    let proxy = config.extra(&format!("audit:\n  sink: {}\n", audit.display())).start();
+    ten_thousand_events(&proxy, &audit).await;
+}
+
+/// Two series of 5,000 events appended while a subscriber follows each;
+/// each drops its connection halfway and resumes from its last position.
+async fn ten_thousand_events(proxy: &prism_tests::Proxy, audit: &std::path::Path) {
     let mut ts = proxy.ts().await;
     let series = ["cpu", "mem"];
     let mut followers = Vec::new();
@@ -131,8 +154,8 @@ async fn ten_thousand_events_followed_through_a_lost_connection_none_missing() {
     let ended = |records: &[Value]| {
         records.iter().filter(|r| r["event"] == "subscription_end" && r["reason"] == "client").count()
     };
-    assert!(eventually(Duration::from_secs(10), || async { ended(&audit_records(&audit)) >= 4 }).await);
-    let records = audit_records(&audit);
+    assert!(eventually(Duration::from_secs(10), || async { ended(&audit_records(audit)) >= 4 }).await);
+    let records = audit_records(audit);
     let starts = records
         .iter()
         .filter(|r| {
