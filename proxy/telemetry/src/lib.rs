@@ -410,13 +410,16 @@ mod tests {
 
     #[test]
     fn chatty_libraries_are_kept_to_warnings_unless_named() {
-        assert_eq!(quiet_libraries("info"), "info,async_nats=warn,tokio_postgres=warn,redis=error");
-        assert_eq!(quiet_libraries(""), "async_nats=warn,tokio_postgres=warn,redis=error");
-        assert_eq!(quiet_libraries("debug,async_nats=debug"), "debug,async_nats=debug,tokio_postgres=warn,redis=error");
+        assert_eq!(quiet_libraries("info"), "info,async_nats=warn,tokio_postgres=warn,redis=error,rskafka=off");
+        assert_eq!(quiet_libraries(""), "async_nats=warn,tokio_postgres=warn,redis=error,rskafka=off");
+        assert_eq!(
+            quiet_libraries("debug,async_nats=debug,rskafka=debug"),
+            "debug,async_nats=debug,rskafka=debug,tokio_postgres=warn,redis=error"
+        );
         // A plugin crate whose name contains a library's is not the library.
         assert_eq!(
             quiet_libraries("prism_plugin_redis=debug,redis::cluster_handling=info"),
-            "prism_plugin_redis=debug,redis::cluster_handling=info,async_nats=warn,tokio_postgres=warn"
+            "prism_plugin_redis=debug,redis::cluster_handling=info,async_nats=warn,tokio_postgres=warn,rskafka=off"
         );
     }
 
