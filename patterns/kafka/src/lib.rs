@@ -21,13 +21,13 @@
 //! Subscribe reads the topic itself from an offset (a fetch that waits for
 //! new records), keeping the records of its series; positions are offsets.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use prism_plugin_sdk::view::LogView;
 use prism_plugin_sdk::{
     Backend, BucketStats, Capabilities, Consistency, Durability, Event, EventPage, LogPosition, Namespace,
     NamespaceSettings, Pattern, PluginError, PluginResult, RangeQuery, SubscribeFrom, Subscription, TimeSeriesStore,
@@ -167,32 +167,11 @@ pub struct Kafka {
     conn: Arc<Conn>,
 }
 
-/// One event as the view keeps it.
-struct Stored {
-    value: Option<f64>,
-    payload: Bytes,
-    attributes: BTreeMap<String, String>,
-}
-
-/// One series in the view: its events by `(timestamp, event_id)`, and the
-/// offset and timestamp of each in log order (for subscriptions from a
-/// time).
-#[derive(Default)]
-struct Series {
-    events: BTreeMap<(i64, String), Stored>,
-    order: Vec<(i64, i64)>,
-}
-
-/// What the plugin has read of a topic.
+/// What the plugin has read of a topic: the events (positions are
+/// offsets), and the topic's partition once it exists.
 #[derive(Default)]
 struct View {
-    /// The offset to read next.
-    next: i64,
-    series: HashMap<String, Series>,
-    /// Records of the topic that are not events of this plugin (another
-    /// producer's), skipped.
-    foreign: u64,
-    /// The topic's partition, once the topic exists.
+    log: LogView,
     partition: Option<Arc<PartitionClient>>,
 }
 
@@ -239,30 +218,6 @@ fn event(r: &Record) -> Option<(String, Event)> {
     Some((series, Event { timestamp: r.timestamp.timestamp_millis(), event_id, value, payload, attributes }))
 }
 
-impl View {
-    fn holds(&self, series: &str, timestamp: i64, event_id: &str) -> bool {
-        // The map is keyed by owned strings; one allocation per lookup is
-        // the price of the simple key.
-        self.series.get(series).is_some_and(|s| s.events.contains_key(&(timestamp, event_id.to_owned())))
-    }
-
-    /// Adds a record read from the log: the first copy of an event wins.
-    fn apply(&mut self, r: &RecordAndOffset) {
-        self.next = r.offset + 1;
-        let Some((series, e)) = event(&r.record) else {
-            self.foreign += 1;
-            return;
-        };
-        let s = self.series.entry(series).or_default();
-        let key = (e.timestamp, e.event_id);
-        if s.events.contains_key(&key) {
-            return;
-        }
-        s.order.push((r.offset, key.0));
-        s.events.insert(key, Stored { value: e.value, payload: e.payload, attributes: e.attributes });
-    }
-}
-
 impl Kafka {
     /// Reads the topic from where the view stopped to its end.
     async fn catch_up(&self, topic: &Topic, view: &mut View) -> PluginResult<()> {
@@ -271,7 +226,8 @@ impl Kafka {
         }
         let Some(partition) = view.partition.clone() else { return Ok(()) };
         loop {
-            let fetched = self.conn.bounded(partition.fetch_records(view.next, 1..FETCH_BYTES, 0)).await?;
+            let from = i64::try_from(view.log.next()).unwrap_or(i64::MAX);
+            let fetched = self.conn.bounded(partition.fetch_records(from, 1..FETCH_BYTES, 0)).await?;
             let (records, high_watermark) = fetched.map_err(unavailable)?;
             if records.is_empty() {
                 return Ok(());
@@ -279,12 +235,17 @@ impl Kafka {
             // Kafka sends whole batches: records before `next` were read.
             for r in &records {
                 // Kafka sends whole batches, and tansu may repeat a record:
-                // only what follows what was read.
-                if r.offset >= view.next {
-                    view.apply(r);
+                // the view ignores positions it has read.
+                let position = u64::try_from(r.offset).unwrap_or(0);
+                match event(&r.record) {
+                    Some((series, e)) => {
+                        view.log.apply(position, series, e);
+                    }
+                    None if position >= view.log.next() => view.log.skip(position),
+                    None => {}
                 }
             }
-            if view.next >= high_watermark {
+            if view.log.next() >= u64::try_from(high_watermark).unwrap_or(0) {
                 return Ok(());
             }
         }
@@ -368,7 +329,7 @@ impl Backend for Kafka {
 
     async fn holds_data(&self, ns: &Namespace<Arc<Topic>>) -> PluginResult<bool> {
         let view = self.view(&ns.state).await?;
-        Ok(view.next > 0)
+        Ok(view.log.has_read(0))
     }
 }
 
@@ -376,13 +337,7 @@ impl TimeSeriesStore for Kafka {
     async fn append(&self, ns: &Namespace<Arc<Topic>>, series: &str, events: Vec<Event>) -> PluginResult<u64> {
         let topic = &ns.state;
         let view = self.view(topic).await?;
-        let mut fresh: Vec<Event> = Vec::with_capacity(events.len());
-        for e in events {
-            let twice = fresh.iter().any(|f| f.timestamp == e.timestamp && f.event_id == e.event_id);
-            if !twice && !view.holds(series, e.timestamp, &e.event_id) {
-                fresh.push(e);
-            }
-        }
+        let fresh = view.log.fresh(series, events);
         let appended = fresh.len() as u64;
         if fresh.is_empty() {
             return Ok(0);
@@ -414,39 +369,7 @@ impl TimeSeriesStore for Kafka {
     }
 
     async fn query(&self, ns: &Namespace<Arc<Topic>>, q: RangeQuery) -> PluginResult<EventPage> {
-        let view = self.view(&ns.state).await?;
-        let Some(s) = view.series.get(&q.series) else { return Ok(EventPage::default()) };
-        let lo = Bound::Included((q.start, String::new()));
-        let hi = Bound::Excluded((q.end, String::new()));
-        let range = match (&q.after, q.descending) {
-            (Some(after), false) => (Bound::Excluded(after.clone()), hi),
-            (Some(after), true) => (lo, Bound::Excluded(after.clone())),
-            (None, _) => (lo, hi),
-        };
-        // An `after` outside the range makes it empty (BTreeMap refuses
-        // inverted bounds).
-        let inverted = match (&range.0, &range.1) {
-            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
-            _ => false,
-        };
-        if inverted {
-            return Ok(EventPage::default());
-        }
-        let walk = s.events.range(range);
-        let mut it: Box<dyn Iterator<Item = (&(i64, String), &Stored)>> =
-            if q.descending { Box::new(walk.rev()) } else { Box::new(walk) };
-        let events = it
-            .by_ref()
-            .take(q.limit)
-            .map(|((timestamp, event_id), st)| Event {
-                timestamp: *timestamp,
-                event_id: event_id.clone(),
-                value: st.value,
-                payload: st.payload.clone(),
-                attributes: st.attributes.clone(),
-            })
-            .collect();
-        Ok(EventPage { events, more: it.next().is_some() })
+        Ok(self.view(&ns.state).await?.log.query(&q))
     }
 
     async fn aggregate(
@@ -458,14 +381,7 @@ impl TimeSeriesStore for Kafka {
         end: i64,
         bucket_ms: i64,
     ) -> PluginResult<Vec<BucketStats>> {
-        let view = self.view(&ns.state).await?;
-        let mut buckets = Vec::new();
-        if let Some(s) = view.series.get(series) {
-            for ((timestamp, _), st) in s.events.range((start, String::new())..(end, String::new())) {
-                BucketStats::accumulate(&mut buckets, origin, bucket_ms, *timestamp, st.value);
-            }
-        }
-        Ok(buckets)
+        Ok(self.view(&ns.state).await?.log.aggregate(series, origin, start, end, bucket_ms))
     }
 
     async fn subscribe(
@@ -476,16 +392,14 @@ impl TimeSeriesStore for Kafka {
     ) -> PluginResult<Subscription> {
         let next = {
             let view = self.view(&ns.state).await?;
-            match from {
-                SubscribeFrom::Now => view.next,
-                SubscribeFrom::Timestamp(at) => view
-                    .series
-                    .get(series)
-                    .and_then(|s| s.order.iter().find(|(_, ts)| *ts >= at))
-                    .map_or(view.next, |(offset, _)| *offset),
+            let end = view.log.next();
+            let next = match from {
+                SubscribeFrom::Now => end,
+                SubscribeFrom::Timestamp(at) => view.log.first_at_or_after(series, at).unwrap_or(end),
                 SubscribeFrom::After(p) if p.epoch != EPOCH => 0,
-                SubscribeFrom::After(p) => i64::try_from(p.sequence).unwrap_or(i64::MAX).min(view.next),
-            }
+                SubscribeFrom::After(p) => p.sequence.min(end),
+            };
+            i64::try_from(next).unwrap_or(i64::MAX)
         };
         if let (SubscribeFrom::After(_), Some(partition)) = (from, self.conn.partition(&ns.state.name).await?) {
             let earliest = self.conn.bounded(partition.get_offset(OffsetAt::Earliest)).await?.map_err(unavailable)?;

@@ -30,6 +30,7 @@ pub mod retention;
 mod serve;
 mod state;
 mod timeseries;
+pub mod view;
 
 pub use backend::{
     Backend, BucketStats, Capabilities, Consistency, Direction, Durability, Edge, EdgePage, Event, EventPage,

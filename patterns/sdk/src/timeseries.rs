@@ -73,13 +73,27 @@ fn check_range(start: i64, end: i64) -> Result<(), PluginError> {
     Ok(())
 }
 
-fn to_wire(e: Event) -> WireEvent {
-    WireEvent {
-        timestamp: e.timestamp,
-        event_id: e.event_id,
-        value: e.value,
-        payload: e.payload,
-        attributes: e.attributes.into_iter().collect(),
+impl From<Event> for WireEvent {
+    fn from(e: Event) -> Self {
+        Self {
+            timestamp: e.timestamp,
+            event_id: e.event_id,
+            value: e.value,
+            payload: e.payload,
+            attributes: e.attributes.into_iter().collect(),
+        }
+    }
+}
+
+impl From<WireEvent> for Event {
+    fn from(e: WireEvent) -> Self {
+        Self {
+            timestamp: e.timestamp,
+            event_id: e.event_id,
+            value: e.value,
+            payload: e.payload,
+            attributes: e.attributes.into_iter().collect(),
+        }
     }
 }
 
@@ -136,7 +150,7 @@ impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
                 // Past the retention: hidden, as from every read, whatever
                 // the backend's cleanup schedule.
                 Ok((_, event)) if retention_cutoff(&ns).is_some_and(|c| event.timestamp < c) => None,
-                Ok((at, event)) => Some(Ok(SubscribeResponse { event: Some(to_wire(event)), position: position(at) })),
+                Ok((at, event)) => Some(Ok(SubscribeResponse { event: Some(event.into()), position: position(at) })),
                 Err(e) => Some(Err(Status::from(e))),
             };
             std::future::ready(message)
@@ -237,7 +251,10 @@ impl<B: TimeSeriesStore> TimeSeriesBackend for TimeSeriesService<B> {
             }),
             _ => String::new(),
         };
-        Ok(Response::new(QueryResponse { events: page.events.into_iter().map(to_wire).collect(), next_page_token }))
+        Ok(Response::new(QueryResponse {
+            events: page.events.into_iter().map(WireEvent::from).collect(),
+            next_page_token,
+        }))
     }
 
     async fn aggregate(&self, request: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
