@@ -25,6 +25,11 @@
 //! base64url-encoded. Buckets are opened lazily: the plugin starts and
 //! prepares namespaces while NATS is down, and calls fail with UNAVAILABLE
 //! until it returns.
+//!
+//! TimeSeries namespaces are streams, and Subscribe an ordered consumer:
+//! see [`timeseries`].
+
+pub mod timeseries;
 
 use std::time::Duration;
 
@@ -92,10 +97,12 @@ mod defaults {
     }
 }
 
-/// One namespace: its bucket, opened on first use.
+/// One namespace: its bucket (KeyValue), opened on first use, and its
+/// stream (TimeSeries).
 pub struct Bucket {
     name: String,
     store: OnceCell<kv::Store>,
+    log: timeseries::Log,
 }
 
 /// The plugin.
@@ -241,7 +248,8 @@ impl Backend for Nats {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            patterns: vec![Pattern::KeyValue],
+            patterns: vec![Pattern::KeyValue, Pattern::TimeSeries],
+            subscribe: true,
             ttl: false,
             cas: true,
             scan: false,
@@ -261,15 +269,25 @@ impl Backend for Nats {
     }
 
     async fn prepare_namespace(&self, settings: &NamespaceSettings) -> PluginResult<Bucket> {
-        Ok(Bucket { name: format!("{}_{}", self.config.bucket_prefix, settings.name), store: OnceCell::new() })
+        Ok(Bucket {
+            name: format!("{}_{}", self.config.bucket_prefix, settings.name),
+            store: OnceCell::new(),
+            log: timeseries::Log::new(&self.config.bucket_prefix, &settings.name),
+        })
     }
 
     async fn drop_namespace(&self, name: &str) -> PluginResult<()> {
         let bucket = format!("{}_{name}", self.config.bucket_prefix);
+        let stream = timeseries::Log::new(&self.config.bucket_prefix, name).stream_name().to_owned();
         self.bounded(async {
             match self.js.delete_key_value(&bucket).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {}
                 // Already gone.
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            match self.js.delete_stream(&stream).await {
+                Ok(_) => Ok(()),
                 Err(e) if e.to_string().contains("not found") => Ok(()),
                 Err(e) => Err(unavailable(e)),
             }
@@ -282,6 +300,9 @@ impl Backend for Nats {
         // messages (a delete marker counts, which errs on the side of
         // keeping data). Asked while the server is down, the answer is an
         // error, not "empty".
+        if ns.settings().pattern == Pattern::TimeSeries {
+            return self.ts_holds_data(&ns.state.log).await;
+        }
         self.bounded(async {
             let Ok(store) = self.js.get_key_value(&ns.state.name).await else { return Ok(false) };
             let status = store.status().await.map_err(unavailable)?;

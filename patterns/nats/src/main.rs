@@ -1,4 +1,5 @@
-//! `prism-plugin-nats`: KeyValue on NATS JetStream key-value buckets.
+//! `prism-plugin-nats`: KeyValue on NATS JetStream key-value buckets, TimeSeries
+//! on streams.
 
 use std::process::ExitCode;
 
@@ -6,5 +7,5 @@ use prism_plugin_nats::Nats;
 use prism_plugin_sdk::PluginServer;
 
 fn main() -> ExitCode {
-    PluginServer::<Nats>::new().keyvalue().main()
+    PluginServer::<Nats>::new().keyvalue().timeseries().main()
 }
