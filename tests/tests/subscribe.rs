@@ -119,6 +119,33 @@ async fn on_kafka_ten_thousand_events_followed_through_a_lost_connection_none_mi
     ten_thousand_events(&proxy, &audit).await;
 }
 
+/// The same on NATS JetStream: the subscription is an ordered consumer.
+#[tokio::test]
+async fn on_nats_ten_thousand_events_followed_through_a_lost_connection_none_missing() {
+    if !prism_tests::services::require(prism_tests::services::NATS) {
+        return;
+    }
+    let prefix = format!("sub{}", std::process::id());
+    let config = ProxyConfig::new()
+        .plugin(
+            "nats",
+            &format!("command: [prism-plugin-nats]\nconfig: {{url: \"nats://127.0.0.1:4222\", bucket_prefix: {prefix}, storage: memory}}"),
+        )
+        .pattern_namespace("events", "timeseries", "nats", "subscribe: true");
+    let audit = config.dir().join("audit.jsonl");
+    let proxy = config.extra(&format!("audit:\n  sink: {}\n", audit.display())).start();
+    ten_thousand_events(&proxy, &audit).await;
+    // The stream is the namespace's; leave the shared server clean.
+    let mut admin = proxy.admin().await;
+    let _ = admin
+        .delete_namespace(prism_proto::admin::v1::DeleteNamespaceRequest {
+            name: "events".into(),
+            purge_data: true,
+            force: false,
+        })
+        .await;
+}
+
 /// Two series of 5,000 events appended while a subscriber follows each;
 /// each drops its connection halfway and resumes from its last position.
 async fn ten_thousand_events(proxy: &prism_tests::Proxy, audit: &std::path::Path) {
