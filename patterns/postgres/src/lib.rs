@@ -92,6 +92,8 @@ struct Sql {
     get: String,
     get_many: String,
     live_version: String,
+    /// `live_version` locking the row, for a conditional delete.
+    live_version_for_update: String,
     upsert: String,
     create_only: String,
     update_if: String,
@@ -138,6 +140,9 @@ impl Sql {
             get: format!("SELECT value, version FROM {s}.kv WHERE ns = $1 AND key = $2 AND {live}"),
             get_many: format!("SELECT key, value, version FROM {s}.kv WHERE ns = $1 AND key = ANY($2) AND {live}"),
             live_version: format!("SELECT version FROM {s}.kv WHERE ns = $1 AND key = $2 AND {live}"),
+            live_version_for_update: format!(
+                "SELECT version FROM {s}.kv WHERE ns = $1 AND key = $2 AND {live} FOR UPDATE"
+            ),
             upsert: format!(
                 "INSERT INTO {s}.kv (ns, key, value, version, expires_at)
                  VALUES ($1, $2, $3, nextval('{s}.kv_version'), {expires})
@@ -244,6 +249,17 @@ fn db_error(err: tokio_postgres::Error) -> PluginError {
     unreachable(&err)
 }
 
+/// The statement of `sql`, prepared once per pooled connection and kept in
+/// its cache: a call is then one round trip (bind and execute) instead of
+/// two (a parse and describe of the text first, which a string query costs
+/// every time).
+async fn prepared(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+) -> PluginResult<tokio_postgres::Statement> {
+    client.prepare_cached(sql).await.map_err(db_error)
+}
+
 fn ttl_ms(op: &PutOp) -> i64 {
     op.ttl.map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
 }
@@ -291,7 +307,8 @@ impl Postgres {
         ns: &str,
         key: &str,
     ) -> PluginResult<u64> {
-        let row = client.query_opt(&self.sql.live_version, &[&ns, &key]).await.map_err(db_error)?;
+        let row =
+            client.query_opt(&prepared(client, &self.sql.live_version).await?, &[&ns, &key]).await.map_err(db_error)?;
         Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
@@ -299,14 +316,20 @@ impl Postgres {
         let value: &[u8] = &op.value;
         let ttl = ttl_ms(op);
         let row = match op.if_version {
-            None => Some(client.query_one(&self.sql.upsert, &[&ns, &op.key, &value, &ttl]).await.map_err(db_error)?),
-            Some(0) => {
-                client.query_opt(&self.sql.create_only, &[&ns, &op.key, &value, &ttl]).await.map_err(db_error)?
-            }
+            None => Some(
+                client
+                    .query_one(&prepared(client, &self.sql.upsert).await?, &[&ns, &op.key, &value, &ttl])
+                    .await
+                    .map_err(db_error)?,
+            ),
+            Some(0) => client
+                .query_opt(&prepared(client, &self.sql.create_only).await?, &[&ns, &op.key, &value, &ttl])
+                .await
+                .map_err(db_error)?,
             Some(expected) => {
                 let expected = expected as i64;
                 client
-                    .query_opt(&self.sql.update_if, &[&ns, &op.key, &value, &ttl, &expected])
+                    .query_opt(&prepared(client, &self.sql.update_if).await?, &[&ns, &op.key, &value, &ttl, &expected])
                     .await
                     .map_err(db_error)?
             }
@@ -505,7 +528,8 @@ impl KeyValueStore for Postgres {
 
     async fn get(&self, ns: &Namespace<()>, key: &str) -> PluginResult<Option<Record>> {
         let client = self.client().await?;
-        let row = client.query_opt(&self.sql.get, &[&ns.name(), &key]).await.map_err(db_error)?;
+        let row =
+            client.query_opt(&prepared(&client, &self.sql.get).await?, &[&ns.name(), &key]).await.map_err(db_error)?;
         Ok(row.map(|r| Record { value: Bytes::from(r.get::<_, Vec<u8>>(0)), version: r.get::<_, i64>(1) as u64 }))
     }
 
@@ -515,7 +539,7 @@ impl KeyValueStore for Postgres {
         if let Some(expected) = if_version {
             // Lock the row so the check and the delete see the same version.
             let current = tx
-                .query_opt(&format!("{} FOR UPDATE", self.sql.live_version), &[&ns.name(), &key])
+                .query_opt(&prepared(&tx, &self.sql.live_version_for_update).await?, &[&ns.name(), &key])
                 .await
                 .map_err(db_error)?
                 .map_or(0, |r| r.get::<_, i64>(0) as u64);
@@ -523,7 +547,7 @@ impl KeyValueStore for Postgres {
                 return Err(PluginError::version_conflict(key, current, expected));
             }
         }
-        let row = tx.query_opt(&self.sql.delete, &[&ns.name(), &key]).await.map_err(db_error)?;
+        let row = tx.query_opt(&prepared(&tx, &self.sql.delete).await?, &[&ns.name(), &key]).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         // An expired row is removed too, but did not "exist".
         Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
@@ -531,7 +555,10 @@ impl KeyValueStore for Postgres {
 
     async fn batch_get(&self, ns: &Namespace<()>, keys: &[String]) -> PluginResult<Vec<Option<Record>>> {
         let client = self.client().await?;
-        let rows = client.query(&self.sql.get_many, &[&ns.name(), &keys]).await.map_err(db_error)?;
+        let rows = client
+            .query(&prepared(&client, &self.sql.get_many).await?, &[&ns.name(), &keys])
+            .await
+            .map_err(db_error)?;
         let found: HashMap<String, Record> = rows
             .into_iter()
             .map(|r| {
@@ -571,7 +598,10 @@ impl KeyValueStore for Postgres {
         };
         let upper = prefix_upper_bound(prefix);
         let fetch = (limit + 1) as i64;
-        let rows = client.query(sql, &[&ns.name(), &start, &upper, &fetch]).await.map_err(db_error)?;
+        let rows = client
+            .query(&prepared(&client, sql).await?, &[&ns.name(), &start, &upper, &fetch])
+            .await
+            .map_err(db_error)?;
         let mut entries: Vec<_> = rows
             .into_iter()
             .map(|r| {
