@@ -90,6 +90,9 @@ pub enum Target {
     GrpcFloor,
     /// A minimal tonic KeyValue service calling Redis.
     GrpcRedisFloor,
+    /// A minimal tonic KeyValue service running the postgres plugin's own
+    /// statements on a pooled, prepared connection.
+    GrpcPgFloor,
 }
 
 impl fmt::Display for Target {
@@ -100,6 +103,7 @@ impl fmt::Display for Target {
             Self::Twemproxy => f.write_str("twemproxy"),
             Self::GrpcFloor => f.write_str("grpc-floor"),
             Self::GrpcRedisFloor => f.write_str("grpc-redis-floor"),
+            Self::GrpcPgFloor => f.write_str("grpc-pg-floor"),
         }
     }
 }
@@ -123,11 +127,12 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         "twemproxy" => Ok(Target::Twemproxy),
         "grpc-floor" => Ok(Target::GrpcFloor),
         "grpc-redis-floor" => Ok(Target::GrpcRedisFloor),
+        "grpc-pg-floor" => Ok(Target::GrpcPgFloor),
         "prism" => Err("prism needs a namespace: prism/<namespace>".to_owned()),
         _ => match s.strip_prefix("prism/") {
             Some(ns) if !ns.is_empty() => Ok(Target::Prism(ns.to_owned())),
             _ => Err(format!(
-                "unknown target {s:?}; expected prism/<namespace>, redis, twemproxy, grpc-floor or grpc-redis-floor"
+                "unknown target {s:?}; expected prism/<namespace>, redis, twemproxy, grpc-floor, grpc-redis-floor or grpc-pg-floor"
             )),
         },
     }
@@ -156,7 +161,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// What to measure, repeatable: prism/<namespace>, redis, twemproxy,
-    /// grpc-floor, grpc-redis-floor. Targets run one after the other with
+    /// grpc-floor, grpc-redis-floor, grpc-pg-floor. Targets run one after the other with
     /// the same settings.
     #[arg(long = "target", short = 't', required = true, value_parser = parse_target)]
     pub targets: Vec<Target>,
@@ -213,6 +218,9 @@ pub struct RunArgs {
     /// whether typed values are masked).
     #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PostgreSQL URL for the grpc-pg-floor.
+    #[arg(long, default_value = DEFAULT_POSTGRES)]
+    pub postgres: String,
     /// Redis URL for the redis target and the grpc-redis-floor.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
@@ -247,19 +255,27 @@ pub struct OtlpSinkArgs {
 
 #[derive(Debug, Args)]
 pub struct FloorArgs {
-    /// grpc: answers from memory; grpc-redis: calls Redis.
+    /// grpc: answers from memory; grpc-redis: calls Redis; grpc-pg: runs
+    /// the postgres plugin's statements.
     #[arg(long, value_enum)]
     pub kind: FloorKind,
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    #[arg(long, default_value = DEFAULT_POSTGRES)]
+    pub postgres: String,
 }
+
+/// The PostgreSQL the grpc-pg-floor uses (the machine's, trusted on
+/// loopback).
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FloorKind {
     Grpc,
     GrpcRedis,
+    GrpcPg,
 }
 
 /// How long each measurement runs.

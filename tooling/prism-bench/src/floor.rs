@@ -1,9 +1,12 @@
 //! The floors: the least a gRPC KeyValue gateway can cost on this machine.
 //!
 //! `grpc` answers from memory; `grpc-redis` forwards Get and Put to Redis
-//! over one multiplexed connection, as the redis plugin does. Both speak
-//! Prism's public KeyValue API with tonic's default server settings, so
-//! the same client measures them and Prism.
+//! over one multiplexed connection, as the redis plugin does; `grpc-pg`
+//! runs the postgres plugin's own Get and Put statements (the same table
+//! shape, liveness condition and version sequence) on a pool of 16
+//! connections, each statement prepared once per connection. All speak
+//! Prism's public KeyValue API with tonic's default server settings, so the
+//! same client measures them and Prism.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +31,44 @@ enum Store {
     // for the microseconds a map lookup takes.
     Memory(RwLock<BTreeMap<String, Bytes>>),
     Redis(redis::aio::MultiplexedConnection),
+    Postgres(deadpool_postgres::Pool),
+}
+
+/// The floor's schema, apart from any plugin's.
+const PG_SCHEMA: &str = "prism_floor";
+/// The postgres plugin's statements, on the floor's schema.
+const PG_GET: &str = "SELECT value, version FROM prism_floor.kv WHERE ns = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > now())";
+const PG_PUT: &str = "INSERT INTO prism_floor.kv (ns, key, value, version, expires_at)
+     VALUES ($1, $2, $3, nextval('prism_floor.kv_version'), NULL)
+     ON CONFLICT (ns, key) DO UPDATE
+       SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
+     RETURNING version";
+
+fn pg_status(e: &dyn std::fmt::Display) -> Status {
+    Status::unavailable(format!("postgres: {e}"))
+}
+
+/// A pool of the floor's connections, with its schema in place.
+async fn pg_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    use std::str::FromStr;
+    let config = tokio_postgres::Config::from_str(url)?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager).max_size(16).build()?;
+    let client = pool.get().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA};
+             CREATE TABLE IF NOT EXISTS {PG_SCHEMA}.kv (
+                 ns text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL, value bytea NOT NULL,
+                 version bigint NOT NULL, expires_at timestamptz, PRIMARY KEY (ns, key));
+             CREATE SEQUENCE IF NOT EXISTS {PG_SCHEMA}.kv_version;"
+        ))
+        .await?;
+    Ok(pool)
 }
 
 pub struct Floor {
@@ -45,6 +86,16 @@ impl KeyValueService for Floor {
         match &self.store {
             Store::Memory(map) => {
                 map.write().unwrap_or_else(PoisonError::into_inner).insert(req.key, req.value);
+            }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(|e| pg_status(&e))?;
+                let statement = client.prepare_cached(PG_PUT).await.map_err(|e| pg_status(&e))?;
+                let value: &[u8] = &req.value;
+                let row = client
+                    .query_one(&statement, &[&req.namespace, &req.key, &value])
+                    .await
+                    .map_err(|e| pg_status(&e))?;
+                return Ok(Response::new(PutResponse { version: row.get::<_, i64>(0) as u64 }));
             }
             Store::Redis(conn) => {
                 let mut conn = conn.clone();
@@ -72,6 +123,12 @@ impl KeyValueService for Floor {
                     .map_err(|e| redis_status(&e))?
                     .map(Bytes::from)
             }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(|e| pg_status(&e))?;
+                let statement = client.prepare_cached(PG_GET).await.map_err(|e| pg_status(&e))?;
+                let row = client.query_opt(&statement, &[&req.namespace, &req.key]).await.map_err(|e| pg_status(&e))?;
+                row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0)))
+            }
         };
         Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default(), version: 1 }))
     }
@@ -91,7 +148,7 @@ impl KeyValueService for Floor {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let req = request.into_inner();
         let Store::Memory(map) = &self.store else {
-            return Err(Status::unimplemented("the Redis floor serves Get and Put"));
+            return Err(Status::unimplemented("the Redis and PostgreSQL floors serve Get and Put"));
         };
         let map = map.read().unwrap_or_else(PoisonError::into_inner);
         let items = map
@@ -112,6 +169,7 @@ pub async fn serve(args: FloorArgs) -> anyhow::Result<()> {
         FloorKind::GrpcRedis => {
             Store::Redis(redis::Client::open(args.redis.as_str())?.get_multiplexed_async_connection().await?)
         }
+        FloorKind::GrpcPg => Store::Postgres(pg_pool(&args.postgres).await?),
     };
     let listener = TcpListener::bind(args.listen).await?;
     let addr: SocketAddr = listener.local_addr()?;

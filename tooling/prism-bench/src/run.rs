@@ -87,10 +87,10 @@ async fn redis_conn(url: &str, twemproxy: bool) -> anyhow::Result<Conn> {
 }
 
 /// Starts this binary as a floor server and waits for its address.
-async fn start_floor(kind: &str, redis: &str) -> anyhow::Result<(Child, String)> {
+async fn start_floor(kind: &str, redis: &str, postgres: &str) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["floor", "--kind", kind, "--listen", "127.0.0.1:0", "--redis", redis])
+        .args(["floor", "--kind", kind, "--listen", "127.0.0.1:0", "--redis", redis, "--postgres", postgres])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -121,9 +121,13 @@ pub async fn connect(
             }
             args.prism_pid
         }
-        Target::GrpcFloor | Target::GrpcRedisFloor => {
-            let kind = if *target == Target::GrpcFloor { "grpc" } else { "grpc-redis" };
-            let (c, addr) = start_floor(kind, &args.redis).await?;
+        Target::GrpcFloor | Target::GrpcRedisFloor | Target::GrpcPgFloor => {
+            let kind = match target {
+                Target::GrpcFloor => "grpc",
+                Target::GrpcRedisFloor => "grpc-redis",
+                _ => "grpc-pg",
+            };
+            let (c, addr) = start_floor(kind, &args.redis, &args.postgres).await?;
             let pid = c.id();
             child = Some(c);
             for _ in 0..connections {
