@@ -46,9 +46,9 @@ PRISM = {
     "memstore": "grpc-floor",
     "sqlite": "grpc-floor",
     "redis": "grpc-redis-floor",
-    "postgres": "grpc-redis-floor",
+    "postgres": "grpc-pg-floor",
 }
-BASELINES = ["grpc-floor", "grpc-redis-floor", "redis", "twemproxy"]
+BASELINES = ["grpc-floor", "grpc-redis-floor", "grpc-pg-floor", "redis", "twemproxy"]
 # The fixed-rate cell: the latency and cost targets are at this rate.
 RATE = 1000
 RATE_TARGETS = ["prism/bench-redis", "redis", "twemproxy", "grpc-redis-floor", "prism/bench-memstore", "grpc-floor"]
@@ -297,7 +297,7 @@ def target_rows(main: dict, rate: dict | None) -> list[str]:
     def row(what: str, goal: str, measured: str, met: bool) -> None:
         lines.append(f"| {what} | {goal} | {measured} | {'yes' if met else '**no**'} |")
 
-    for backend, floor in (("memstore", "grpc-floor"), ("redis", "grpc-redis-floor")):
+    for backend, floor in (("memstore", "grpc-floor"), ("redis", "grpc-redis-floor"), ("postgres", "grpc-pg-floor")):
         m = cell(s, f"prism/bench-{backend}", "get", 64)
         f = cell(s, floor, "get", 64)
         if m and f and f["throughput"] > 0:
@@ -349,7 +349,8 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
         "Every Prism figure here stands next to what a user would otherwise have, measured by the same tool",
         "(`prism-bench`) in the same run with the same settings: Redis directly (redis-rs), twemproxy in front of",
         "the same Redis, and two floors built into the bench: `grpc-floor`, a minimal tonic KeyValue service that",
-        "answers from memory, and `grpc-redis-floor`, a minimal tonic service that calls Redis. The floors are",
+        "answers from memory, `grpc-redis-floor`, a minimal tonic service that calls Redis, and `grpc-pg-floor`,",
+        "one that runs the postgres plugin's own statements on a pool of prepared connections. The floors are",
         "the least any gRPC gateway can cost on this machine; Prism adds a second gRPC hop (proxy to plugin over",
         "a Unix socket) on top of them. Transport choices: [ADR-007](../adr/007-plugin-transport-performance.md).",
         "",
@@ -365,8 +366,8 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
         "  servers all on loopback on the same machine. Single runs of one cell vary by 10–40% here (see the",
         "  `runs` column); only ratios measured in the same run are compared, and the median run is reported.",
         "- Ratios: each row's throughput against each baseline of the same run. The floor that matches a Prism",
-        "  row is `grpc-floor` for an in-process store (memstore, sqlite) and `grpc-redis-floor` for a networked",
-        "  one (redis, postgres); for PostgreSQL that is the closest floor there is, not a like-for-like one.",
+        "  row is `grpc-floor` for an in-process store (memstore, sqlite), `grpc-redis-floor` for redis and",
+        "  `grpc-pg-floor` for postgres.",
         f"- Closed loop, {main['plan']['value_size']}-byte values, {main['plan']['key_space']:,} keys preloaded, "
         f"{main['plan']['connections']} client connection(s);",
         f"  warm-up {main['plan']['warmup_seconds']:g} s, then {stop_text(main['plan']['stop'])} per measurement; each cell "
@@ -392,8 +393,8 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
         "Throughput against each baseline of the same run (the `vs` columns), closed loop.",
         "",
         "| workload | target | ops/s (median) | runs | p50 µs | p99 µs | p99.9 µs | vs grpc-floor | vs grpc-redis-floor "
-        "| vs redis | vs twemproxy | server CPU % | peak RSS MiB | errors |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| vs grpc-pg-floor | vs redis | vs twemproxy | server CPU % | peak RSS MiB | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for workload in main["plan"]["workloads"]:
         for t in main["targets"]:
