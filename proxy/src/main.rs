@@ -30,6 +30,10 @@ struct Cli {
     /// logged as an error at start.
     #[arg(long)]
     allow_insecure_remote: bool,
+    /// Threads of the proxy's runtime: 0 for one per core (the default), 1
+    /// for a single-threaded runtime.
+    #[arg(long, env = "PRISM_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
 }
 
 /// Where a config is looked for without `--config`, in order: the working
@@ -76,10 +80,14 @@ fn main() -> ExitCode {
         }
     };
     let options = Options { allow_insecure_remote: cli.allow_insecure_remote };
-    let builder = if cli.check {
+    let builder = if cli.check || cli.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if cli.worker_threads > 1 {
+            builder.worker_threads(cli.worker_threads);
+        }
+        builder
     };
     let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,

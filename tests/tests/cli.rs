@@ -981,3 +981,21 @@ fn prismctl_fails_over_to_the_next_endpoint() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("mixes https:// and plaintext"), "{}", text(&out.stderr));
 }
+
+/// `--worker-threads` (`PRISM_WORKER_THREADS`): 1 runs the proxy on one
+/// thread, and it serves; a value that is not a count is a usage error.
+#[test]
+fn prism_proxy_worker_threads() {
+    let proxy = ProxyConfig::memstore().env("PRISM_WORKER_THREADS", "1").start();
+    let ep = proxy.endpoint();
+    assert!(succeeds(&ep, &["kv", "put", "demo", "k", "v"]).starts_with("version "));
+    assert_eq!(succeeds(&ep, &["kv", "get", "demo", "k"]).trim(), "v");
+    for bad in ["many", "-1", "", "1.5"] {
+        let out = Command::new(bin_path("prism-proxy"))
+            .args(["--config", "/nonexistent.yaml", &format!("--worker-threads={bad}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(text(&out.stderr).contains("--worker-threads"), "{bad:?}: {}", text(&out.stderr));
+    }
+}
