@@ -503,6 +503,12 @@ fn schema_name() -> String {
 
 /// Two proxies with one plugin `name` (configured by `plugin`) sharing a
 /// PostgreSQL registry in `schema`.
+/// A postgres plugin entry on the shared PostgreSQL, in `schema`.
+fn postgres_plugin(schema: &str) -> String {
+    let url = services::postgres_url();
+    format!("command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}")
+}
+
 fn two_proxies(name: &str, plugin: &str, schema: &str) -> (prism_tests::Proxy, prism_tests::Proxy) {
     let url = services::postgres_url();
     let config = || ProxyConfig::new().plugin(name, plugin).postgres_registry(&url, schema, "1s");
@@ -668,8 +674,7 @@ async fn delete_purge_across_proxies_leaves_nothing_behind() {
     }
     let schema = schema_name();
     let url = services::postgres_url();
-    let plugin =
-        format!("command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}");
+    let plugin = postgres_plugin(&schema);
     let (a, b) = two_proxies("postgres", &plugin, &format!("{schema}reg"));
     let (ea, eb) = (a.endpoint(), b.endpoint());
     let work = tempfile::tempdir().unwrap();
@@ -827,8 +832,7 @@ async fn a_proxy_killed_under_load_clients_continue_on_the_others() {
     }
     let schema = schema_name();
     let url = services::postgres_url();
-    let plugin =
-        format!("command: [prism-plugin-postgres]\npool_size: 2\nconfig:\n  url: \"{url}\"\n  schema: {schema}");
+    let plugin = postgres_plugin(&schema);
     let config = |port| {
         ProxyConfig::new()
             .port(port)

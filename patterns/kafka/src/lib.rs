@@ -390,7 +390,7 @@ impl TimeSeriesStore for Kafka {
         series: &str,
         from: SubscribeFrom,
     ) -> PluginResult<Subscription> {
-        let next = {
+        let (next, partition) = {
             let view = self.view(&ns.state).await?;
             let end = view.log.next();
             let next = match from {
@@ -399,9 +399,11 @@ impl TimeSeriesStore for Kafka {
                 SubscribeFrom::After(p) if p.epoch != EPOCH => 0,
                 SubscribeFrom::After(p) => p.sequence.min(end),
             };
-            i64::try_from(next).unwrap_or(i64::MAX)
+            (i64::try_from(next).unwrap_or(i64::MAX), view.partition.clone())
         };
-        if let (SubscribeFrom::After(_), Some(partition)) = (from, self.conn.partition(&ns.state.name).await?) {
+        // The view's partition (looked up while it caught up), not another
+        // metadata request.
+        if let (SubscribeFrom::After(_), Some(partition)) = (from, &partition) {
             let earliest = self.conn.bounded(partition.get_offset(OffsetAt::Earliest)).await?.map_err(unavailable)?;
             if next < earliest {
                 return Err(PluginError::OutOfRange(format!(
@@ -418,7 +420,7 @@ impl TimeSeriesStore for Kafka {
             topic: ns.state.name.clone(),
             series: series.to_owned(),
             next,
-            partition: None,
+            partition,
             aligned: false,
         };
         let events = futures::stream::unfold(follow, |mut f| async move {
