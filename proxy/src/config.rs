@@ -355,6 +355,17 @@ pub struct Limits {
     /// with RESOURCE_EXHAUSTED (the client resumes from its last position).
     #[serde(deserialize_with = "duration::deserialize")]
     pub subscription_stall_timeout: Duration,
+    /// Enforce every namespace's `needs.read_rps` / `needs.write_rps` as a
+    /// quota (a namespace's `spec.quota.enforce` overrides this either way).
+    pub enforce_quotas: bool,
+    /// How much of its rate an enforced quota lets a namespace save up and
+    /// spend at once (a namespace's `spec.quota.burst` overrides it).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub quota_burst: Duration,
+    /// Once half of `max_concurrent_requests` are in flight, refuse calls
+    /// of a namespace holding more than its share (max / (busy namespaces +
+    /// 1)), so that one namespace's flood cannot take every slot.
+    pub namespace_fairness: bool,
 }
 
 impl Default for Limits {
@@ -372,6 +383,9 @@ impl Default for Limits {
             subscription_idle_timeout: Duration::from_secs(300),
             subscription_buffer_bytes: 1024 * 1024,
             subscription_stall_timeout: Duration::from_secs(30),
+            enforce_quotas: false,
+            quota_burst: Duration::from_secs(1),
+            namespace_fairness: true,
         }
     }
 }
@@ -746,6 +760,9 @@ impl Config {
         }
         if l.subscription_stall_timeout.is_zero() {
             errors.push("limits.subscription_stall_timeout: must be above zero".to_owned());
+        }
+        if l.quota_burst.is_zero() || l.quota_burst > prism_namespace::validate::MAX_QUOTA_BURST {
+            errors.push("limits.quota_burst: must be above zero and at most 60s".to_owned());
         }
         self.validate_security(&mut errors);
         if let Some(t) = &self.tracing {

@@ -48,6 +48,11 @@ pub enum ProxyError {
     /// Too many requests, or a backend limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A namespace's rate quota is spent (`limit` names it, for metrics):
+    /// RESOURCE_EXHAUSTED with when a token is back, as a
+    /// `google.rpc.RetryInfo` detail and gRPC's `grpc-retry-pushback-ms`.
+    #[error("{message}")]
+    QuotaExceeded { limit: &'static str, message: String, retry_after: std::time::Duration },
     /// A position the backend no longer holds (a subscription resuming
     /// past its retention).
     #[error("{0}")]
@@ -86,6 +91,20 @@ impl From<ProxyError> for Status {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal error")
             }
+            ProxyError::QuotaExceeded { retry_after, .. } => {
+                // Both hints: RetryInfo for clients that read details, and
+                // the pushback gRPC's own retry policy honours (A6).
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                if let Ok(ms) = retry_after.as_millis().to_string().parse() {
+                    metadata.insert("grpc-retry-pushback-ms", ms);
+                }
+                Status::with_error_details_and_metadata(
+                    Code::ResourceExhausted,
+                    err.to_string(),
+                    ErrorDetails::with_retry_info(Some(*retry_after)),
+                    metadata,
+                )
+            }
             _ => Status::new(err.code(), err.to_string()),
         }
     }
@@ -104,7 +123,7 @@ impl ProxyError {
             ProxyError::Conflict(_) => Code::Aborted,
             ProxyError::FailedPrecondition(_) => Code::FailedPrecondition,
             ProxyError::Unimplemented(_) => Code::Unimplemented,
-            ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ProxyError::ResourceExhausted(_) | ProxyError::QuotaExceeded { .. } => Code::ResourceExhausted,
             ProxyError::OutOfRange(_) => Code::OutOfRange,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::Unavailable(_) => Code::Unavailable,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plugin;
 #[cfg(test)]
 mod proptests;
+pub mod quota;
 pub mod routes;
 pub mod security;
 pub mod server;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwap;
 use prism_proto::plugin::v1::{NamespaceSettings, Pattern};
@@ -18,6 +19,7 @@ use crate::error::ProxyError;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::namespace::{NamespaceDoc, PatternKind};
 use crate::plugin::Plugin;
+use crate::quota::Quotas;
 use crate::security::Right;
 use crate::security::audit::key_hash;
 
@@ -48,6 +50,10 @@ pub struct Route {
     pub schemas: Option<Arc<prism_pii::SchemaPool>>,
     /// The namespace's shadow (`spec.shadow`), fed by `DataPlane::forward`.
     pub shadow: Option<Arc<crate::shadow::Shadow>>,
+    /// Its rate quotas, when enforced (`crate::quota`).
+    pub quotas: Quotas,
+    /// Its calls in flight, for fair concurrency between namespaces.
+    pub in_flight: AtomicUsize,
 }
 
 impl Route {
@@ -68,6 +74,7 @@ impl Route {
             });
         let default_ttl_seconds = doc.spec.needs.ttl.map_or(0, |d| d.as_secs());
         let metrics = metrics.route(&doc.metadata.name, doc.spec.pattern.as_str(), plugin.name());
+        let quotas = Quotas::new(&doc, limits);
         Self {
             metrics,
             doc: Arc::new(doc),
@@ -81,6 +88,8 @@ impl Route {
             codec: None,
             schemas: None,
             shadow: None,
+            quotas,
+            in_flight: AtomicUsize::new(0),
         }
     }
 

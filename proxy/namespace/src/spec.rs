@@ -61,6 +61,25 @@ pub struct NamespaceSpec {
     /// A second backend that gets the namespace's traffic too.
     #[serde(default)]
     pub shadow: Option<ShadowSpec>,
+    /// Whether `needs.read_rps` / `needs.write_rps` are enforced as quotas.
+    #[serde(default)]
+    pub quota: Option<QuotaSpec>,
+}
+
+/// `spec.quota`: turns the declared rates into limits (a token bucket per
+/// operation class). Unset fields take the proxy's `limits.enforce_quotas`
+/// and `limits.quota_burst`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Refuse calls beyond the declared rates (`false` opts out of a proxy
+    /// that enforces every namespace's rates).
+    #[serde(default)]
+    pub enforce: Option<bool>,
+    /// How much unused rate a namespace may save up: the bucket holds this
+    /// long of the rate (at least one call).
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub burst: Option<Duration>,
 }
 
 /// `spec.shadow`: mirror the namespace's writes (and compare a share of its
@@ -131,10 +150,11 @@ pub struct Needs {
     pub consistency: Option<Consistency>,
     #[serde(default)]
     pub durability: Option<Durability>,
-    /// Expected reads per second (used to choose a backend).
+    /// Expected read calls per second: chooses a backend, and is the read
+    /// quota when quotas are enforced (`spec.quota`).
     #[serde(default)]
     pub read_rps: Option<u64>,
-    /// Expected writes per second.
+    /// Expected write calls per second (likewise).
     #[serde(default)]
     pub write_rps: Option<u64>,
     /// Largest value, in bytes; lowers the proxy limit for this namespace.

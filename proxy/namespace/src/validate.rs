@@ -16,13 +16,17 @@ use crate::yaml::{Node, SpecError};
 /// Top-level fields of a namespace document.
 pub const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 pub const METADATA_FIELDS: &[&str] = &["name", "team", "labels"];
-pub const SPEC_FIELDS: &[&str] = &["pattern", "backend", "needs", "access", "schema", "pii", "shadow"];
+pub const SPEC_FIELDS: &[&str] = &["pattern", "backend", "needs", "access", "schema", "pii", "shadow", "quota"];
 pub const NEEDS_FIELDS: &[&str] =
     &["consistency", "durability", "read_rps", "write_rps", "max_value_bytes", "ttl", "retention", "subscribe"];
 pub const ACCESS_FIELDS: &[&str] = &["read", "write", "admin", "pii"];
 pub const SCHEMA_FIELDS: &[&str] = &["message"];
 pub const PII_FIELDS: &[&str] = &["policy", "encrypt"];
 pub const SHADOW_FIELDS: &[&str] = &["backend", "mirror", "compare_reads", "queue"];
+pub const QUOTA_FIELDS: &[&str] = &["enforce", "burst"];
+/// Longest quota burst: a bucket that saves up more than a minute of the
+/// rate is no limit on the minute that spends it.
+pub const MAX_QUOTA_BURST: Duration = Duration::from_secs(60);
 /// Most copies a shadow queue may hold.
 pub const MAX_SHADOW_QUEUE: i64 = 1_000_000;
 /// Longest message name in `spec.schema.message`.
@@ -234,6 +238,7 @@ impl Checker {
                 "access" => self.access(node, &path),
                 "schema" => self.schema(node, &path),
                 "pii" => self.pii(node, &path),
+                "quota" => self.quota(node, &path),
                 _ => self.shadow(node, &path),
             }
         }
@@ -278,6 +283,27 @@ impl Checker {
                     }
                 },
                 _ => self.integer(node, &path, 1, MAX_SHADOW_QUEUE),
+            }
+        }
+    }
+
+    fn quota(&mut self, node: &Spanned<Node>, path: &str) {
+        let Some(fields) = self.map(node, path, QUOTA_FIELDS, &[]) else { return };
+        for (field, node, path) in fields {
+            match field {
+                "enforce" => {
+                    if !matches!(node.value, Node::Bool(_)) {
+                        self.error(&path, node, format!("expected true or false, found {}", node.value.kind()));
+                    }
+                }
+                _ => {
+                    self.duration(node, &path, Duration::from_millis(1));
+                    if let Node::Str(text) = &node.value
+                        && duration::parse(text).is_ok_and(|d| d > MAX_QUOTA_BURST)
+                    {
+                        self.error(&path, node, format!("{text} is too long; the maximum is 60s"));
+                    }
+                }
             }
         }
     }
@@ -432,6 +458,37 @@ impl Checker {
                 "a schema types keyvalue values and timeseries payloads; graph properties are not typed",
             );
         }
+        self.quota_rates(spec);
+    }
+
+    /// An enforced quota needs a rate to enforce, and a rate of 0 would
+    /// refuse every call of its class (access lists are the way to that).
+    fn quota_rates(&mut self, spec: &Spanned<Node>) {
+        let Some(enforce) = field(spec, "quota").and_then(|q| field(q, "enforce")) else { return };
+        if !matches!(enforce.value, Node::Bool(true)) {
+            return;
+        }
+        let needs = field(spec, "needs");
+        let rates: Vec<_> = ["read_rps", "write_rps"]
+            .into_iter()
+            .filter_map(|name| Some((name, needs.and_then(|n| field(n, name))?)))
+            .collect();
+        if rates.is_empty() {
+            self.error(
+                "spec.quota.enforce",
+                enforce,
+                "an enforced quota needs spec.needs.read_rps or spec.needs.write_rps (calls per second)",
+            );
+        }
+        for (name, rate) in rates {
+            if matches!(rate.value, Node::Int(0)) {
+                self.error(
+                    &format!("spec.needs.{name}"),
+                    rate,
+                    "0 would refuse every call of this class under an enforced quota; leave it out for no limit, or use spec.access",
+                );
+            }
+        }
     }
 }
 
@@ -510,6 +567,43 @@ mod tests {
             ),
             ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {encrypt: yes please}\n", "expected true or false"),
             ("  pattern: keyvalue\n  schema: {message: a.B}\n  pii: {policy: [mask]}\n", "mapping of PII classes"),
+        ];
+        for (spec, needle) in cases {
+            let errs = errors(&format!("{base}{spec}"));
+            assert!(errs.iter().any(|e| e.contains(needle)), "{needle:?} not in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn quota() {
+        let base = "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: a}\nspec:\n  pattern: keyvalue\n";
+        for ok in [
+            "  needs: {read_rps: 100}\n  quota: {enforce: true}\n",
+            "  needs: {write_rps: 1}\n  quota: {enforce: true, burst: 250ms}\n",
+            "  quota: {enforce: false}\n",
+            "  needs: {read_rps: 0}\n  quota: {burst: 60s}\n",
+            "  quota: {}\n",
+        ] {
+            assert_eq!(errors(&format!("{base}{ok}")), Vec::<String>::new(), "{ok}");
+        }
+        let cases = [
+            ("  quota: {enforce: true}\n", "spec.quota.enforce (line 6, column 20): an enforced quota needs"),
+            (
+                "  needs: {read_rps: 0}\n  quota: {enforce: true}\n",
+                "spec.needs.read_rps (line 6, column 21): 0 would refuse",
+            ),
+            (
+                "  needs: {read_rps: 5}\n  quota: {enforce: 1}\n",
+                "spec.quota.enforce (line 7, column 20): expected true or false",
+            ),
+            (
+                "  needs: {read_rps: 5}\n  quota: {burst: 61s}\n",
+                "spec.quota.burst (line 7, column 18): 61s is too long",
+            ),
+            ("  needs: {read_rps: 5}\n  quota: {burst: 0s}\n", "spec.quota.burst (line 7, column 18): 0s is too short"),
+            ("  needs: {read_rps: 5}\n  quota: {burst: 5}\n", "expected a duration with a unit"),
+            ("  needs: {read_rps: 5}\n  quota: {brust: 1s}\n", "unknown field `brust`; did you mean `burst`?"),
+            ("  quota: [enforce]\n", "spec.quota (line 6, column 10): expected a mapping"),
         ];
         for (spec, needle) in cases {
             let errs = errors(&format!("{base}{spec}"));

@@ -17,6 +17,7 @@ use crate::error::ProxyError;
 use crate::metrics::{CallRecord, Method, Metrics};
 use crate::namespace::PatternKind;
 use crate::plugin::{CallOptions, Plugin};
+use crate::quota::Fairness;
 use crate::routes::{Route, Routes};
 use crate::security::Right;
 use crate::security::audit::{PiiReturned, key_hash};
@@ -30,6 +31,8 @@ pub struct DataPlane {
     routes: Arc<Routes>,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
+    /// Fair concurrency between namespaces (`crate::quota`).
+    fairness: Arc<Fairness>,
 }
 
 /// One data RPC, as [`DataPlane::forward`] drives it. Implemented by each
@@ -214,7 +217,8 @@ pub mod timeseries;
 
 impl DataPlane {
     pub fn new(routes: Arc<Routes>, limits: Limits, metrics: Arc<Metrics>) -> Self {
-        Self { routes, limits: Arc::new(limits), metrics }
+        let fairness = Arc::new(Fairness::new(&limits));
+        Self { routes, limits: Arc::new(limits), metrics, fairness }
     }
 
     /// Serves one data call: **authorize → validate → PII (writes) → call
@@ -223,7 +227,8 @@ impl DataPlane {
     ///
     /// 1. *Authorize*: the namespace's route, if the caller holds the
     ///    call's right on it (noting the namespace, right and key hash for
-    ///    the audit record).
+    ///    the audit record); then *admit* it: a token of the namespace's
+    ///    quota and a place in its fair share (`crate::quota`).
     /// 2. *Validate* against the limits, before any plugin sees the call.
     /// 3. *PII, writes*: in a typed namespace, the values must be its
     ///    message; tagged fields are encrypted when it asks.
@@ -273,6 +278,16 @@ impl DataPlane {
                 }
             }
         };
+        // Isolation between namespaces: the quota's token, then a fair
+        // share of the proxy's concurrency, held until the call answers.
+        let admitted = route
+            .quotas
+            .admit(route.name(), C::RIGHT)
+            .and_then(|()| self.fairness.enter(route.name(), &route.in_flight));
+        let _slot = match admitted {
+            Ok(slot) => slot,
+            Err(error) => return Err(self.refuse(&route, C::METHOD, C::PATTERN, error)),
+        };
         let mut plugin_time = None;
         let result = self.call(&ctx, &route, call, &mut plugin_time).await;
         route.metrics.record(&CallRecord {
@@ -292,6 +307,18 @@ impl DataPlane {
                 Err(error.into())
             }
         }
+    }
+
+    /// A call of `route` refused before it reached the plugin (a quota or
+    /// the namespace's fair share), counted as such.
+    fn refuse(&self, route: &Route, method: Method, pattern: PatternKind, error: ProxyError) -> Status {
+        let limit = match &error {
+            ProxyError::QuotaExceeded { limit, .. } => limit,
+            _ => "namespace_concurrency",
+        };
+        route.metrics.limit_hit(limit);
+        self.metrics.unrouted(Some(route.name()), pattern.as_str(), method, error.code());
+        error.into()
     }
 
     /// Steps 2 to 5 of [`DataPlane::forward`]; `plugin_time` is how long

@@ -119,6 +119,11 @@ impl DataPlane {
                 return Err(refused.error.into());
             }
         };
+        // A subscription's opening takes a read token; it holds no slot of
+        // the concurrency limit (it has its own, limits.max_subscriptions).
+        if let Err(error) = route.quotas.admit(route.name(), Right::Read) {
+            return Err(self.refuse(&route, Method::Subscribe, PatternKind::Timeseries, error));
+        }
         let opened = self.open(subscriptions, &ctx, peer, &route, req).await;
         route.metrics.record(&CallRecord {
             method: Method::Subscribe,

@@ -39,7 +39,7 @@ fn wrong_types_and_syntax_are_located() {
 #[test]
 fn every_semantic_error_is_reported_together() {
     let errors = invalid(
-        "namespaces_dir: ns\ndefault_backend: nope\nplugins:\n  Bad_Name:\n    command: [x]\n    address: 'h:1'\n    pool_size: 0\n  empty: {}\nlimits:\n  max_key_bytes: 0\n  default_page_size: 5000\nlog:\n  level: loud\n",
+        "namespaces_dir: ns\ndefault_backend: nope\nplugins:\n  Bad_Name:\n    command: [x]\n    address: 'h:1'\n    pool_size: 0\n  empty: {}\nlimits:\n  max_key_bytes: 0\n  default_page_size: 5000\n  quota_burst: 2m\nlog:\n  level: loud\n",
     );
     let joined = errors.join("\n");
     for needle in [
@@ -50,9 +50,36 @@ fn every_semantic_error_is_reported_together() {
         "default_backend: \"nope\"",
         "limits.max_key_bytes",
         "limits.default_page_size",
+        "limits.quota_burst: must be above zero and at most 60s",
         "log.level",
     ] {
         assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn quota_settings() {
+    let c = Config::parse("namespaces_dir: ns\nplugins:\n  m: {command: [x]}\n").unwrap();
+    assert!(!c.limits.enforce_quotas && c.limits.namespace_fairness);
+    assert_eq!(c.limits.quota_burst, Duration::from_secs(1));
+    let c = Config::parse(
+        "namespaces_dir: ns\nplugins:\n  m: {command: [x]}\nlimits: {enforce_quotas: true, quota_burst: 250ms, namespace_fairness: false}\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert!(c.limits.enforce_quotas && !c.limits.namespace_fairness);
+    assert_eq!(c.limits.quota_burst, Duration::from_millis(250));
+    for (bad, needle) in [
+        ("limits: {quota_burst: 0s}", "limits.quota_burst: must be above zero"),
+        ("limits: {enforce_quotas: sometimes}", "limits.enforce_quotas"),
+        ("limits: {quota_burst: 5}", "limits.quota_burst"),
+    ] {
+        let text = format!("namespaces_dir: ns\nplugins:\n  m: {{command: [x]}}\n{bad}\n");
+        let errors = match Config::parse(&text) {
+            Ok(c) => c.validate().unwrap_err(),
+            Err(e) => vec![e.to_string()],
+        };
+        assert!(errors.iter().any(|e| e.contains(needle)), "{needle:?} not in {errors:?}");
     }
 }
 
