@@ -27,6 +27,12 @@ pub enum Command {
     /// Serve a floor service (`run` starts these itself for the grpc-floor
     /// and grpc-redis-floor targets).
     Floor(FloorArgs),
+    /// Apply new namespaces through the Admin API, one at a time, and time
+    /// each apply and how long until a Get on the namespace is served.
+    ApplyLatency(ApplyLatencyArgs),
+    /// Wait until a (starting) proxy answers a Get on a namespace, and
+    /// print when: `served <unix µs> <attempts>`.
+    FirstCall(FirstCallArgs),
     /// Receive OTLP/gRPC trace exports and count them (a collector that
     /// costs next to nothing, to measure what tracing costs the proxy).
     OtlpSink(OtlpSinkArgs),
@@ -48,6 +54,10 @@ pub enum Workload {
     /// of a preloaded graph (`--key-space` vertices, `--graph-degree` edges
     /// out of each). Prism targets on a Graph namespace only.
     Traverse,
+    /// One BatchGet of `--batch` random existing keys (Redis: MGET).
+    BatchGet,
+    /// One BatchPut of `--batch` random keys (Redis: MSET).
+    BatchPut,
 }
 
 impl Workload {
@@ -58,11 +68,18 @@ impl Workload {
             Self::Mixed => "mixed",
             Self::Scan => "scan",
             Self::Traverse => "traverse",
+            Self::BatchGet => "batch-get",
+            Self::BatchPut => "batch-put",
         }
     }
 
     pub fn reads(self) -> bool {
-        !matches!(self, Self::Put)
+        !matches!(self, Self::Put | Self::BatchPut)
+    }
+
+    /// Whether one request carries `--batch` keys.
+    pub fn batched(self) -> bool {
+        matches!(self, Self::BatchGet | Self::BatchPut)
     }
 }
 
@@ -93,6 +110,12 @@ pub enum Target {
     /// A minimal tonic KeyValue service running the postgres plugin's own
     /// statements on a pooled, prepared connection.
     GrpcPgFloor,
+    /// The same statements on the same pool, from the bench itself: SQL
+    /// straight to PostgreSQL, no gRPC hop.
+    Postgres,
+    /// The same SQL through PgBouncer (`--pgbouncer`), the user's
+    /// alternative to a data gateway in front of PostgreSQL.
+    Pgbouncer,
 }
 
 impl fmt::Display for Target {
@@ -104,6 +127,8 @@ impl fmt::Display for Target {
             Self::GrpcFloor => f.write_str("grpc-floor"),
             Self::GrpcRedisFloor => f.write_str("grpc-redis-floor"),
             Self::GrpcPgFloor => f.write_str("grpc-pg-floor"),
+            Self::Postgres => f.write_str("postgres"),
+            Self::Pgbouncer => f.write_str("pgbouncer"),
         }
     }
 }
@@ -113,9 +138,19 @@ impl Target {
         // Redis has no ordered prefix scan to compare with (SCAN walks the
         // hash table) and twemproxy refuses SCAN altogether.
         match workload {
+            // The direct SQL targets run the plugin's Get and Put only.
+            Workload::Scan | Workload::BatchGet | Workload::BatchPut
+                if matches!(self, Self::Postgres | Self::Pgbouncer) =>
+            {
+                false
+            }
             Workload::Scan => !matches!(self, Self::Redis | Self::Twemproxy),
             // The floors and Redis serve KeyValue only.
             Workload::Traverse => matches!(self, Self::Prism(_)),
+            // The PostgreSQL floor runs only the plugin's single-key
+            // statements, and twemproxy splits MGET/MSET across servers,
+            // which would measure its fan-out rather than one call.
+            Workload::BatchGet | Workload::BatchPut => !matches!(self, Self::GrpcPgFloor | Self::Twemproxy),
             _ => true,
         }
     }
@@ -128,11 +163,13 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         "grpc-floor" => Ok(Target::GrpcFloor),
         "grpc-redis-floor" => Ok(Target::GrpcRedisFloor),
         "grpc-pg-floor" => Ok(Target::GrpcPgFloor),
+        "postgres" => Ok(Target::Postgres),
+        "pgbouncer" => Ok(Target::Pgbouncer),
         "prism" => Err("prism needs a namespace: prism/<namespace>".to_owned()),
         _ => match s.strip_prefix("prism/") {
             Some(ns) if !ns.is_empty() => Ok(Target::Prism(ns.to_owned())),
             _ => Err(format!(
-                "unknown target {s:?}; expected prism/<namespace>, redis, twemproxy, grpc-floor, grpc-redis-floor or grpc-pg-floor"
+                "unknown target {s:?}; expected prism/<namespace>, redis, twemproxy, grpc-floor, grpc-redis-floor, grpc-pg-floor, postgres or pgbouncer"
             )),
         },
     }
@@ -161,7 +198,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// What to measure, repeatable: prism/<namespace>, redis, twemproxy,
-    /// grpc-floor, grpc-redis-floor, grpc-pg-floor. Targets run one after the other with
+    /// grpc-floor, grpc-redis-floor, grpc-pg-floor, postgres, pgbouncer. Targets run one after the other with
     /// the same settings.
     #[arg(long = "target", short = 't', required = true, value_parser = parse_target)]
     pub targets: Vec<Target>,
@@ -200,6 +237,10 @@ pub struct RunArgs {
     /// Keys per scan page.
     #[arg(long, default_value_t = 10, value_parser = parse_positive)]
     pub scan_page: usize,
+    /// Keys per request of the batch-get and batch-put workloads, 1 to 500
+    /// [default: 10].
+    #[arg(long, value_parser = parse_positive)]
+    pub batch: Option<usize>,
     /// Traverse workload: edges out of each preloaded vertex.
     #[arg(long, default_value_t = 4, value_parser = parse_positive)]
     pub graph_degree: usize,
@@ -224,6 +265,12 @@ pub struct RunArgs {
     /// Redis URL for the redis target and the grpc-redis-floor.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// PostgreSQL URL through PgBouncer, for the pgbouncer target.
+    #[arg(long)]
+    pub pgbouncer: Option<String>,
+    /// pgbouncer process, reported for the pgbouncer target.
+    #[arg(long)]
+    pub pgbouncer_pid: Option<u32>,
     /// twemproxy address (host:port) for the twemproxy target.
     #[arg(long)]
     pub twemproxy: Option<String>,
@@ -237,6 +284,11 @@ pub struct RunArgs {
     /// nutcracker process, reported for the twemproxy target.
     #[arg(long)]
     pub twemproxy_pid: Option<u32>,
+    /// A backend server process (say, redis-server) whose CPU is reported
+    /// with every target, apart from the target's own server: what a
+    /// request costs the store behind a gateway.
+    #[arg(long)]
+    pub backend_pid: Option<u32>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -244,6 +296,48 @@ pub struct RunArgs {
     /// terminal).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Arguments of `apply-latency`.
+#[derive(Debug, Args)]
+pub struct ApplyLatencyArgs {
+    /// Prism's client endpoint (the Admin API is served there).
+    #[arg(long, default_value = "127.0.0.1:8980")]
+    pub prism: String,
+    /// Names of the new namespaces: `<prefix>-<i>`.
+    #[arg(long, default_value = "probe")]
+    pub prefix: String,
+    /// Namespaces to apply, one after the other.
+    #[arg(long, default_value_t = 5, value_parser = parse_positive)]
+    pub count: usize,
+    /// The plugin of the new keyvalue namespaces.
+    #[arg(long, default_value = "memstore")]
+    pub backend: String,
+    /// Wait between two applies, so that each one meets a proxy at rest
+    /// (a namespaces directory is reloaded after every change).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub pause: Duration,
+    /// Give up on a namespace that is not served after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+    /// Also write the samples as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `first-call`.
+#[derive(Debug, Args)]
+pub struct FirstCallArgs {
+    /// Prism's client endpoint.
+    #[arg(long, default_value = "127.0.0.1:8980")]
+    pub prism: String,
+    /// The namespace the Get is sent to (a key never written: any answer,
+    /// found or not, counts).
+    #[arg(long)]
+    pub namespace: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub timeout: Duration,
 }
 
 /// Arguments of `otlp-sink`.
@@ -308,6 +402,8 @@ pub struct Plan {
     pub value_size: usize,
     pub key_space: usize,
     pub scan_page: usize,
+    /// Keys per request of the batch workloads.
+    pub batch: usize,
     pub graph_degree: usize,
     pub traverse_depth: usize,
     pub repeat: usize,
@@ -320,6 +416,13 @@ pub struct Plan {
 
 /// Raw value size when `--value-size` is not given.
 const DEFAULT_VALUE_SIZE: usize = 100;
+
+/// Keys per batch request when `--batch` is not given.
+const DEFAULT_BATCH: usize = 10;
+
+/// The proxy's default `limits.max_batch_items`: a larger batch would only
+/// measure the refusal.
+pub const MAX_BATCH: usize = 500;
 
 /// Default measurement length when neither `--duration` nor `--requests`
 /// is given.
@@ -350,6 +453,9 @@ impl RunArgs {
         if self.targets.contains(&Target::Twemproxy) && self.twemproxy.is_none() {
             errors.push("the twemproxy target needs --twemproxy <host:port>".to_owned());
         }
+        if self.targets.contains(&Target::Pgbouncer) && self.pgbouncer.is_none() {
+            errors.push("the pgbouncer target needs --pgbouncer <postgres://user@host:port/db>".to_owned());
+        }
         for target in &self.targets {
             for workload in &self.workloads {
                 if !target.supports(*workload) {
@@ -357,6 +463,21 @@ impl RunArgs {
                 }
             }
         }
+        let batched = self.workloads.iter().any(|w| w.batched());
+        let batch = match self.batch {
+            Some(n) if !batched => {
+                errors.push("--batch applies to the batch-get and batch-put workloads".to_owned());
+                n
+            }
+            Some(n) if n > MAX_BATCH => {
+                errors.push(format!(
+                    "--batch must be at most {MAX_BATCH} (the proxy's default limits.max_batch_items), got {n}"
+                ));
+                n
+            }
+            Some(n) => n,
+            None => DEFAULT_BATCH,
+        };
         if self.workloads.contains(&Workload::Scan) && self.scan_page > 10_000 {
             errors.push("--scan-page must be at most 10000".to_owned());
         }
@@ -424,6 +545,7 @@ impl RunArgs {
             value_size,
             key_space: self.key_space,
             scan_page: self.scan_page,
+            batch,
             graph_degree: self.graph_degree,
             traverse_depth: self.traverse_depth,
             repeat: self.repeat,
@@ -442,7 +564,9 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Run(r) => Ok(*r),
-            Command::Floor(_) | Command::OtlpSink(_) => unreachable!(),
+            Command::Floor(_) | Command::OtlpSink(_) | Command::ApplyLatency(_) | Command::FirstCall(_) => {
+                unreachable!()
+            }
         }
     }
 
@@ -505,6 +629,10 @@ mod tests {
         assert!(e.contains("needs --twemproxy"), "{e}");
         assert!(e.contains("target redis does not support the scan workload"), "{e}");
         assert!(e.contains("target twemproxy does not support the scan workload"), "{e}");
+        let e = plan_error(&["-t", "postgres", "-t", "pgbouncer", "-w", "get,batch-get"]);
+        assert!(e.contains("needs --pgbouncer"), "{e}");
+        assert!(e.contains("target postgres does not support the batch-get workload"), "{e}");
+        assert!(e.contains("target pgbouncer does not support the batch-get workload"), "{e}");
     }
 
     #[test]
@@ -540,6 +668,30 @@ mod tests {
         assert!(e.contains("--value-size applies to raw values"), "{e}");
         let e = parse_error(&["-t", "prism/typed", "--value-size", "0"]);
         assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn batch_size_is_checked() {
+        let plan =
+            run_args(&["-t", "prism/demo", "-t", "grpc-floor", "-w", "batch-get,batch-put"]).unwrap().plan().unwrap();
+        assert_eq!(plan.workloads, vec![Workload::BatchGet, Workload::BatchPut]);
+        assert_eq!(plan.batch, DEFAULT_BATCH);
+        let plan = run_args(&["-t", "redis", "-w", "batch-put", "--batch", "500"]).unwrap().plan().unwrap();
+        assert_eq!(plan.batch, 500);
+        let plan = run_args(&["-t", "grpc-redis-floor", "-w", "batch-get", "--batch", "1"]).unwrap().plan().unwrap();
+        assert_eq!(plan.batch, 1);
+        let e = parse_error(&["-t", "grpc-floor", "-w", "batch-get", "--batch", "0"]);
+        assert!(e.contains("--batch") && e.contains("at least 1"), "{e}");
+        let e = parse_error(&["-t", "grpc-floor", "-w", "batch-get", "--batch", "ten"]);
+        assert!(e.contains("--batch") && e.contains("invalid digit"), "{e}");
+        let e = plan_error(&["-t", "grpc-floor", "-w", "batch-get", "--batch", "501"]);
+        assert!(e.contains("--batch must be at most 500") && e.contains("got 501"), "{e}");
+        let e = plan_error(&["-t", "grpc-floor", "-w", "get", "--batch", "10"]);
+        assert!(e.contains("--batch applies to the batch-get and batch-put workloads"), "{e}");
+        let e =
+            plan_error(&["-t", "grpc-pg-floor", "-t", "twemproxy", "--twemproxy", "127.0.0.1:1", "-w", "batch-put"]);
+        assert!(e.contains("target grpc-pg-floor does not support the batch-put workload"), "{e}");
+        assert!(e.contains("target twemproxy does not support the batch-put workload"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The floors: the least a gRPC KeyValue gateway can cost on this machine.
 //!
 //! `grpc` answers from memory; `grpc-redis` forwards Get and Put to Redis
-//! over one multiplexed connection, as the redis plugin does; `grpc-pg`
+//! over one multiplexed connection, as the redis plugin does (BatchGet as
+//! one MGET, BatchPut as one MSET); `grpc-pg`
 //! runs the postgres plugin's own Get and Put statements (the same table
 //! shape, liveness condition and version sequence) on a pool of 16
 //! connections, each statement prepared once per connection. All speak
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use prism_proto::keyvalue::v1::key_value_service_server::{KeyValueService, KeyValueServiceServer};
 use prism_proto::keyvalue::v1::{
     BatchGetRequest, BatchGetResponse, BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, Entry,
-    GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+    GetRequest, GetResponse, GetResult, PutRequest, PutResponse, ScanRequest, ScanResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -48,8 +49,27 @@ fn pg_status(e: &dyn std::fmt::Display) -> Status {
     Status::unavailable(format!("postgres: {e}"))
 }
 
-/// A pool of the floor's connections, with its schema in place.
-async fn pg_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+/// Runs the postgres plugin's Get statement (prepared once per pooled
+/// connection): the value, if the key is live.
+pub async fn pg_get(pool: &deadpool_postgres::Pool, ns: &str, key: &str) -> Result<Option<Bytes>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let statement = client.prepare_cached(PG_GET).await.map_err(|e| e.to_string())?;
+    let row = client.query_opt(&statement, &[&ns, &key]).await.map_err(|e| e.to_string())?;
+    Ok(row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+}
+
+/// Runs the postgres plugin's Put statement; the new version.
+pub async fn pg_put(pool: &deadpool_postgres::Pool, ns: &str, key: &str, value: &[u8]) -> Result<u64, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let statement = client.prepare_cached(PG_PUT).await.map_err(|e| e.to_string())?;
+    let row = client.query_one(&statement, &[&ns, &key, &value]).await.map_err(|e| e.to_string())?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// A pool of the floor's connections, with its schema in place (also the
+/// pool of the `postgres` and `pgbouncer` targets, which run the same
+/// statements without the gRPC hop).
+pub async fn pg_pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
     use std::str::FromStr;
     let config = tokio_postgres::Config::from_str(url)?;
     let manager = deadpool_postgres::Manager::from_config(
@@ -88,14 +108,8 @@ impl KeyValueService for Floor {
                 map.write().unwrap_or_else(PoisonError::into_inner).insert(req.key, req.value);
             }
             Store::Postgres(pool) => {
-                let client = pool.get().await.map_err(|e| pg_status(&e))?;
-                let statement = client.prepare_cached(PG_PUT).await.map_err(|e| pg_status(&e))?;
-                let value: &[u8] = &req.value;
-                let row = client
-                    .query_one(&statement, &[&req.namespace, &req.key, &value])
-                    .await
-                    .map_err(|e| pg_status(&e))?;
-                return Ok(Response::new(PutResponse { version: row.get::<_, i64>(0) as u64 }));
+                let version = pg_put(pool, &req.namespace, &req.key, &req.value).await.map_err(|e| pg_status(&e))?;
+                return Ok(Response::new(PutResponse { version }));
             }
             Store::Redis(conn) => {
                 let mut conn = conn.clone();
@@ -123,12 +137,7 @@ impl KeyValueService for Floor {
                     .map_err(|e| redis_status(&e))?
                     .map(Bytes::from)
             }
-            Store::Postgres(pool) => {
-                let client = pool.get().await.map_err(|e| pg_status(&e))?;
-                let statement = client.prepare_cached(PG_GET).await.map_err(|e| pg_status(&e))?;
-                let row = client.query_opt(&statement, &[&req.namespace, &req.key]).await.map_err(|e| pg_status(&e))?;
-                row.map(|r| Bytes::from(r.get::<_, Vec<u8>>(0)))
-            }
+            Store::Postgres(pool) => pg_get(pool, &req.namespace, &req.key).await.map_err(|e| pg_status(&e))?,
         };
         Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default(), version: 1 }))
     }
@@ -137,12 +146,61 @@ impl KeyValueService for Floor {
         Err(Status::unimplemented("the floor serves Get, Put and Scan"))
     }
 
-    async fn batch_get(&self, _: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
-        Err(Status::unimplemented("the floor serves Get, Put and Scan"))
+    async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        let req = request.into_inner();
+        let values: Vec<Option<Bytes>> = match &self.store {
+            Store::Memory(map) => {
+                let map = map.read().unwrap_or_else(PoisonError::into_inner);
+                req.keys.iter().map(|k| map.get(k).cloned()).collect()
+            }
+            // MGET refuses an empty key list; an empty batch finds nothing.
+            Store::Redis(_) if req.keys.is_empty() => Vec::new(),
+            Store::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("MGET")
+                    .arg(&req.keys)
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                    .await
+                    .map_err(|e| redis_status(&e))?
+                    .into_iter()
+                    .map(|v| v.map(Bytes::from))
+                    .collect()
+            }
+            Store::Postgres(_) => return Err(Status::unimplemented("the PostgreSQL floor serves Get and Put")),
+        };
+        let items = req
+            .keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| GetResult { key, found: value.is_some(), value: value.unwrap_or_default(), version: 1 })
+            .collect();
+        Ok(Response::new(BatchGetResponse { items }))
     }
 
-    async fn batch_put(&self, _: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
-        Err(Status::unimplemented("the floor serves Get, Put and Scan"))
+    async fn batch_put(&self, request: Request<BatchPutRequest>) -> Result<Response<BatchPutResponse>, Status> {
+        let req = request.into_inner();
+        let n = req.items.len();
+        match &self.store {
+            Store::Memory(map) => {
+                let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+                for item in req.items {
+                    map.insert(item.key, item.value);
+                }
+            }
+            Store::Redis(_) if n == 0 => {}
+            Store::Redis(conn) => {
+                // One MSET: all items or none in one round trip, as the
+                // redis plugin's batch script writes them.
+                let mut mset = redis::cmd("MSET");
+                for item in &req.items {
+                    mset.arg(&item.key).arg(&item.value[..]);
+                }
+                let mut conn = conn.clone();
+                mset.query_async::<()>(&mut conn).await.map_err(|e| redis_status(&e))?;
+            }
+            Store::Postgres(_) => return Err(Status::unimplemented("the PostgreSQL floor serves Get and Put")),
+        }
+        Ok(Response::new(BatchPutResponse { versions: vec![1; n] }))
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {

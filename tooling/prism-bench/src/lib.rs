@@ -5,6 +5,7 @@
 pub mod args;
 pub mod floor;
 pub mod otlp_sink;
+pub mod probe;
 pub mod procstat;
 pub mod report;
 pub mod run;
@@ -70,8 +71,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::Report> {
                         .with_context(|| format!("target {} workload {}", target.target, workload.name()))?;
                     bar.finish_and_clear();
                     if !show {
+                        let items =
+                            if m.batch > 1 { format!(" ({:.0} items/s)", m.items_per_second) } else { String::new() };
                         eprintln!(
-                            "[{n}/{cells}] {} {} c={concurrency} run {}: {:.0} ops/s p50 {} us p99 {} us",
+                            "[{n}/{cells}] {} {} c={concurrency} run {}: {:.0} ops/s{items} p50 {} us p99 {} us",
                             m.target,
                             workload.name(),
                             rep + 1,

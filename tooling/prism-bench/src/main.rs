@@ -9,6 +9,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Floor(args) => prism_bench::floor::serve(args).await,
         Command::OtlpSink(args) => prism_bench::otlp_sink::serve(args).await,
+        Command::ApplyLatency(args) => prism_bench::probe::apply_latency(args).await,
+        Command::FirstCall(args) => prism_bench::probe::first_call(args).await,
         Command::Run(args) => {
             let json = args.json.clone();
             match prism_bench::run(*args).await {

@@ -106,6 +106,10 @@ impl Report {
             ]);
         }
         let mut out = table.to_string();
+        if let Some(batches) = self.batch_table() {
+            out.push_str("\n\nBatches: keys per request and keys per second\n");
+            out.push_str(&batches);
+        }
         if let Some(lag) = self.lag_table() {
             out.push_str(
                 "\n\nOpen loop: how late requests were sent after their intended start (part of the latency)\n",
@@ -117,6 +121,25 @@ impl Report {
             out.push_str(&processes);
         }
         out
+    }
+
+    fn batch_table(&self) -> Option<String> {
+        let rows: Vec<_> = self.summary.iter().filter(|m| m.workload.batched()).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut table = new_table(vec!["target", "workload", "in flight", "batch", "items/s"]);
+        for m in rows {
+            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+            table.add_row(vec![
+                Cell::new(&m.target),
+                Cell::new(m.workload.name()),
+                right(m.concurrency.to_string()),
+                right(m.batch.to_string()),
+                right(format!("{:.0}", m.items_per_second)),
+            ]);
+        }
+        Some(table.to_string())
     }
 
     fn lag_table(&self) -> Option<String> {

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use prism_proto::graph::v1::graph_service_client::GraphServiceClient;
 use prism_proto::graph::v1::{Direction, PutEdgeRequest, PutVertexRequest, TraverseRequest};
 use prism_proto::keyvalue::v1::key_value_service_client::KeyValueServiceClient;
-use prism_proto::keyvalue::v1::{GetRequest, PutRequest, ScanRequest};
+use prism_proto::keyvalue::v1::{BatchGetRequest, BatchPutRequest, GetRequest, PutItem, PutRequest, ScanRequest};
 use redis::IntoConnectionInfo;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -45,7 +45,14 @@ pub enum Conn {
         authorization: Option<MetadataValue<Ascii>>,
     },
     Redis(redis::aio::MultiplexedConnection),
+    /// SQL on a pool of PostgreSQL connections (directly or through
+    /// PgBouncer), the postgres plugin's own statements.
+    Postgres(deadpool_postgres::Pool),
 }
+
+/// The namespace column of the direct SQL targets' rows (apart from the
+/// floor's and every plugin's).
+const SQL_NS: &str = "direct";
 
 /// A target ready to be measured: its connections and, when the bench
 /// started it, the server process.
@@ -54,6 +61,8 @@ pub struct Connected {
     pub conns: Vec<Conn>,
     /// Server process whose CPU and memory are reported.
     pub server_pid: Option<u32>,
+    /// Backend process reported apart (`--backend-pid`).
+    pub backend_pid: Option<u32>,
     // Kept so the floor process lives as long as the target (kill on drop).
     _child: Option<Child>,
 }
@@ -149,8 +158,20 @@ pub async fn connect(
             }
             args.twemproxy_pid
         }
+        Target::Postgres | Target::Pgbouncer => {
+            let url = if *target == Target::Postgres {
+                args.postgres.as_str()
+            } else {
+                args.pgbouncer.as_deref().context("--pgbouncer is required")?
+            };
+            // One pool of 16 connections, as the floor and the plugin have;
+            // every worker shares it.
+            let pool = crate::floor::pg_pool(url).await.with_context(|| format!("cannot connect to {url}"))?;
+            conns.push(Conn::Postgres(pool));
+            if *target == Target::Postgres { None } else { args.pgbouncer_pid }
+        }
     };
-    Ok(Connected { target: target.clone(), conns, server_pid, _child: child })
+    Ok(Connected { target: target.clone(), conns, server_pid, backend_pid: args.backend_pid, _child: child })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +180,8 @@ enum Op {
     Put,
     Scan,
     Traverse,
+    BatchGet,
+    BatchPut,
 }
 
 /// The sizes a call needs besides its key.
@@ -166,6 +189,7 @@ enum Op {
 struct Shape {
     scan_page: usize,
     traverse_depth: usize,
+    batch: usize,
 }
 
 impl Op {
@@ -175,6 +199,8 @@ impl Op {
             Workload::Put => Self::Put,
             Workload::Scan => Self::Scan,
             Workload::Traverse => Self::Traverse,
+            Workload::BatchGet => Self::BatchGet,
+            Workload::BatchPut => Self::BatchPut,
             Workload::Mixed if rng.below(10) == 0 => Self::Put,
             Workload::Mixed => Self::Get,
         }
@@ -233,6 +259,7 @@ async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, shape: Sha
                         .await
                         .map(|_| Ok(()))
                 }
+                Op::BatchGet | Op::BatchPut => return Err("a batch needs its keys".to_owned()),
                 Op::Traverse => {
                     let walk = TraverseRequest {
                         namespace: namespace.clone(),
@@ -262,10 +289,82 @@ async fn call(conn: &mut Conn, op: Op, key_index: u64, value: &Bytes, shape: Sha
                     Err(e) => Err(e),
                 },
                 Op::Put => redis::cmd("SET").arg(&k).arg(&value[..]).query_async::<()>(c).await,
-                Op::Scan | Op::Traverse => return Err("unsupported".to_owned()),
+                Op::Scan | Op::Traverse | Op::BatchGet | Op::BatchPut => return Err("unsupported".to_owned()),
             };
             result.map_err(|e| format!("redis {:?}", e.kind()))
         }
+        Conn::Postgres(pool) => match op {
+            Op::Get => match crate::floor::pg_get(pool, SQL_NS, &k).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("not found".to_owned()),
+                Err(e) => Err(format!("postgres: {e}")),
+            },
+            Op::Put => {
+                crate::floor::pg_put(pool, SQL_NS, &k, value).await.map(|_| ()).map_err(|e| format!("postgres: {e}"))
+            }
+            Op::Scan | Op::Traverse | Op::BatchGet | Op::BatchPut => Err("unsupported".to_owned()),
+        },
+    }
+}
+
+/// Runs one batch request on the keys `indices`; the error is the label it
+/// is counted under.
+async fn call_batch(conn: &mut Conn, op: Op, indices: &[u64], values: &Values) -> Result<(), String> {
+    let keys: Vec<String> = indices.iter().map(|&i| key(i)).collect();
+    match conn {
+        Conn::Grpc { client, namespace, authorization, .. } => {
+            let auth = authorization.as_ref();
+            let result = match op {
+                Op::BatchGet => client
+                    .batch_get(request(BatchGetRequest { namespace: namespace.clone(), keys }, auth))
+                    .await
+                    .map(|r| {
+                        let items = &r.get_ref().items;
+                        // Every key was preloaded: a short or partial answer
+                        // means lost data or a broken preload.
+                        if items.len() == indices.len() && items.iter().all(|i| i.found) {
+                            Ok(())
+                        } else {
+                            Err("not found".to_owned())
+                        }
+                    }),
+                Op::BatchPut => {
+                    let items = keys
+                        .into_iter()
+                        .zip(indices)
+                        .map(|(key, &i)| PutItem { key, value: values.of(i).clone(), ttl_seconds: 0 })
+                        .collect();
+                    client
+                        .batch_put(request(BatchPutRequest { namespace: namespace.clone(), items }, auth))
+                        .await
+                        .map(|_| Ok(()))
+                }
+                Op::Get | Op::Put | Op::Scan | Op::Traverse => return Err("not a batch".to_owned()),
+            };
+            match result {
+                Ok(inner) => inner,
+                Err(status) => Err(format!("{:?}", status.code())),
+            }
+        }
+        Conn::Redis(c) => {
+            let result = match op {
+                Op::BatchGet => match redis::cmd("MGET").arg(&keys).query_async::<Vec<Option<Vec<u8>>>>(c).await {
+                    Ok(found) if found.len() == indices.len() && found.iter().all(Option::is_some) => Ok(()),
+                    Ok(_) => return Err("not found".to_owned()),
+                    Err(e) => Err(e),
+                },
+                Op::BatchPut => {
+                    let mut mset = redis::cmd("MSET");
+                    for (k, &i) in keys.iter().zip(indices) {
+                        mset.arg(k).arg(&values.of(i)[..]);
+                    }
+                    mset.query_async::<()>(c).await
+                }
+                Op::Get | Op::Put | Op::Scan | Op::Traverse => return Err("not a batch".to_owned()),
+            };
+            result.map_err(|e| format!("redis {:?}", e.kind()))
+        }
+        Conn::Postgres(_) => Err("unsupported".to_owned()),
     }
 }
 
@@ -349,7 +448,7 @@ pub async fn preload(target: &Connected, plan: &Plan, values: &Values) -> anyhow
                 if i >= key_space {
                     return Ok(());
                 }
-                call(&mut conn, Op::Put, i, values.of(i), Shape { scan_page: 0, traverse_depth: 0 }).await?;
+                call(&mut conn, Op::Put, i, values.of(i), Shape { scan_page: 0, traverse_depth: 0, batch: 1 }).await?;
             }
         });
     }
@@ -377,6 +476,10 @@ pub struct Measurement {
     pub elapsed_seconds: f64,
     /// Successful requests per second.
     pub throughput: f64,
+    /// Keys per request: `--batch` for the batch workloads, else 1.
+    pub batch: usize,
+    /// Keys read or written per second: `throughput` × `batch`.
+    pub items_per_second: f64,
     pub latency_us: Percentiles,
     /// CPU seconds of the server process tree during the measurement.
     pub server_cpu_seconds: Option<f64>,
@@ -392,6 +495,8 @@ pub struct Measurement {
     /// start (pacing error plus the wake-up of a worker). Part of the
     /// latency, shown apart so it can be told from the server's share.
     pub send_lag_us: Option<Percentiles>,
+    /// The `--backend-pid` process over the measurement.
+    pub backend: Option<ProcessCost>,
 }
 
 /// CPU and memory of one server process over a measurement.
@@ -533,6 +638,8 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Arc<Du
     let mut rng = Rng::new(seed);
     let mut out =
         WorkerResult { hist: histogram()?, lag: histogram()?, ok: 0, errors: BTreeMap::new(), last: Duration::ZERO };
+    // The keys of one batch request, reused so the loop does not allocate.
+    let mut picks = Vec::with_capacity(phase.shape.batch);
     loop {
         if phase.stop.load(Ordering::Relaxed) {
             break;
@@ -558,8 +665,14 @@ async fn worker(phase: Arc<Phase>, mut conn: Conn, seed: u64, due: Option<Arc<Du
             }
         };
         let op = Op::pick(phase.workload, &mut rng);
-        let i = rng.below(phase.key_space);
-        let result = call(&mut conn, op, i, phase.values.of(i), phase.shape).await;
+        let result = if phase.workload.batched() {
+            picks.clear();
+            picks.extend((0..phase.shape.batch).map(|_| rng.below(phase.key_space)));
+            call_batch(&mut conn, op, &picks, &phase.values).await
+        } else {
+            let i = rng.below(phase.key_space);
+            call(&mut conn, op, i, phase.values.of(i), phase.shape).await
+        };
         let completed = phase.start.elapsed();
         out.hist.saturating_record(micros(latency(intended, completed)));
         out.last = out.last.max(completed);
@@ -599,7 +712,7 @@ pub async fn measure(
         stop: AtomicBool::new(false),
         values: values.clone(),
         key_space: plan.key_space as u64,
-        shape: Shape { scan_page: plan.scan_page, traverse_depth: plan.traverse_depth },
+        shape: Shape { scan_page: plan.scan_page, traverse_depth: plan.traverse_depth, batch: plan.batch },
     };
     if plan.warmup_seconds > 0.0 {
         run_phase(target, Arc::new(phase(Some(Duration::from_secs_f64(plan.warmup_seconds)), None)), concurrency, None)
@@ -610,9 +723,11 @@ pub async fn measure(
         Stop::Requests(n) => (None, Some(n as u64)),
     };
     let before = target.server_pid.and_then(procstat::sample);
+    let backend_before = target.backend_pid.and_then(procstat::sample);
     let phase = Arc::new(phase(length, requests));
     let results = run_phase(target, phase.clone(), concurrency, Some(bar)).await?;
     let after = target.server_pid.and_then(procstat::sample);
+    let backend_after = target.backend_pid.and_then(procstat::sample);
 
     let mut hist = histogram()?;
     let mut lag = histogram()?;
@@ -629,6 +744,7 @@ pub async fn measure(
         elapsed = elapsed.max(r.last);
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
+    let batch = if workload.batched() { plan.batch } else { 1 };
     let cpu = match (&before, &after) {
         (Some(b), Some(a)) => Some((a.cpu_seconds - b.cpu_seconds).max(0.0)),
         _ => None,
@@ -644,6 +760,8 @@ pub async fn measure(
         errors,
         elapsed_seconds: secs,
         throughput: ok as f64 / secs,
+        batch,
+        items_per_second: (ok * batch as u64) as f64 / secs,
         latency_us: Percentiles::of(&hist),
         server_cpu_seconds: cpu,
         server_cpu_percent: cpu.map(|c| 100.0 * c / secs),
@@ -651,6 +769,9 @@ pub async fn measure(
         server_processes: after.as_ref().map(|a| a.processes),
         processes: process_costs(before.as_ref(), after.as_ref(), secs),
         send_lag_us: phase.schedule.is_some().then(|| Percentiles::of(&lag)),
+        backend: process_costs(backend_before.as_ref(), backend_after.as_ref(), secs)
+            .into_iter()
+            .find(|p| Some(p.pid) == target.backend_pid),
     })
 }
 
