@@ -14,8 +14,13 @@ target/bench/.
     uv run tooling/bench_report.py --smoke    # CI: debug build, a few seconds, every target;
                                               # fails on any error; writes no report
 
-Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, trust)
-and the `nutcracker` binary (Debian package nutcracker).
+Also: h2load against Prism and the floors (the second load generator), the
+isolation cells (a steady namespace beside a flood), PgBouncer in front of the
+same PostgreSQL, and the cost curves of tooling/bench_costs.py.
+
+Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, trust),
+NATS JetStream on 127.0.0.1:4222 (the cost curves' startup cell), and the Debian
+packages nutcracker, pgbouncer and nghttp2-client (h2load).
 """
 
 from __future__ import annotations
@@ -49,10 +54,14 @@ PRISM = {
     "postgres": "grpc-pg-floor",
 }
 BASELINES = ["grpc-floor", "grpc-redis-floor", "grpc-pg-floor", "redis", "twemproxy"]
+# What a user would use instead of Prism in front of PostgreSQL: SQL straight
+# to it, and through PgBouncer (measured, not a ratio column).
+SQL_TARGETS = ["postgres", "pgbouncer"]
 # The fixed-rate cell: the issue's latency and cost targets are at this rate.
 RATE = 1000
 RATE_TARGETS = ["prism/bench-redis", "redis", "twemproxy", "grpc-redis-floor", "prism/bench-memstore", "grpc-floor"]
-PACKAGES = ["prism-bench", "prism-proxy"] + [f"prism-plugin-{b}" for b in PRISM]
+# The cost curves' startup cell runs five plugins, nats among them.
+PACKAGES = ["prism-bench", "prism-proxy"] + [f"prism-plugin-{b}" for b in PRISM] + ["prism-plugin-nats"]
 BIN = RELEASE
 
 
@@ -153,6 +162,39 @@ log:
 """
     )
     return config
+
+
+def start_pgbouncer(work: Path, port: int) -> subprocess.Popen:
+    """PgBouncer 1.18 (Debian 12) in front of the machine's PostgreSQL.
+
+    Session pooling: the bench's pool keeps its statements prepared per
+    connection, as the plugin and the floor do, and PgBouncer before 1.21
+    keeps no prepared statement across transactions in transaction pooling.
+    It refuses to run as root, so it drops to the postgres user (`-u`)."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        sys.exit("pgbouncer not found: apt-get install -y pgbouncer")
+    d = work / "pgbouncer"
+    d.mkdir()
+    (d / "userlist.txt").write_text('"postgres" ""\n')
+    (d / "pgbouncer.ini").write_text(f"""[databases]
+postgres = host=127.0.0.1 port=5432 dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {d / "userlist.txt"}
+pool_mode = session
+default_pool_size = 32
+max_client_conn = 200
+""")
+    cmd = [binary, str(d / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        for p in (work, d, *d.iterdir()):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        cmd[1:1] = ["-u", "postgres"]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def write_twemproxy_config(work: Path, port: int) -> Path:
@@ -681,6 +723,32 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
                 f"| {workload} | {t} | {fmt_ops(m['throughput'])} | {runs} | {m['latency_us']['p50']} | "
                 f"{m['latency_us']['p99']} | {m['latency_us']['p999']} | {' | '.join(vs)} | {cpu} | {rss} | {errors} |"
             )
+    pg = [t for t in ("prism/bench-postgres", "grpc-pg-floor", *SQL_TARGETS) if cell(s, t, "get", 64)]
+    if len(pg) > 1:
+        lines += [
+            "",
+            "### PostgreSQL: Prism, its floor, and what a user has without it",
+            "",
+            "The same two statements (the postgres plugin's Get and Put, each prepared once per pooled connection,",
+            "16 connections) four ways: through Prism (client → proxy → plugin → PostgreSQL), behind one tonic hop",
+            "(`grpc-pg-floor`), straight from the bench's own pool (`postgres`, no gRPC at all), and through",
+            "PgBouncer 1.18 in session pooling (`pgbouncer`; transaction pooling keeps no prepared statements",
+            "before 1.21). 64 in flight, median run.",
+            "",
+            "| workload | target | ops/s | p50 µs | p99 µs | vs postgres | vs pgbouncer | server CPU % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for workload in ("get", "put"):
+            for t in pg:
+                m = cell(s, t, workload, 64)
+                if m is None:
+                    continue
+                cpu = "-" if m["server_cpu_percent"] is None else f"{m['server_cpu_percent']:.0f}"
+                lines.append(
+                    f"| {workload} | {t} | {fmt_ops(m['throughput'])} | {m['latency_us']['p50']} | "
+                    f"{m['latency_us']['p99']} | {ratio(m, cell(s, 'postgres', workload, 64))} | "
+                    f"{ratio(m, cell(s, 'pgbouncer', workload, 64))} | {cpu} |"
+                )
     if rate:
         table = rate_rows(rate)
         lines += [
@@ -756,6 +824,9 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
         for m in scan["summary"]:
             lines.append(f"| {m['target']} | {fmt_ops(m['throughput'])} | {m['latency_us']['p50']} | "
                          f"{m['latency_us']['p99']} | {sum(m['errors'].values())} |")
+    if results.get("costs"):
+        import bench_costs
+        lines += ["", *bench_costs.doc_lines(results["costs"])]
     lines += [
         "",
         "## Reading the numbers",
@@ -820,6 +891,11 @@ def main() -> None:
     ap.add_argument("--duration", default=None, help="measurement length per cell (default 3s, quick 1s)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per headline cell (default 3, quick 1)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the last run's JSON")
+    ap.add_argument("--only", default=None,
+                    help="re-measure only these plans (comma separated: rate, main, sweep, scan, h2load, isolation) "
+                         "and take the rest from the last run's JSON")
+    ap.add_argument("--costs-from", type=Path, default=None,
+                    help="take the cost curves from this costs.json (of `bench_costs.py`) instead of measuring them")
     opts = ap.parse_args()
     short = opts.quick or opts.smoke
     duration = opts.duration or ("1s" if short else "3s")
@@ -834,6 +910,9 @@ def main() -> None:
         names = ("main", "sweep", "scan", "rate", "h2load", "isolation")
         results = {n: json.loads((OUT_DIR / f"{n}.json").read_text()) for n in names
                    if (OUT_DIR / f"{n}.json").exists()}
+        costs = opts.costs_from or OUT_DIR / "costs" / "costs.json"
+        if costs.exists():
+            results["costs"] = json.loads(costs.read_text())
         commands = json.loads((OUT_DIR / "commands.json").read_text())
         write_outputs(results, commands)
         return
@@ -865,19 +944,24 @@ def main() -> None:
                                    "-o", str(work / "nutcracker.log"), "-s", str(free_port())],
                                   stdin=subprocess.DEVNULL)
             procs.append(tw)
+            pgb_port = free_port()
+            pgb = start_pgbouncer(work, pgb_port)
+            procs.append(pgb)
             wait_port(proxy_port, proxy, "prism-proxy")
             wait_port(tw_port, tw, "nutcracker")
+            wait_port(pgb_port, pgb, "pgbouncer")
 
             prism_targets = [a for b in PRISM for a in ("-t", f"prism/bench-{b}")]
             common = [
                 "--prism", f"127.0.0.1:{proxy_port}", "--prism-pid", str(proxy.pid),
                 "--redis", REDIS_URL, "--twemproxy", f"127.0.0.1:{tw_port}", "--twemproxy-pid", str(tw.pid),
+                "--pgbouncer", f"postgres://postgres@127.0.0.1:{pgb_port}/postgres", "--pgbouncer-pid", str(pgb.pid),
                 "--value-size", "100", "--key-space", "1000" if opts.smoke else "10000", "--warmup", warmup,
                 "--no-progress",
             ]
             if (rp := pid_of("redis-server")) is not None:
                 common += ["--redis-pid", str(rp)]
-            all_targets = prism_targets + [a for b in BASELINES for a in ("-t", b)]
+            all_targets = prism_targets + [a for b in BASELINES + SQL_TARGETS for a in ("-t", b)]
 
             # The fixed-rate cell runs first, on a freshly started proxy, so
             # its peak memory is that of serving 1,000 requests/s and not of
@@ -896,19 +980,26 @@ def main() -> None:
                 # Every target and workload once, and the open loop; the
                 # sweep adds nothing a smoke test needs.
                 del plans["sweep"]
-            results = {name: bench(args, OUT_DIR / f"{name}.json") for name, args in plans.items()}
+            only = set(opts.only.split(",")) if opts.only else None
+            results = {name: bench(args, OUT_DIR / f"{name}.json") if only is None or name in only
+                       else json.loads((OUT_DIR / f"{name}.json").read_text()) for name, args in plans.items()}
             h2 = shutil.which("h2load")
-            if h2 is None and (opts.smoke and os.environ.get("CI")):
+            if only is not None:
+                for name in {"h2load", "isolation"} - only:
+                    results[name] = json.loads((OUT_DIR / f"{name}.json").read_text())
+                h2 = None if "h2load" not in only else h2
+            if h2 is None and (opts.smoke and os.environ.get("CI")) and only is None:
                 sys.exit("h2load not found: apt-get install -y nghttp2-client")
-            if h2 is None:
+            if h2 is None and only is None:
                 print("h2load not found (apt-get install -y nghttp2-client): skipping its cells", flush=True)
-            else:
+            elif h2 is not None:
                 results["h2load"] = h2load_cells(h2, proxy_port, 100, repeat, 1 if short else 5, work)
                 (OUT_DIR / "h2load.json").write_text(json.dumps(results["h2load"]))
             iso_common = ["--prism", f"127.0.0.1:{proxy_port}", "--value-size", "100", "--key-space", "1000",
                           "--warmup", warmup, "--no-progress"]
-            results["isolation"] = isolation(iso_common, repeat, "2s" if short else "10s", OUT_DIR)
-            (OUT_DIR / "isolation.json").write_text(json.dumps(results["isolation"]))
+            if only is None or "isolation" in only:
+                results["isolation"] = isolation(iso_common, repeat, "2s" if short else "10s", OUT_DIR)
+                (OUT_DIR / "isolation.json").write_text(json.dumps(results["isolation"]))
         finally:
             for p in procs:
                 p.terminate()
@@ -918,8 +1009,16 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
 
+    # The cost curves start proxies of their own, after the matrix's
+    # proxy has stopped.
+    import bench_costs
+    if opts.costs_from:
+        results["costs"] = json.loads(opts.costs_from.read_text())
+    else:
+        results["costs"] = bench_costs.run_costs(BIN, OUT_DIR / "costs", opts.smoke)
+
     if opts.smoke:
-        check_smoke(results)
+        check_smoke({k: v for k, v in results.items() if k != "costs"})
         return
 
     def shown(a: list[str]) -> str:
@@ -932,7 +1031,8 @@ def main() -> None:
                 continue
             skip = x.endswith("-pid")
             out.append(x)
-        return "prism-bench run " + " ".join(out).replace(str(proxy_port), "PORT").replace(str(tw_port), "TWPORT")
+        return ("prism-bench run " + " ".join(out).replace(str(proxy_port), "PORT").replace(str(tw_port), "TWPORT")
+                .replace(str(pgb_port), "PGBPORT"))
 
     commands = {name: shown(args) for name, args in plans.items()}
     (OUT_DIR / "commands.json").write_text(json.dumps(commands))
@@ -942,6 +1042,9 @@ def main() -> None:
 def write_outputs(results: dict[str, dict], commands: dict[str, str]) -> None:
     main_r, sweep_r = results["main"], results["sweep"]
     svg_plot(sweep_r["summary"] + [m for m in main_r["summary"] if m["workload"] == "get"], PLOT)
+    if results.get("costs"):
+        import bench_costs
+        bench_costs.write_plots(results["costs"], PLOT.parent)
     write_doc(results, commands, created_date())
     print(f"wrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
 
