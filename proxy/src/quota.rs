@@ -98,16 +98,18 @@ impl Quotas {
         };
         let Some(bucket) = bucket else { return Ok(()) };
         bucket.take().map_err(|wait| {
-            // Round up to a whole millisecond: a hint of 0 ms would invite
-            // a retry that is refused again.
-            let retry_after = Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)).max(wait);
+            // Rounded up to a whole millisecond (the pushback trailer's unit):
+            // a hint shorter than the wait would invite a retry that is
+            // refused again.
+            let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX).max(1);
+            let retry_after = Duration::from_millis(ms);
             ProxyError::QuotaExceeded {
                 limit: if class == "write" { "write_quota" } else { "read_quota" },
                 message: format!(
                     "namespace {namespace:?} is over its {class} quota of {} calls/s (spec.needs.{class}_rps, burst {}); retry in {} ms",
                     bucket.rate,
                     humantime::format_duration(bucket.burst),
-                    retry_after.as_millis().max(1),
+                    ms,
                 ),
                 retry_after,
             }
@@ -220,7 +222,12 @@ mod tests {
         let ProxyError::QuotaExceeded { limit, message, retry_after } = &err else { panic!("{err:?}") };
         assert_eq!(*limit, "read_quota");
         assert!(message.contains("read quota of 10 calls/s") && message.contains("retry in"), "{message}");
-        assert!(*retry_after > Duration::ZERO && *retry_after <= Duration::from_millis(101), "{retry_after:?}");
+        // About 100 ms, in whole milliseconds, never shorter than the wait.
+        assert!(
+            *retry_after >= Duration::from_millis(1) && *retry_after <= Duration::from_millis(101),
+            "{retry_after:?}"
+        );
+        assert_eq!(retry_after.subsec_nanos() % 1_000_000, 0, "{retry_after:?}");
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         // Writes have their own bucket (2/s × 500 ms: one call).
         q.admit("orders", Right::Write).unwrap();
