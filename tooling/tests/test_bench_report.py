@@ -34,44 +34,54 @@ def proc(name: str, cpu: float, peak_mib: float) -> dict:
 
 
 def test_targets_compare_against_the_same_runs_floors() -> None:
-    main = {"summary": [
+    cells = [
         measurement("prism/bench-memstore", 7_500, 1, 1),
         measurement("grpc-floor", 10_000, 1, 1),
-        measurement("prism/bench-redis", 6_000, 1, 1),
+        measurement("prism/bench-redis", 8_000, 1, 1),
         measurement("grpc-redis-floor", 10_000, 1, 1),
-    ]}
-    rows = br.target_rows(main, None)
+    ]
+    # The redis goal holds in every run: the second run's 70% fails it.
+    runs = cells + [measurement("prism/bench-redis", 7_000, 1, 1), measurement("grpc-redis-floor", 10_000, 1, 1)]
+    rows = br.target_rows({"summary": cells, "runs": runs}, None, None)
     memstore = next(r for r in rows if "memstore" in r)
-    redis = next(r for r in rows if "redis plugin" in r)
-    assert "75% (7,500 / 10,000)" in memstore and memstore.endswith("| yes |")
-    assert "60%" in redis and redis.endswith("| **no** |")
+    redis = next(r for r in rows if "Prism → redis" in r)
+    assert "75% (7,500 / 10,000" in memstore and memstore.endswith("| **no** |")
+    assert "80% (8,000 / 10,000; runs 80%, 70%)" in redis and redis.endswith("| **no** |")
+    h2 = {"summary": [{"target": "prism/bench-memstore", "rps": 9_000}, {"target": "grpc-floor", "rps": 10_000}],
+          "runs": [{"target": "prism/bench-memstore", "rps": 9_000}, {"target": "grpc-floor", "rps": 10_000}]}
+    row = next(r for r in br.target_rows({"summary": cells, "runs": runs}, None, h2) if "h2load" in r)
+    assert "90% (9,000 / 10,000; runs 90%)" in row and row.endswith("| yes |")
 
 
 def test_rate_targets_use_the_proxy_and_the_serving_plugin() -> None:
+    floor = measurement("grpc-redis-floor", 1000, 220, 400, concurrency=16)
+    floor["server_cpu_seconds"] = 1.0  # 1 ms of CPU per request over its 1,000 answers
     rate = {
         "plan": {"concurrency": [16]},
-        "targets": ["prism/bench-redis", "redis"],
+        "targets": ["prism/bench-redis", "grpc-redis-floor"],
         "summary": [
-            measurement("prism/bench-redis", 1000, 300, 1400, concurrency=16, processes=[
+            measurement("prism/bench-redis", 1000, 300, 1400, concurrency=16, ok=1000, processes=[
                 proc("prism-proxy", 0.06, 20.0),
                 proc("prism-plugin-memstore", 0.5, 500.0),  # idle in this cell; must not count
                 proc("prism-plugin-redis", 0.03, 60.0),
             ]),
-            measurement("redis", 1000, 150, 400, concurrency=16),
+            floor,
         ],
     }
-    rows = br.target_rows({"summary": []}, rate)
+    floor["ok"] = 1000
+    rows = br.target_rows({"summary": []}, rate, None)
     added = next(r for r in rows if "p50 added" in r)
-    assert "0.150 ms (300 − 150 µs)" in added and added.endswith("| yes |")
+    assert "+0.080 ms (300 − 220 µs)" in added and added.endswith("| yes |")
     assert next(r for r in rows if "p99 end to end" in r).endswith("| yes |")
+    # CPU per request: (0.06 + 0.03) s/s × 10 s / 1,000 requests = 900 µs against the floor's 1,000 µs.
+    cpu = next(r for r in rows if "CPU per request" in r)
+    assert "0.90× (900 / 1000 µs)" in cpu and cpu.endswith("| yes |")
     # p99 is judged on the median of the runs, not on the run picked by p50.
     rate["runs"] = [
         measurement("prism/bench-redis", 1000, 300, p99, concurrency=16) for p99 in (1400, 2900, 1800)
-    ] + [measurement("redis", 1000, 150, 400, concurrency=16)]
-    p99_row = next(r for r in br.target_rows({"summary": []}, rate) if "p99 end to end" in r)
+    ] + [floor]
+    p99_row = next(r for r in br.target_rows({"summary": []}, rate, None) if "p99 end to end" in r)
     assert "1.800 ms (median of runs: 1.40, 1.80, 2.90 ms)" in p99_row and p99_row.endswith("| **no** |")
-    cpu = next(r for r in rows if "CPU of proxy" in r)
-    assert "0.090 (0.060 + 0.030)" in cpu and cpu.endswith("| yes |")
     # 60 MiB is 62.9 MB: over the 50 MB goal.
     plugin_rss = next(r for r in rows if "peak RSS of prism-plugin-redis" in r)
     assert "62.9 MB" in plugin_rss and plugin_rss.endswith("| **no** |")
