@@ -92,9 +92,9 @@ impl Quotas {
     /// Takes a token for a call needing `right` (reads and PII reads count
     /// as reads), or refuses the call with when to retry.
     pub fn admit(&self, namespace: &str, right: Right) -> Result<(), ProxyError> {
-        let (bucket, class) = match right {
-            Right::Write => (&self.write, "write"),
-            _ => (&self.read, "read"),
+        let (bucket, class, limit) = match right {
+            Right::Write => (&self.write, "write", "write_quota"),
+            _ => (&self.read, "read", "read_quota"),
         };
         let Some(bucket) = bucket else { return Ok(()) };
         bucket.take().map_err(|wait| {
@@ -104,7 +104,7 @@ impl Quotas {
             let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX).max(1);
             let retry_after = Duration::from_millis(ms);
             ProxyError::QuotaExceeded {
-                limit: if class == "write" { "write_quota" } else { "read_quota" },
+                limit,
                 message: format!(
                     "namespace {namespace:?} is over its {class} quota of {} calls/s (spec.needs.{class}_rps, burst {}); retry in {} ms",
                     bucket.rate,
