@@ -170,12 +170,24 @@ impl Routes {
     /// Publishes a table where `name` maps to `route` (or is gone, for
     /// `None`). In-flight requests keep the route they started with.
     pub fn set(&self, name: &str, route: Option<Arc<Route>>) {
+        self.set_many(&[(name.to_owned(), route)]);
+    }
+
+    /// Publishes all of `changes` as one new table: one copy of the map
+    /// and one wake-up for the watchers however many namespaces change, so
+    /// loading N namespaces costs O(N), not N copies of a growing table.
+    pub fn set_many(&self, changes: &[(String, Option<Arc<Route>>)]) {
+        if changes.is_empty() {
+            return;
+        }
         self.table.rcu(|table| {
             let mut routes = table.routes.clone();
-            match &route {
-                Some(r) => routes.insert(name.to_owned(), r.clone()),
-                None => routes.remove(name),
-            };
+            for (name, route) in changes {
+                match route {
+                    Some(r) => routes.insert(name.clone(), r.clone()),
+                    None => routes.remove(name),
+                };
+            }
             RouteTable { routes }
         });
         self.changed.send_modify(|n| *n += 1);

@@ -974,3 +974,74 @@ async fn reqwest_metrics(admin: &str) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap()
 }
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How many namespaces `/metrics` says the proxy serves.
+fn served(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("prism_namespaces{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Namespaces loaded together are published as one route table: a proxy
+/// starting with 200 namespace files swaps its table once, not once per
+/// namespace (each swap copies the whole table, so one per namespace made
+/// loading N namespaces quadratic). A reload that finds one file changed
+/// and one added among 200 unchanged ones serves both changes (unchanged
+/// documents are not parsed again) and keeps the rest.
+#[tokio::test]
+async fn namespaces_loaded_together_swap_the_route_table_once() {
+    // 200, and the usual `demo` namespace.
+    const N: usize = 201;
+    let mut config = ProxyConfig::memstore();
+    for i in 0..N - 1 {
+        config = config.keyvalue(&format!("many{i:03}"), "memstore");
+    }
+    let dir = config.namespaces_dir();
+    let proxy = config.start();
+    let admin = proxy.admin_url();
+    let loaded = eventually(Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move { served(&reqwest_metrics(&admin).await) == N as f64 }
+    })
+    .await;
+    assert!(loaded, "the proxy never served {N} namespaces");
+    let text = reqwest_metrics(&admin).await;
+    assert_eq!(metric(&text, "prism_route_table_version"), Some(1.0), "{text}");
+
+    // One file edited and one added: the reload publishes both at once.
+    std::fs::write(
+        dir.join("many000.yaml"),
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: many000}\nspec:\n  pattern: keyvalue\n  backend: memstore\n  needs: {ttl: 1h}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("added.yaml"),
+        "apiVersion: prism/v1\nkind: Namespace\nmetadata: {name: added}\nspec:\n  pattern: keyvalue\n  backend: memstore\n",
+    )
+    .unwrap();
+    let reloaded = eventually(Duration::from_secs(60), || {
+        let admin = admin.clone();
+        async move { served(&reqwest_metrics(&admin).await) == (N + 1) as f64 }
+    })
+    .await;
+    assert!(reloaded, "the proxy never served the added namespace");
+    // Both writes usually land in one debounced reload (one swap); a
+    // reload that fell between them makes two, never one per namespace.
+    let text = reqwest_metrics(&admin).await;
+    let version = metric(&text, "prism_route_table_version").unwrap_or(0.0);
+    assert!((2.0..=3.0).contains(&version), "{text}");
+    let out = prismctl(&proxy.endpoint(), &["-o", "json", "namespace", "get", "many000"]);
+    assert!(text_of(&out).contains("ttl"), "{}", text_of(&out));
+    let out = prismctl(&proxy.endpoint(), &["namespace", "get", "many199"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

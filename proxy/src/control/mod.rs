@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::StreamExt;
 use prism_pii::{Codec, Keyring, SchemaPool, SchemaVersion};
 use prism_proto::admin::v1::{Plan, plan};
 use prism_proto::plugin::v1::{DescribeNamespaceRequest, DropNamespaceRequest, PrepareNamespaceRequest};
@@ -425,38 +426,65 @@ impl Controller {
         if errors.is_empty() { Ok((doc.name().to_owned(), backend, warnings)) } else { Err(errors) }
     }
 
-    /// Makes a route live: prepared on its plugin, then published. Under
-    /// the plugin's prepare lock, so a plugin (re)connecting concurrently
-    /// either sees the route in the table or has already shown itself
-    /// connected here.
+    /// Makes a route live: prepared on its plugin, then published.
     async fn activate(&self, route: Arc<Route>) {
-        // The shadow first: it is prepared before it gets its first copy.
-        let shadow = route.shadow.as_ref().map(|s| s.plugin().clone());
-        let _shadow_prepare = match &shadow {
-            Some(plugin) => {
-                let guard = plugin.prepare_lock.lock().await;
-                Self::prepare(plugin, &route).await;
-                Some(guard)
-            }
-            None => None,
-        };
-        let plugin = route.plugin.clone();
-        let _prepare = plugin.prepare_lock.lock().await;
-        Self::prepare(&plugin, &route).await;
-        let name = route.name().to_owned();
-        self.publish(&name, Some(route));
+        self.activate_all(vec![route]).await;
     }
 
-    /// Publishes the route of `name` (or removes it). Writes held at the
-    /// fence of the shadow it replaces look their route up again, so they
-    /// follow a switched primary.
+    /// Makes routes live: each prepared on its plugin (its shadow first,
+    /// so the shadow is prepared before it gets its first copy), then all
+    /// published as one table, so loading N namespaces copies the table
+    /// once rather than N times. Under the prepare locks of every plugin
+    /// involved, so a plugin (re)connecting concurrently either sees the
+    /// routes in the table or has already shown itself connected here.
+    /// The locks are taken in name order; the supervisor only ever holds
+    /// one, and every other caller holds the change lock, so they cannot
+    /// deadlock.
+    async fn activate_all(&self, routes: Vec<Arc<Route>>) {
+        if routes.is_empty() {
+            return;
+        }
+        let mut plugins: Vec<Arc<Plugin>> = routes
+            .iter()
+            .flat_map(|r| std::iter::once(r.plugin.clone()).chain(r.shadow.as_ref().map(|s| s.plugin().clone())))
+            .collect();
+        plugins.sort_by(|a, b| a.name().cmp(b.name()));
+        plugins.dedup_by(|a, b| a.name() == b.name());
+        let mut guards = Vec::with_capacity(plugins.len());
+        for plugin in &plugins {
+            guards.push(plugin.prepare_lock.lock().await);
+        }
+        futures::stream::iter(&routes)
+            .for_each_concurrent(crate::plugin::PREPARE_CONCURRENCY, |route| async move {
+                if let Some(shadow) = &route.shadow {
+                    Self::prepare(shadow.plugin(), route).await;
+                }
+                Self::prepare(&route.plugin, route).await;
+            })
+            .await;
+        self.publish_all(routes.into_iter().map(|r| (r.name().to_owned(), Some(r))).collect());
+    }
+
+    /// Publishes the route of `name` (or removes it).
     fn publish(&self, name: &str, route: Option<Arc<Route>>) {
-        let old = self.routes.snapshot().get(name).and_then(|r| r.shadow.clone());
-        let new = route.as_ref().and_then(|r| r.shadow.clone());
-        self.routes.set(name, route);
-        if let Some(old) = old
-            && new.is_none_or(|new| !Arc::ptr_eq(&old, &new))
-        {
+        self.publish_all(vec![(name.to_owned(), route)]);
+    }
+
+    /// Publishes routes (`None` removes one) as one new table. Writes held
+    /// at the fence of a shadow a change replaces look their route up
+    /// again, so they follow a switched primary.
+    fn publish_all(&self, changes: Vec<(String, Option<Arc<Route>>)>) {
+        let table = self.routes.snapshot();
+        let replaced: Vec<Arc<Shadow>> = changes
+            .iter()
+            .filter_map(|(name, route)| {
+                let old = table.get(name).and_then(|r| r.shadow.clone())?;
+                let new = route.as_ref().and_then(|r| r.shadow.clone());
+                new.is_none_or(|new| !Arc::ptr_eq(&old, &new)).then_some(old)
+            })
+            .collect();
+        self.routes.set_many(&changes);
+        for old in replaced {
             old.open_writes();
         }
     }
@@ -834,12 +862,8 @@ impl Controller {
                 report.removed.push(name.to_owned());
             }
         }
-        for route in changes {
-            self.activate(route).await;
-        }
-        for name in &report.removed {
-            self.publish(name, None);
-        }
+        self.activate_all(changes).await;
+        self.publish_all(report.removed.iter().map(|name| (name.clone(), None)).collect());
         for (source, why) in &report.rejected {
             tracing::error!(%source, error = %why, "namespace document skipped");
         }

@@ -34,6 +34,12 @@ use prism_proto::wire::MAX_MESSAGE_BYTES;
 use crate::config::PluginConfig;
 use crate::error::ProxyError;
 
+/// How many PrepareNamespace calls are in flight at once when many
+/// namespaces are prepared together (a plugin connecting, the registry
+/// loading): enough to hide the round trips, while the plugin SDK applies
+/// them one at a time anyway.
+pub(crate) const PREPARE_CONCURRENCY: usize = 16;
+
 /// Every configured plugin, by name. Fixed for the life of the process.
 pub type Plugins = BTreeMap<String, Arc<Plugin>>;
 

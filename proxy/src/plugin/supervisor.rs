@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures::TryStreamExt;
 use prism_proto::error_chain;
 use prism_proto::plugin::v1::lifecycle_client::LifecycleClient;
 use prism_proto::plugin::v1::{
@@ -318,15 +319,20 @@ impl Supervisor {
     }
 
     async fn prepare_all(&self, plugin: &Plugin, conn: &Connection) -> Result<(), StartFailure> {
-        let mut lifecycle = LifecycleClient::new(conn.pool.channel());
-        for settings in (self.namespaces)(plugin.name()) {
-            let namespace = settings.name.clone();
-            lifecycle
-                .prepare_namespace(PrepareNamespaceRequest { settings: Some(settings) })
-                .await
-                .map_err(|status| StartFailure::Prepare { namespace, status })?;
-        }
-        Ok(())
+        let lifecycle = LifecycleClient::new(conn.pool.channel());
+        futures::stream::iter((self.namespaces)(plugin.name()).into_iter().map(Ok))
+            .try_for_each_concurrent(super::PREPARE_CONCURRENCY, |settings| {
+                let mut lifecycle = lifecycle.clone();
+                async move {
+                    let namespace = settings.name.clone();
+                    lifecycle
+                        .prepare_namespace(PrepareNamespaceRequest { settings: Some(settings) })
+                        .await
+                        .map(drop)
+                        .map_err(|status| StartFailure::Prepare { namespace, status })
+                }
+            })
+            .await
     }
 
     async fn check(&self, plugin: &Plugin, conn: &Connection) -> Check {
