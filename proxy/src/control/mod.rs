@@ -801,6 +801,9 @@ impl Controller {
         let mut keep_sources: Vec<String> = Vec::new();
         let mut changes: Vec<Arc<Route>> = Vec::new();
         let mut deleting = Vec::new();
+        let by_source: HashMap<&str, &Arc<Route>> = table.iter().map(|r| (r.source.as_str(), r)).collect();
+        // A typed namespace is planned again against a new schema pool.
+        let stale = |route: &Route| route.schemas.as_ref().is_some_and(|p| !Arc::ptr_eq(p, &pool));
 
         for (source, why) in snapshot.unreadable {
             keep_sources.push(source.clone());
@@ -811,6 +814,20 @@ impl Controller {
                 // Not routed from now on (the removal below unroutes it);
                 // acknowledged once its calls in flight are done.
                 deleting.push((table.get(&mark.name).cloned(), mark));
+                continue;
+            }
+            // A document served as it is needs no parsing: a reload after
+            // one change would otherwise parse every namespace again.
+            if let Some(cur) = by_source.get(source.as_str())
+                && cur.yaml == yaml
+                && !stale(cur)
+            {
+                let name = cur.name();
+                if let Some(first) = seen.get(name) {
+                    report.rejected.push((source, format!("namespace {name} is already defined by {first}")));
+                } else {
+                    seen.insert(name.to_owned(), source);
+                }
                 continue;
             }
             let (doc, tree) = match NamespaceDoc::parse_with_tree(&yaml) {
@@ -828,8 +845,7 @@ impl Controller {
             }
             seen.insert(name.clone(), source.clone());
             let current = table.get(&name);
-            // A typed namespace is planned again against a new schema pool.
-            let stale = current.is_some_and(|c| c.schemas.as_ref().is_some_and(|p| !Arc::ptr_eq(p, &pool)));
+            let stale = current.is_some_and(|c| stale(c));
             if let Some(cur) = current
                 && cur.yaml == yaml
                 && cur.source == source
