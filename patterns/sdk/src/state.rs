@@ -1,7 +1,6 @@
 //! Shared state of a running plugin: the backend once initialized, and the
 //! prepared namespaces.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -27,7 +26,10 @@ pub(crate) struct Call<'a, B: Backend> {
     pub(crate) ns: Arc<Namespace<B::NamespaceState>>,
 }
 
-type NamespaceMap<S> = HashMap<String, Arc<Namespace<S>>>;
+// A persistent map: prepare and drop copy it with structural sharing, in
+// O(log n), so preparing N namespaces (a proxy starting with thousands)
+// costs O(N log N) instead of N copies of a growing std HashMap.
+type NamespaceMap<S> = imbl::HashMap<String, Arc<Namespace<S>>>;
 
 pub(crate) struct PluginState<B: Backend> {
     ready: OnceLock<Ready<B>>,
