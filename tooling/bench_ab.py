@@ -16,7 +16,9 @@ against the first, and writes the raw JSON to target/bench-ab/.
         --side ratio-1=target/release --tracing ratio-0.01=0.01 --tracing ratio-1=1
 
 Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
-1,000 requests/s (open loop: latency), on memstore and on redis. The proxy
+1,000 requests/s (open loop: latency), on memstore and on redis; with
+`--batch N`, BatchPut and BatchGet of N items at 16 in flight too
+(`--no-get` leaves the get cells out). The proxy
 and plugin CPU per request of the fixed-rate cell is reported too. The load
 client is the `prism-bench` of `--bench` (default: the --after directory's),
 the same for both sides. Needs Redis on 127.0.0.1:6379.
@@ -33,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_report import free_port, wait_port, write_namespaces  # noqa: E402
+from bench_report import free_port, pid_of, wait_port, write_namespaces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "target" / "bench-ab"
@@ -68,12 +70,17 @@ log:
     return config
 
 
-def cells(rate: int, duration: str) -> dict[str, list[str]]:
+def cells(rate: int, duration: str, batches: list[int], gets: bool = True) -> dict[str, list[str]]:
     targets = ["-t", "prism/ab-memstore", "-t", "prism/ab-redis"]
-    return {
+    plan = {
         "get-c64": [*targets, "-w", "get", "-c", "64", "--duration", duration],
         f"get-{rate}rps": [*targets, "-w", "get", "-c", "16", "--rate", str(rate), "--duration", duration],
-    }
+    } if gets else {}
+    for n in batches:
+        for workload in ("batch-put", "batch-get"):
+            plan[f"{workload}-{n}-c16"] = [*targets, "-w", workload, "--batch", str(n), "-c", "16",
+                                           "--duration", duration]
+    return plan
 
 
 def main() -> None:
@@ -88,6 +95,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="runs per side and cell (default 3)")
     ap.add_argument("--duration", default="3s", help="measurement per run (default 3s)")
     ap.add_argument("--rate", type=int, default=1000, help="the fixed-rate cell's requests/s (default 1000)")
+    ap.add_argument("--batch", type=int, action="append", default=[], metavar="N",
+                    help="add BatchPut and BatchGet cells of N items at 16 in flight (repeatable)")
+    ap.add_argument("--no-get", action="store_true", help="leave out the get cells (with --batch)")
     opts = ap.parse_args()
     sides: dict[str, Path] = {}
     if opts.before:
@@ -128,16 +138,20 @@ def main() -> None:
                                                stdin=subprocess.DEVNULL)
             for side, proc in procs.items():
                 wait_port(ports[side], proc, f"prism-proxy ({side})")
-            plan = cells(opts.rate, opts.duration)
+            plan = cells(opts.rate, opts.duration, opts.batch, gets=not (opts.no_get and opts.batch))
             names = list(sides)
             # The order rotates each round: every side runs first as often.
             order = [names[r % len(names):] + names[:r % len(names)] for r in range(opts.rounds)]
+            # Redis's own CPU is counted too: a plugin change can move work
+            # into (or out of) the server, which the proxy's figures miss.
+            redis_pid = pid_of("redis-server")
+            backend = ["--backend-pid", str(redis_pid)] if redis_pid is not None else []
             for r, turn in enumerate(order):
                 for cell, args in plan.items():
                     for side in turn:
                         out = OUT_DIR / f"{cell}-{side}-{r}.json"
                         cmd = [str(bench), "run", *args, "--prism", f"127.0.0.1:{ports[side]}",
-                               "--prism-pid", str(procs[side].pid), "--redis", REDIS_URL, "--warmup", "1s",
+                               "--prism-pid", str(procs[side].pid), *backend, "--redis", REDIS_URL, "--warmup", "1s",
                                "--no-progress", "--json", str(out)]
                         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                         summary = json.loads(out.read_text())["summary"]
@@ -173,6 +187,14 @@ def cpu_per_request_us(m: dict) -> float | None:
     return cpu / m["ok"] * 1e6
 
 
+def redis_cpu_per_request_us(m: dict) -> float | None:
+    """redis-server's CPU per request of a redis target's run, when it was measured."""
+    backend = m.get("backend")
+    if not backend or not m["ok"] or not m["target"].endswith("redis"):
+        return None
+    return backend["cpu_seconds"] / m["ok"] * 1e6
+
+
 def report(results: dict[str, dict[str, list[dict]]], names: list[str], opts: argparse.Namespace) -> None:
     print(f"\n{opts.rounds} interleaved rounds, {opts.duration} each; medians of the runs\n")
     for cell, sides in results.items():
@@ -200,6 +222,9 @@ def report(results: dict[str, dict[str, list[dict]]], names: list[str], opts: ar
                     ops = statistics.median(m["throughput"] for m in ms)
                     medians[(target, side)] = ops
                     print(f"| {target} | {side} | {runs} | {ops:.0f} | {p50} | {p99} |")
+                redis_cpu = [c for c in (redis_cpu_per_request_us(m) for m in ms) if c is not None]
+                if redis_cpu:
+                    print(f"  (redis-server CPU per request: median {statistics.median(redis_cpu):.1f} µs)")
                 if errors:
                     print(f"  ({errors} failed requests)")
         for target in sorted({t for t, _ in medians}):
