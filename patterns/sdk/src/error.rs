@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 ///
 /// Messages of every variant except [`PluginError::Internal`] reach the
 /// client, so they must describe the request, never backend internals.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// The request is malformed or breaks a limit.
     #[error("{0}")]
