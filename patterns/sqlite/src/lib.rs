@@ -16,6 +16,7 @@
 //! cleanup task also deletes events past each namespace's retention.
 
 mod graph;
+mod group;
 mod timeseries;
 
 use std::path::PathBuf;
@@ -106,6 +107,8 @@ type Conn = Arc<Mutex<Connection>>;
 pub struct Sqlite {
     config: Config,
     writer: Conn,
+    /// KeyValue puts and deletes, committed in groups (see `group`).
+    kv_writes: group::GroupCommit,
     readers: Vec<Conn>,
     next_reader: AtomicUsize,
     cleanup: tokio::task::JoinHandle<()>,
@@ -263,7 +266,8 @@ impl Backend for Sqlite {
             Duration::from_millis(config.cleanup_interval_ms),
         ));
         tracing::info!(path = %config.path.display(), "sqlite database open");
-        Ok(Self { config, writer, readers, next_reader: AtomicUsize::new(0), cleanup, retention })
+        let kv_writes = group::GroupCommit::start(writer.clone());
+        Ok(Self { config, writer, kv_writes, readers, next_reader: AtomicUsize::new(0), cleanup, retention })
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -331,21 +335,20 @@ impl Backend for Sqlite {
 impl KeyValueStore for Sqlite {
     async fn put(&self, ns: &Namespace<()>, op: PutOp) -> PluginResult<u64> {
         let ns = ns.name().to_owned();
-        self.write(move |conn| {
-            let now = now_ms();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
-            if let Some(expected) = op.if_version {
-                let current = live_version(&tx, &ns, &op.key, now).map_err(db_error)?;
-                if current != expected {
-                    return Err(PluginError::version_conflict(&op.key, current, expected));
+        self.kv_writes
+            .write(move |tx| {
+                let now = now_ms();
+                if let Some(expected) = op.if_version {
+                    let current = live_version(tx, &ns, &op.key, now).map_err(db_error)?;
+                    if current != expected {
+                        return Err(PluginError::version_conflict(&op.key, current, expected));
+                    }
                 }
-            }
-            let version = next_version(&tx).map_err(db_error)?;
-            upsert(&tx, &ns, &op, version, now).map_err(db_error)?;
-            tx.commit().map_err(db_error)?;
-            Ok(version)
-        })
-        .await
+                let version = next_version(tx).map_err(db_error)?;
+                upsert(tx, &ns, &op, version, now).map_err(db_error)?;
+                Ok(version)
+            })
+            .await
     }
 
     async fn get(&self, ns: &Namespace<()>, key: &str) -> PluginResult<Option<Record>> {
@@ -367,21 +370,24 @@ impl KeyValueStore for Sqlite {
 
     async fn delete(&self, ns: &Namespace<()>, key: &str, if_version: Option<u64>) -> PluginResult<bool> {
         let (ns, key) = (ns.name().to_owned(), key.to_owned());
-        self.write(move |conn| {
-            let now = now_ms();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
-            let current = live_version(&tx, &ns, &key, now).map_err(db_error)?;
-            if let Some(expected) = if_version
-                && current != expected
-            {
-                return Err(PluginError::version_conflict(&key, current, expected));
-            }
-            // Removes an expired row too.
-            tx.execute("DELETE FROM kv WHERE ns = ?1 AND key = ?2", params![ns, key]).map_err(db_error)?;
-            tx.commit().map_err(db_error)?;
-            Ok(current != 0)
-        })
-        .await
+        let existed = self
+            .kv_writes
+            .write(move |tx| {
+                let now = now_ms();
+                let current = live_version(tx, &ns, &key, now).map_err(db_error)?;
+                if let Some(expected) = if_version
+                    && current != expected
+                {
+                    return Err(PluginError::version_conflict(&key, current, expected));
+                }
+                // Removes an expired row too.
+                tx.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![ns, key]))
+                    .map_err(db_error)?;
+                Ok(u64::from(current != 0))
+            })
+            .await?;
+        Ok(existed == 1)
     }
 
     async fn batch_get(&self, ns: &Namespace<()>, keys: &[String]) -> PluginResult<Vec<Option<Record>>> {
