@@ -437,9 +437,8 @@ impl Controller {
     /// once rather than N times. Under the prepare locks of every plugin
     /// involved, so a plugin (re)connecting concurrently either sees the
     /// routes in the table or has already shown itself connected here.
-    /// The locks are taken in name order; the supervisor only ever holds
-    /// one, and every other caller holds the change lock, so they cannot
-    /// deadlock.
+    /// Every caller takes the locks in name order and the supervisor only
+    /// ever holds one, so no two of them can deadlock.
     async fn activate_all(&self, routes: Vec<Arc<Route>>) {
         if routes.is_empty() {
             return;
