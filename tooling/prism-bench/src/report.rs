@@ -8,6 +8,11 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use crate::args::Plan;
 use crate::run::Measurement;
 
+/// A right-aligned cell, for numbers.
+fn right(s: String) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
+}
+
 fn new_table(header: Vec<&str>) -> Table {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
@@ -89,7 +94,6 @@ impl Report {
             } else {
                 m.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
             };
-            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
             table.add_row(vec![
                 Cell::new(&m.target),
                 Cell::new(m.workload.name()),
@@ -130,7 +134,6 @@ impl Report {
         }
         let mut table = new_table(vec!["target", "workload", "in flight", "batch", "items/s"]);
         for m in rows {
-            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
             table.add_row(vec![
                 Cell::new(&m.target),
                 Cell::new(m.workload.name()),
@@ -149,7 +152,6 @@ impl Report {
         }
         let mut table = new_table(vec!["target", "workload", "in flight", "lag p50 µs", "lag p99 µs", "lag max µs"]);
         for (m, lag) in rows {
-            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
             table.add_row(vec![
                 Cell::new(&m.target),
                 Cell::new(m.workload.name()),
@@ -170,7 +172,6 @@ impl Report {
             new_table(vec!["target", "workload", "in flight", "process", "CPU s/s", "RSS MiB", "peak RSS MiB"]);
         for m in &self.summary {
             for p in &m.processes {
-                let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
                 table.add_row(vec![
                     Cell::new(&m.target),
                     Cell::new(m.workload.name()),
