@@ -419,7 +419,7 @@ impl Worker {
     async fn run(self, mut queue: mpsc::Receiver<Copy>, timeout: Duration) {
         while let Some(copy) = queue.recv().await {
             self.depth.dec();
-            let options = CallOptions::new(Instant::now() + timeout, Arc::from(uuid::Uuid::new_v4().to_string()));
+            let options = CallOptions::new(Instant::now() + timeout, crate::context::new_request_id());
             let result = tokio::time::timeout(timeout, (copy.replay)(self.plugin.clone(), options)).await;
             let result = result.unwrap_or_else(|_| {
                 Err(ProxyError::DeadlineExceeded(format!(

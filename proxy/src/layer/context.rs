@@ -100,7 +100,7 @@ where
         let request_id: Arc<str> = headers
             .get(&metadata::REQUEST_ID)
             .and_then(valid_request_id)
-            .map_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()), Arc::from);
+            .map_or_else(crate::context::new_request_id, Arc::from);
         let timeout = headers
             .get(&metadata::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
@@ -190,5 +190,18 @@ mod tests {
         assert_eq!(valid_request_id(&HeaderValue::from_static("has space")), None);
         assert_eq!(valid_request_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()), None);
         assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
+    }
+
+    #[test]
+    fn assigned_request_ids_are_distinct_v4_uuids_that_pass_our_own_check() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| crate::context::new_request_id().to_string()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version(), Some(uuid::Version::Random));
+            assert_eq!(uuid.hyphenated().to_string(), *id, "lower-case, hyphenated");
+            assert_eq!(valid_request_id(&HeaderValue::from_str(id).unwrap()), Some(id.as_str()));
+        }
     }
 }
