@@ -108,6 +108,66 @@ async fn request_id_and_deadline_reach_the_plugin() {
     }
 }
 
+/// Calls that give up (their deadline passes) while they wait on one
+/// multiplexed stream leave it working for the calls still waiting: those
+/// get their own replies once the backend answers. Redis is paused so every
+/// call waits; one connection, so every call shares one stream.
+#[tokio::test]
+async fn calls_that_give_up_on_a_multiplexed_stream_do_not_strand_the_others() {
+    let Some(program) = services::require_program("redis-server") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = PrivateServer::redis(&program, services::free_port(), dir.path());
+    redis.start();
+    let proxy = ProxyConfig::new()
+        .plugin(
+            "redis",
+            &format!(
+                "command: [prism-plugin-redis]\ntransport: multiplex\npool_size: 1\nconfig:\n  url: redis://127.0.0.1:{}\n  response_timeout_ms: 60000\n",
+                redis.port
+            ),
+        )
+        .keyvalue("data", "redis")
+        .start();
+    let kv = proxy.kv().await;
+    for i in 0..8 {
+        let put = PutRequest {
+            namespace: "data".into(),
+            key: format!("k{i}"),
+            value: format!("v{i}").into_bytes().into(),
+            ..Default::default()
+        };
+        kv.clone().put(put).await.unwrap();
+    }
+
+    let pid = redis.pid().unwrap();
+    signal(pid, Signal::SIGSTOP);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let mut kv = kv.clone();
+        // Alternate: every other call gives up after 150 ms, the rest wait.
+        let timeout = if i % 2 == 0 { Duration::from_millis(150) } else { Duration::from_secs(10) };
+        calls.spawn(async move {
+            let get = GetRequest { namespace: "data".into(), key: format!("k{i}") };
+            (i, kv.get(with_id(get, &format!("rid-{i}"), Some(timeout))).await)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(pid, Signal::SIGCONT);
+    while let Some(done) = calls.join_next().await {
+        let (i, answer) = done.unwrap();
+        if i % 2 == 0 {
+            // The client gives up at the same moment as the proxy, so the
+            // error may be the client's own (CANCELLED) or DEADLINE_EXCEEDED.
+            let code = answer.unwrap_err().code();
+            assert!(matches!(code, Code::DeadlineExceeded | Code::Cancelled), "call {i}: {code:?}");
+        } else {
+            let value = answer.unwrap_or_else(|e| panic!("call {i}: {e:?}")).into_inner().value;
+            assert_eq!(&value[..], format!("v{i}").as_bytes(), "call {i} got another call's reply");
+        }
+    }
+}
+
 async fn health(proxy: &prism_tests::Proxy, service: &str) -> ServingStatus {
     let mut client = HealthClient::new(proxy.channel().await);
     let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
