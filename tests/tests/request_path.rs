@@ -33,17 +33,20 @@ fn abandoned_after(proxy: &prism_tests::Proxy, id: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(&line).ok()?["fields"]["timeout_ms"].as_u64()
 }
 
+/// The redis plugin's entry on `transport` (plus `more` keys), with a 60 s
+/// Redis timeout so only deadlines end a call to a paused Redis.
+fn redis_plugin(redis_port: u16, transport: &str, more: &str) -> String {
+    format!(
+        "command: [prism-plugin-redis]\ntransport: {transport}\n{more}config:\n  url: redis://127.0.0.1:{redis_port}\n  response_timeout_ms: 60000\n"
+    )
+}
+
 /// A redis-backed namespace whose plugin logs every call (debug), on the
 /// given plugin transport, with calls given at most 400 ms.
 fn proxy_on(redis_port: u16, transport: &str) -> prism_tests::Proxy {
     ProxyConfig::new()
         .extra("limits: {request_timeout: 400ms}")
-        .plugin(
-            "redis",
-            &format!(
-                "command: [prism-plugin-redis]\ntransport: {transport}\nenv: {{PRISM_LOG: \"info,prism_plugin_sdk=debug\"}}\nconfig:\n  url: redis://127.0.0.1:{redis_port}\n  response_timeout_ms: 60000\n"
-            ),
-        )
+        .plugin("redis", &redis_plugin(redis_port, transport, "env: {PRISM_LOG: \"info,prism_plugin_sdk=debug\"}\n"))
         .keyvalue("data", "redis")
         .start()
 }
@@ -119,13 +122,7 @@ async fn calls_that_give_up_on_a_multiplexed_stream_do_not_strand_the_others() {
     let mut redis = PrivateServer::redis(&program, services::free_port(), dir.path());
     redis.start();
     let proxy = ProxyConfig::new()
-        .plugin(
-            "redis",
-            &format!(
-                "command: [prism-plugin-redis]\ntransport: multiplex\npool_size: 1\nconfig:\n  url: redis://127.0.0.1:{}\n  response_timeout_ms: 60000\n",
-                redis.port
-            ),
-        )
+        .plugin("redis", &redis_plugin(redis.port, "multiplex", "pool_size: 1\n"))
         .keyvalue("data", "redis")
         .start();
     let kv = proxy.kv().await;
