@@ -163,9 +163,10 @@ fn live_version(tx: &Connection, ns: &str, key: &str, now: i64) -> Result<u64, r
         .map(|v| v.map_or(0, |v| v as u64))
 }
 
-fn next_version(tx: &Connection) -> Result<u64, rusqlite::Error> {
-    tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value")?
-        .query_row([], |r| r.get::<_, i64>(0))
+/// Takes `n` versions from the counter in one update; answers the last.
+fn reserve_versions(tx: &Connection, n: u64) -> Result<u64, rusqlite::Error> {
+    tx.prepare_cached("UPDATE counters SET value = value + ?1 WHERE name = 'version' RETURNING value")?
+        .query_row([n as i64], |r| r.get::<_, i64>(0))
         .map(|v| v as u64)
 }
 
@@ -336,7 +337,7 @@ impl KeyValueStore for Sqlite {
     async fn put(&self, ns: &Namespace<()>, op: PutOp) -> PluginResult<u64> {
         let ns = ns.name().to_owned();
         self.kv_writes
-            .write(move |tx| {
+            .write(move |tx, versions| {
                 let now = now_ms();
                 if let Some(expected) = op.if_version {
                     let current = live_version(tx, &ns, &op.key, now).map_err(db_error)?;
@@ -344,7 +345,7 @@ impl KeyValueStore for Sqlite {
                         return Err(PluginError::version_conflict(&op.key, current, expected));
                     }
                 }
-                let version = next_version(tx).map_err(db_error)?;
+                let version = versions.next(tx).map_err(db_error)?;
                 upsert(tx, &ns, &op, version, now).map_err(db_error)?;
                 Ok(version)
             })
@@ -372,7 +373,7 @@ impl KeyValueStore for Sqlite {
         let (ns, key) = (ns.name().to_owned(), key.to_owned());
         let existed = self
             .kv_writes
-            .write(move |tx| {
+            .write(move |tx, _| {
                 let now = now_ms();
                 let current = live_version(tx, &ns, &key, now).map_err(db_error)?;
                 if let Some(expected) = if_version
@@ -418,9 +419,12 @@ impl KeyValueStore for Sqlite {
             let now = now_ms();
             // One transaction: the batch is atomic and costs one commit.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+            // One counter update for the whole batch: its versions are the
+            // `n` numbers up to the one it answers.
+            let n = ops.len() as u64;
+            let first = reserve_versions(&tx, n).map_err(db_error)? + 1 - n;
             let mut versions = Vec::with_capacity(ops.len());
-            for op in &ops {
-                let version = next_version(&tx).map_err(db_error)?;
+            for (op, version) in ops.iter().zip(first..) {
                 upsert(&tx, &ns, op, version, now).map_err(db_error)?;
                 versions.push(version);
             }
