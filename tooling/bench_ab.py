@@ -18,7 +18,8 @@ against the first, and writes the raw JSON to target/bench-ab/.
 Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
 1,000 requests/s (open loop: latency), on memstore and on redis; with
 `--batch N`, BatchPut and BatchGet of N items at 16 in flight too
-(`--no-get` leaves the get cells out). The proxy
+(`--no-get` leaves the get cells out); with `--sqlite`, Put on an SQLite
+namespace at 64 and at 1 in flight (and BatchPut with `--batch`). The proxy
 and plugin CPU per request of the fixed-rate cell is reported too. The load
 client is the `prism-bench` of `--bench` (default: the --after directory's),
 the same for both sides. Needs Redis on 127.0.0.1:6379.
@@ -47,8 +48,12 @@ def has_admin_http(proxy: Path) -> bool:
     return b"admin_http" in proxy.read_bytes()
 
 
-def write_config(work: Path, port: int, side: str, tracing: str = "", admin_http: bool = True) -> Path:
-    write_namespaces(work, "ab", ("memstore", "redis"))
+def write_config(work: Path, port: int, side: str, tracing: str = "", admin_http: bool = True,
+                 sqlite: bool = False) -> Path:
+    write_namespaces(work, "ab", ("memstore", "redis", "sqlite") if sqlite else ("memstore", "redis"))
+    # Each side's database lives in its own work directory (on disk, as in
+    # the report), with the plugin's default `synchronous`.
+    plugin = "  sqlite:\n    command: [prism-plugin-sqlite]\n    config:\n      path: ab.sqlite3\n" if sqlite else ""
     config = work / "prism.yaml"
     config.write_text(
         f"""listen: 127.0.0.1:{port}
@@ -57,7 +62,7 @@ namespaces_dir: namespaces
 plugins:
   memstore:
     command: [prism-plugin-memstore]
-  redis:
+{plugin}  redis:
     command: [prism-plugin-redis]
     config:
       url: {REDIS_URL}
@@ -70,12 +75,20 @@ log:
     return config
 
 
-def cells(rate: int, duration: str, batches: list[int], gets: bool = True) -> dict[str, list[str]]:
+def cells(rate: int, duration: str, batches: list[int], gets: bool = True,
+          sqlite: bool = False) -> dict[str, list[str]]:
     targets = ["-t", "prism/ab-memstore", "-t", "prism/ab-redis"]
     plan = {
         "get-c64": [*targets, "-w", "get", "-c", "64", "--duration", duration],
         f"get-{rate}rps": [*targets, "-w", "get", "-c", "16", "--rate", str(rate), "--duration", duration],
     } if gets else {}
+    if sqlite:
+        # The SQLite plugin's writes: many in flight (group commit) and one.
+        for conc in ("64", "1"):
+            plan[f"sqlite-put-c{conc}"] = ["-t", "prism/ab-sqlite", "-w", "put", "-c", conc, "--duration", duration]
+        for n in batches:
+            plan[f"sqlite-batch-put-{n}-c16"] = ["-t", "prism/ab-sqlite", "-w", "batch-put", "--batch", str(n),
+                                                 "-c", "16", "--duration", duration]
     for n in batches:
         for workload in ("batch-put", "batch-get"):
             plan[f"{workload}-{n}-c16"] = [*targets, "-w", workload, "--batch", str(n), "-c", "16",
@@ -97,7 +110,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000, help="the fixed-rate cell's requests/s (default 1000)")
     ap.add_argument("--batch", type=int, action="append", default=[], metavar="N",
                     help="add BatchPut and BatchGet cells of N items at 16 in flight (repeatable)")
-    ap.add_argument("--no-get", action="store_true", help="leave out the get cells (with --batch)")
+    ap.add_argument("--no-get", action="store_true", help="leave out the get cells (with --batch or --sqlite)")
+    ap.add_argument("--sqlite", action="store_true",
+                    help="add an sqlite namespace and its put cells (64 and 1 in flight; BatchPut with --batch)")
     opts = ap.parse_args()
     sides: dict[str, Path] = {}
     if opts.before:
@@ -112,7 +127,8 @@ def main() -> None:
     ratios = {name: float(ratio) for name, _, ratio in (t.partition("=") for t in opts.tracing)}
     bench = opts.bench or list(sides.values())[-1] / "prism-bench"
     for side, bindir in sides.items():
-        for name in ("prism-proxy", "prism-plugin-memstore", "prism-plugin-redis"):
+        for name in ("prism-proxy", "prism-plugin-memstore", "prism-plugin-redis",
+                     *(("prism-plugin-sqlite",) if opts.sqlite else ())):
             if not (bindir / name).is_file():
                 sys.exit(f"{side}: missing {bindir / name}")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -133,12 +149,14 @@ def main() -> None:
                 tracing = ""
                 if side in ratios:
                     tracing = f'tracing: {{otlp_endpoint: "{endpoint}", sampling_ratio: {ratios[side]}}}\n'
-                config = write_config(work, ports[side], side, tracing, has_admin_http(bindir / "prism-proxy"))
+                config = write_config(work, ports[side], side, tracing, has_admin_http(bindir / "prism-proxy"),
+                                      opts.sqlite)
                 procs[side] = subprocess.Popen([str(bindir / "prism-proxy"), "--config", str(config)], cwd=work,
                                                stdin=subprocess.DEVNULL)
             for side, proc in procs.items():
                 wait_port(ports[side], proc, f"prism-proxy ({side})")
-            plan = cells(opts.rate, opts.duration, opts.batch, gets=not (opts.no_get and opts.batch))
+            plan = cells(opts.rate, opts.duration, opts.batch, gets=not (opts.no_get and (opts.batch or opts.sqlite)),
+                         sqlite=opts.sqlite)
             names = list(sides)
             # The order rotates each round: every side runs first as often.
             order = [names[r % len(names):] + names[:r % len(names)] for r in range(opts.rounds)]
@@ -176,13 +194,13 @@ def main() -> None:
 
 def cpu_per_request_us(m: dict) -> float | None:
     procs = [p for p in m.get("processes") or [] if p["name"] in ("prism-proxy", "prism-plugin-memstore",
-                                                                    "prism-plugin-redis")]
+                                                                    "prism-plugin-redis", "prism-plugin-sqlite")]
     busy = [p for p in procs if p["cpu_seconds"] > 0.0]
     if not busy or not m["ok"]:
         return None
     # The idle plugin of the other namespace costs next to nothing; count
     # the proxy and the plugin that served this target.
-    plugin = "prism-plugin-memstore" if m["target"].endswith("memstore") else "prism-plugin-redis"
+    plugin = "prism-plugin-" + m["target"].rsplit("-", 1)[-1]
     cpu = sum(p["cpu_seconds"] for p in procs if p["name"] in ("prism-proxy", plugin))
     return cpu / m["ok"] * 1e6
 
@@ -201,7 +219,7 @@ def report(results: dict[str, dict[str, list[dict]]], names: list[str], opts: ar
         fixed = "rps" in cell
         print(f"## {cell}")
         header = "| target | side | runs (p50 µs) | median p50 µs | median p99 µs | CPU µs/request |" if fixed else \
-            "| target | side | runs (ops/s) | median ops/s | median p50 µs | median p99 µs |"
+            "| target | side | runs (ops/s) | median ops/s | median p50 µs | median p99 µs | CPU µs/request |"
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         medians: dict[tuple[str, str], float] = {}
@@ -211,17 +229,19 @@ def report(results: dict[str, dict[str, list[dict]]], names: list[str], opts: ar
                 errors = sum(sum(m["errors"].values()) for m in ms)
                 p50 = statistics.median(m["latency_us"]["p50"] for m in ms)
                 p99 = statistics.median(m["latency_us"]["p99"] for m in ms)
+                # Proxy and plugin CPU per request: under a closed loop too,
+                # where a cheaper server shows as throughput and as this.
+                cpu = [c for c in (cpu_per_request_us(m) for m in ms) if c is not None]
+                cpu_text = f"{statistics.median(cpu):.1f}" if cpu else "n/a"
                 if fixed:
                     runs = ", ".join(f"{m['latency_us']['p50']}" for m in ms)
-                    cpu = [c for c in (cpu_per_request_us(m) for m in ms) if c is not None]
-                    cpu_text = f"{statistics.median(cpu):.0f}" if cpu else "n/a"
                     medians[(target, side)] = p50
                     print(f"| {target} | {side} | {runs} | {p50} | {p99} | {cpu_text} |")
                 else:
                     runs = ", ".join(f"{m['throughput']:.0f}" for m in ms)
                     ops = statistics.median(m["throughput"] for m in ms)
                     medians[(target, side)] = ops
-                    print(f"| {target} | {side} | {runs} | {ops:.0f} | {p50} | {p99} |")
+                    print(f"| {target} | {side} | {runs} | {ops:.0f} | {p50} | {p99} | {cpu_text} |")
                 redis_cpu = [c for c in (redis_cpu_per_request_us(m) for m in ms) if c is not None]
                 if redis_cpu:
                     print(f"  (redis-server CPU per request: median {statistics.median(redis_cpu):.1f} µs)")
