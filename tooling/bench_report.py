@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -524,7 +525,7 @@ def paired_ratios(runs: list[dict], target: str, floor: str, workload: str, conc
     return paired(runs_of(runs, target, workload, conc), runs_of(runs, floor, workload, conc))
 
 
-def target_rows(main: dict, rate: dict | None, h2: dict | None) -> list[str]:
+def target_rows(main: dict, rate: dict | None, h2: dict | None, iso: dict | None = None) -> list[str]:
     s = main["summary"]
     lines = [
         "| target | goal | measured | met |",
@@ -593,7 +594,41 @@ def target_rows(main: dict, rate: dict | None, h2: dict | None) -> list[str]:
                 if p:
                     mb = p["peak_rss_mib"] / MB
                     row(f"{RATE:,} get/s: peak RSS of {p['name']} (issue #7)", "< 50 MB", f"{mb:.1f} MB", mb < 50)
+    if iso:
+        isolation_goal_rows(iso, row)
     return lines
+
+
+def isolation_goal_rows(iso: dict, row: Callable[[str, str, str, bool], None]) -> None:
+    """The isolation goals: the steady namespace's p99 beside a flood at
+    ten times its quota, paired run by run with its p99 alone (the two are
+    interleaved, so run i of both saw the same machine); and the flood's
+    excess refused rather than queued."""
+    def of(case: str) -> list[dict]:
+        return sorted((r for r in iso["runs"] if r["case"] == case), key=lambda r: r["run"])
+
+    alone, flood = of("alone"), of("iso-flood")
+    ratios = paired([r["steady"]["latency_us"]["p99"] for r in flood], [r["steady"]["latency_us"]["p99"] for r in alone])
+    if ratios:
+        mid = sorted(ratios)[(len(ratios) - 1) // 2]
+        shown = ", ".join(f"{x:.2f}×" for x in ratios)
+        row("isolation: steady namespace's p99 beside a flood at 10× its neighbour's quota / alone", "≤ 1.25×",
+            f"{mid:.2f}× (runs {shown})", mid <= 1.25)
+    floods = [r["flood"] for r in flood if "flood" in r]
+    if floods:
+        # Admitted within the quota (the burst allows one second's worth
+        # more over the measurement), and refused calls answered, not
+        # queued: the offered rate was kept up and every other call was
+        # refused with RESOURCE_EXHAUSTED.
+        admitted = sorted(f["ok"] / f["elapsed_seconds"] for f in floods)
+        refused = sorted(f["errors"].get("ResourceExhausted", 0) / f["elapsed_seconds"] for f in floods)
+        other = sum(n for f in floods for kind, n in f["errors"].items() if kind != "ResourceExhausted")
+        a, r = admitted[(len(admitted) - 1) // 2], refused[(len(refused) - 1) // 2]
+        excess = iso["flood_rate"] - iso["quota"]
+        met = all(x <= 1.1 * iso["quota"] for x in admitted) and all(x >= 0.9 * excess for x in refused) and other == 0
+        row(f"isolation: the flood's excess refused, not queued (quota {iso['quota']:,}/s, offered "
+            f"{iso['flood_rate']:,}/s)", f"admitted ≤ 110% of quota, ≥ 90% of {excess:,}/s refused, every run",
+            f"{fmt_ops(a)}/s admitted, {fmt_ops(r)}/s refused, {other} other errors", met)
 
 
 def h2load_rows(h2: dict) -> list[str]:
@@ -674,7 +709,7 @@ def write_doc(results: dict[str, dict], commands: dict[str, str], created: str) 
         "goals, not test assertions. A goal is met when the median run meets it (a goal \"in every run\" when each",
         "run does); the runs are listed so that the spread shows.",
         "",
-        *target_rows(main, rate, h2),
+        *target_rows(main, rate, h2, iso),
         "",
         "## How it was measured",
         "",
