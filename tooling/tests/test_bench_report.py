@@ -97,3 +97,42 @@ def test_smoke_fails_on_any_error_or_empty_run(capsys: pytest.CaptureFixture[str
         br.check_smoke({"main": good, "rate": {"runs": [measurement("x", 1, 1, 1, errors={"UNAVAILABLE": 2})]}})
     with pytest.raises(SystemExit, match="ok 0"):
         br.check_smoke({"main": {"runs": [measurement("x", 0, 1, 1, ok=0)]}})
+
+
+def iso_runs(alone: list[int], beside: list[int], admitted: float, refused: float,
+             other: dict | None = None) -> dict:
+    """Isolation runs as bench_report's `isolation` records them: run i of
+    `alone` and of `iso-flood` were measured back to back."""
+    runs = []
+    for i, (a, b) in enumerate(zip(alone, beside)):
+        runs.append({"case": "alone", "run": i, "steady": measurement("prism/iso-steady", 1000, 200, a)})
+        flood = measurement("prism/iso-flood", admitted, 150, 900, ok=int(admitted * 10),
+                            errors={"ResourceExhausted": int(refused * 10), **(other or {})})
+        runs.append({"case": "iso-flood", "run": i, "steady": measurement("prism/iso-steady", 1000, 200, b),
+                     "flood": flood})
+    return {"runs": runs, "quota": 500, "flood_rate": 5000, "steady_rate": 1000, "duration": "10s"}
+
+
+def goal_rows(iso: dict) -> list[tuple]:
+    rows: list[tuple] = []
+    br.isolation_goal_rows(iso, lambda *row: rows.append(row))
+    return rows
+
+
+def test_isolation_goal_pairs_each_run_with_its_own_alone_run() -> None:
+    # Medians of the columns would give 800 / 1000 = 0.8x; paired, the runs
+    # are 2.0x, 1.5x and 0.5x, whose median (1.5x) misses the goal.
+    (p99, excess) = goal_rows(iso_runs([400, 1000, 1600], [800, 1500, 800], 500, 4500))
+    assert p99[2].startswith("1.50× (runs 2.00×, 1.50×, 0.50×)") and p99[3] is False
+    assert excess[3] is True
+    (p99, _) = goal_rows(iso_runs([1000, 1000, 1000], [1100, 1300, 1200], 500, 4500))
+    assert p99[2].startswith("1.20×") and p99[3] is True
+
+
+def test_isolation_goal_fails_when_the_flood_is_queued_or_errs_otherwise() -> None:
+    # Admitted beyond the quota: the flood was not held to it.
+    assert goal_rows(iso_runs([1000], [1000], 900, 4100))[1][3] is False
+    # Too few refusals: the excess waited instead of being refused.
+    assert goal_rows(iso_runs([1000], [1000], 500, 2000))[1][3] is False
+    # Any error other than RESOURCE_EXHAUSTED.
+    assert goal_rows(iso_runs([1000], [1000], 500, 4500, {"Unavailable": 3}))[1][3] is False
