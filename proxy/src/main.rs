@@ -8,11 +8,6 @@ use prism_proxy::config::Config;
 use prism_proxy::startup::{self, Options, StartError};
 use prism_proxy::{logging, server};
 
-// mimalloc, not glibc's malloc: the A/B in ADR-007 measured 4-10% less proxy
-// and plugin CPU per request under load with it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for a configuration the proxy refuses (as clap uses for usage
 /// errors).
 const EXIT_CONFIG: u8 = 2;

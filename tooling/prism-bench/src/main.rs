@@ -3,11 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use prism_bench::args::{Cli, Command};
 
-// The allocator of the proxy and plugins (ADR-007), so the floors served
-// here are measured on equal terms, and the load client costs less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
