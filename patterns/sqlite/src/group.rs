@@ -42,8 +42,8 @@ type Run = Box<dyn FnOnce(&Connection, &mut Versions) -> PluginResult<u64> + Sen
 /// The versions a group hands out: read from the counter on first use,
 /// stored back once before the group commits. One writer holds the
 /// counter's transaction, so no one else can take a number in between. A
-/// write that fails after taking one leaves a gap, as the counter's own
-/// update did when its savepoint rolled back; versions only ever grow.
+/// write that fails after taking one leaves a gap: versions only ever
+/// grow, but need not be consecutive.
 #[derive(Default)]
 pub(crate) struct Versions {
     last: Option<u64>,
