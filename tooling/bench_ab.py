@@ -20,7 +20,7 @@ Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
 `--batch N`, BatchPut and BatchGet of N items at 16 in flight too
 (`--no-get` leaves the get cells out); with `--sqlite`, Put on an SQLite
 namespace at 64 and at 1 in flight (and BatchPut with `--batch`). The proxy
-and plugin CPU per request of the fixed-rate cell is reported too. The load
+and plugin CPU per request of every cell is reported too. The load
 client is the `prism-bench` of `--bench` (default: the --after directory's),
 the same for both sides. Needs Redis on 127.0.0.1:6379.
 """
