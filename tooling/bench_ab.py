@@ -19,7 +19,8 @@ Cells: get at 64 in flight (closed loop: throughput) and get at a fixed
 1,000 requests/s (open loop: latency), on memstore and on redis; with
 `--batch N`, BatchPut and BatchGet of N items at 16 in flight too
 (`--no-get` leaves the get cells out); with `--sqlite`, Put on an SQLite
-namespace at 64 and at 1 in flight (and BatchPut with `--batch`). The proxy
+namespace at 64 and at 1 in flight (and BatchPut with `--batch`), then Get and
+the mixed workload at 64 in flight on it (what the writes leave costs reads). The proxy
 and plugin CPU per request of every cell is reported too. The load
 client is the `prism-bench` of `--bench` (default: the --after directory's),
 the same for both sides. Needs Redis on 127.0.0.1:6379.
@@ -86,6 +87,11 @@ def cells(rate: int, duration: str, batches: list[int], gets: bool = True,
         # The SQLite plugin's writes: many in flight (group commit) and one.
         for conc in ("64", "1"):
             plan[f"sqlite-put-c{conc}"] = ["-t", "prism/ab-sqlite", "-w", "put", "-c", conc, "--duration", duration]
+        # Reads after and among those writes: what a write-side change (a
+        # longer WAL, say) costs the readers.
+        for workload in ("get", "mixed"):
+            plan[f"sqlite-{workload}-c64"] = ["-t", "prism/ab-sqlite", "-w", workload, "-c", "64",
+                                              "--duration", duration]
         for n in batches:
             plan[f"sqlite-batch-put-{n}-c16"] = ["-t", "prism/ab-sqlite", "-w", "batch-put", "--batch", str(n),
                                                  "-c", "16", "--duration", duration]
