@@ -59,6 +59,13 @@ pub struct Config {
     /// power loss, at the cost of an fsync per commit.
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// WAL pages after which a commit folds the WAL back into the database
+    /// file (SQLite's `wal_autocheckpoint`, whose own default is 1000). A
+    /// checkpoint holds the writer while it copies and fsyncs, so fewer of
+    /// them take the stalls out of the write tail; the WAL file grows to
+    /// this many pages (4 KiB each) between them (ADR-007).
+    #[serde(default = "defaults::wal_autocheckpoint")]
+    pub wal_autocheckpoint: u32,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -81,6 +88,9 @@ mod defaults {
     }
     pub(super) fn busy_timeout_ms() -> u64 {
         5000
+    }
+    pub(super) fn wal_autocheckpoint() -> u32 {
+        10_000
     }
 }
 
@@ -153,6 +163,9 @@ fn open_connection(config: &Config) -> Result<Connection, rusqlite::Error> {
         Synchronous::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
+    // Only the writer commits, so only its setting matters; readers get the
+    // same for simplicity.
+    conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)?;
     Ok(conn)
 }
 
@@ -244,8 +257,12 @@ impl Backend for Sqlite {
     const KIND: &'static str = "sqlite";
 
     async fn open(_instance: &str, config: Config) -> PluginResult<Self> {
-        if config.readers == 0 || config.cleanup_interval_ms == 0 {
-            return Err(PluginError::InvalidArgument("readers and cleanup_interval_ms must be at least 1".to_owned()));
+        if config.readers == 0 || config.cleanup_interval_ms == 0 || config.wal_autocheckpoint == 0 {
+            // A wal_autocheckpoint of 0 would turn checkpoints off: the WAL
+            // would grow without bound.
+            return Err(PluginError::InvalidArgument(
+                "readers, cleanup_interval_ms and wal_autocheckpoint must be at least 1".to_owned(),
+            ));
         }
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -470,5 +487,50 @@ impl KeyValueStore for Sqlite {
             Ok(ScanPage { entries, more })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, extra: serde_json::Value) -> Config {
+        let mut config = serde_json::json!({"path": dir.join("t.sqlite3")});
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
+        }
+        serde_json::from_value(config).unwrap()
+    }
+
+    fn autocheckpoint(conn: &Conn) -> i64 {
+        lock(conn).pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap()
+    }
+
+    /// The writer checkpoints after `wal_autocheckpoint` pages: 10,000 by
+    /// default (not SQLite's 1000), or what the config says.
+    #[tokio::test]
+    async fn wal_autocheckpoint_is_set_on_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open("t", config(dir.path(), serde_json::json!({}))).await.unwrap();
+        assert_eq!(autocheckpoint(&db.writer), 10_000);
+        drop(db);
+        let db = Sqlite::open("t", config(dir.path(), serde_json::json!({"wal_autocheckpoint": 500}))).await.unwrap();
+        assert_eq!(autocheckpoint(&db.writer), 500);
+    }
+
+    /// 0 would turn checkpoints off and let the WAL grow without bound; a
+    /// negative or fractional count is not a page count.
+    #[tokio::test]
+    async fn a_wal_autocheckpoint_that_is_not_a_positive_page_count_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Sqlite::open("t", config(dir.path(), serde_json::json!({"wal_autocheckpoint": 0}))).await.err();
+        assert!(
+            matches!(&err, Some(PluginError::InvalidArgument(m)) if m.contains("wal_autocheckpoint must be at least 1")),
+            "{err:?}"
+        );
+        for bad in [serde_json::json!(-1), serde_json::json!(1.5), serde_json::json!("many")] {
+            let config = serde_json::json!({"path": "t.sqlite3", "wal_autocheckpoint": bad});
+            assert!(serde_json::from_value::<Config>(config).is_err(), "{bad} accepted");
+        }
     }
 }
