@@ -136,3 +136,11 @@ def test_isolation_goal_fails_when_the_flood_is_queued_or_errs_otherwise() -> No
     assert goal_rows(iso_runs([1000], [1000], 500, 2000))[1][3] is False
     # Any error other than RESOURCE_EXHAUSTED.
     assert goal_rows(iso_runs([1000], [1000], 500, 4500, {"Unavailable": 3}))[1][3] is False
+
+
+def test_a_ratio_just_under_its_goal_does_not_read_as_meeting_it() -> None:
+    # 49.6% rounds to 50%: the page would say "50%" beside "no".
+    assert br.percent(18894 / 38095, 0.5) == "49.6%"
+    assert br.percent(0.5, 0.5) == "50%"
+    assert br.percent(0.744, 0.75) == "74%"
+    assert br.percent(0.7499, 0.75) == "74.99%"
