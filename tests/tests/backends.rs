@@ -462,6 +462,7 @@ async fn nats_cluster_node_killed_under_load_loses_no_acknowledged_write() {
     // and a split vote takes another round: 30 s is three of the longest
     // waits. Writes must then go on without a failure for 2 s.
     let recovered = load.until_recovered(killed_at, Duration::from_secs(2), Duration::from_secs(30)).await;
+    println!("writes recovered (2 s without a failure) {recovered:?} after the kill");
     let (acked, failures, window) = load.finish("nats cluster failover", killed_at).await;
     assert!(failures.iter().all(|(_, why)| why.starts_with("Unavailable")), "{failures:?}");
     assert!(recovered.is_some(), "no recovery in 30 s: last failure {window:?} after the kill");
