@@ -141,6 +141,6 @@ def test_isolation_goal_fails_when_the_flood_is_queued_or_errs_otherwise() -> No
 def test_a_ratio_just_under_its_goal_does_not_read_as_meeting_it() -> None:
     # 49.6% rounds to 50%: the page would say "50%" beside "no".
     assert br.percent(18894 / 38095, 0.5) == "49.6%"
-    assert br.percent(0.5, 0.5) == "50%"
+    assert br.percent(0.5, 0.5) == "50%" and br.percent(0.85, 0.85) == "85%"
     assert br.percent(0.744, 0.75) == "74%"
     assert br.percent(0.7499, 0.75) == "74.99%"
