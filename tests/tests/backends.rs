@@ -370,8 +370,9 @@ impl Load {
 
     /// Stops the writers once every writer has had a write acknowledged
     /// after the last failure (none is stuck in a call) and none has failed
-    /// for `quiet`: the recovery `event` (a kill, say) started has ended. Returns how long after `event` that was, or
-    /// `None` (writers stopped too) if it had not happened within `limit`.
+    /// for `quiet`: the recovery `event` (a kill, say) started has ended.
+    /// Returns how long after `event` that was, or `None` (writers stopped
+    /// too) if it had not happened within `limit`.
     async fn until_recovered(&self, event: std::time::Instant, quiet: Duration, limit: Duration) -> Option<Duration> {
         let recovered = eventually(limit, || async {
             let last_failure = self.failures.lock().unwrap().iter().map(|(at, _)| *at).max();
