@@ -26,7 +26,7 @@ use prism_plugin_sdk::{PluginError, PluginResult};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Conn, db_error, lock, reserve_versions};
+use crate::{Conn, advance_versions, db_error, lock};
 
 /// Writes one commit takes at most, so a long queue does not hold the
 /// writer (and the TimeSeries and Graph writes waiting for it) for long.
@@ -66,7 +66,7 @@ impl Versions {
     /// Stores what was taken: the one counter update of the group.
     fn store(&self, tx: &Connection) -> Result<(), rusqlite::Error> {
         if self.taken > 0 {
-            reserve_versions(tx, self.taken)?;
+            advance_versions(tx, self.taken)?;
         }
         Ok(())
     }
