@@ -147,6 +147,7 @@ mod tests {
 
     use std::time::Duration;
 
+    use prism_proto::keyvalue::v1 as kv;
     use prism_proto::keyvalue::v1::{GetRequest, GetResponse};
     use prism_proto::plugin::v1::key_value_backend_server::{KeyValueBackend, KeyValueBackendServer};
     use tokio_stream::wrappers::TcpListenerStream;
@@ -180,37 +181,22 @@ mod tests {
             Ok(Response::new(ReceiverStream::new(replies)))
         }
 
-        async fn put(
-            &self,
-            _: Request<prism_proto::keyvalue::v1::PutRequest>,
-        ) -> Result<Response<prism_proto::keyvalue::v1::PutResponse>, Status> {
+        async fn put(&self, _: Request<kv::PutRequest>) -> Result<Response<kv::PutResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
         async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
-        async fn delete(
-            &self,
-            _: Request<prism_proto::keyvalue::v1::DeleteRequest>,
-        ) -> Result<Response<prism_proto::keyvalue::v1::DeleteResponse>, Status> {
+        async fn delete(&self, _: Request<kv::DeleteRequest>) -> Result<Response<kv::DeleteResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
-        async fn batch_get(
-            &self,
-            _: Request<prism_proto::keyvalue::v1::BatchGetRequest>,
-        ) -> Result<Response<prism_proto::keyvalue::v1::BatchGetResponse>, Status> {
+        async fn batch_get(&self, _: Request<kv::BatchGetRequest>) -> Result<Response<kv::BatchGetResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
-        async fn batch_put(
-            &self,
-            _: Request<prism_proto::keyvalue::v1::BatchPutRequest>,
-        ) -> Result<Response<prism_proto::keyvalue::v1::BatchPutResponse>, Status> {
+        async fn batch_put(&self, _: Request<kv::BatchPutRequest>) -> Result<Response<kv::BatchPutResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
-        async fn scan(
-            &self,
-            _: Request<prism_proto::keyvalue::v1::ScanRequest>,
-        ) -> Result<Response<prism_proto::keyvalue::v1::ScanResponse>, Status> {
+        async fn scan(&self, _: Request<kv::ScanRequest>) -> Result<Response<kv::ScanResponse>, Status> {
             Err(Status::unimplemented("unary"))
         }
     }
@@ -311,8 +297,8 @@ mod tests {
         // The first call's late reply is dropped, and the stream goes on.
         plugin.answer(&first_call).await;
         let third = get(&mux, "third");
-        let third_call = plugin.receive(1).await;
-        plugin.answer(&third_call[0]).await;
+        let [third_call] = plugin.receive(1).await.try_into().unwrap();
+        plugin.answer(&third_call).await;
         assert_eq!(value(third).await, "third");
     }
 
