@@ -177,10 +177,8 @@ fn live_version(tx: &Connection, ns: &str, key: &str, now: i64) -> Result<u64, r
 }
 
 /// Moves the counter past `n` versions a group has handed out from memory.
-/// No `RETURNING`: SQLite runs a statement with one under a statement
-/// journal of its own, which allocates and frees an in-memory journal every
-/// time (and glibc then returns the freed pages with an madvise), once per
-/// group; the group already knows the value.
+/// No `RETURNING` (the group knows the value): SQLite runs such a statement
+/// under a statement journal of its own, allocated and freed every time.
 fn advance_versions(tx: &Connection, n: u64) -> Result<(), rusqlite::Error> {
     tx.prepare_cached("UPDATE counters SET value = value + ?1 WHERE name = 'version'")?.execute([n as i64])?;
     Ok(())
